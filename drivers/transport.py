@@ -1,0 +1,28 @@
+"""The transport seam: every way of reaching a jig is an asyncio reader/writer pair.
+
+Serial ports, ptys, TCP sockets, USB bulk endpoints and the simulator's in-memory links all end up as a
+`Transport`; the maintenance-port protocol reads and writes it and never learns which kind it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+__all__ = ["Transport"]
+
+
+@dataclass
+class Transport:
+    """One open byte stream to one jig. `description` says where it goes, for logs and errors."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    description: str
+
+    async def close(self) -> None:
+        self.writer.close()
+        # The far end may already be gone (a pulled cable, a killed simulator); closing must still succeed.
+        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            await self.writer.wait_closed()
