@@ -114,6 +114,8 @@ class TrustedKey(_Strict):
 class RevokedKey(_Strict):
     id: str = Field(min_length=1)
     fingerprint: Sha256Hex
+    # Kept so that an image signed by a revoked key is recognised as such (KEY_REVOKED), not merely unknown.
+    public_key_pem: str
     reason: str = ""
 
 
@@ -157,6 +159,7 @@ class Catalog:
     folder: Path
     document: CatalogDocument
     digest: str
+    # Every key the catalog lists, trusted or revoked, by fingerprint; `key_standing` says which may sign what.
     public_keys: dict[str, ec.EllipticCurvePublicKey]
 
     @property
@@ -209,12 +212,14 @@ def _parse_document(raw: bytes, source: Path) -> CatalogDocument:
 
 def _check_consistency(document: CatalogDocument, source: Path) -> dict[str, ec.EllipticCurvePublicKey]:
     keys: dict[str, ec.EllipticCurvePublicKey] = {}
-    for i, key in enumerate(document.keys):
-        public = public_key_from_pem(key.public_key_pem.encode(), f"{source}: keys[{i}]")
+    listed: list[tuple[str, TrustedKey | RevokedKey]] = [(f"keys[{i}]", k) for i, k in enumerate(document.keys)]
+    listed += [(f"revoked_keys[{i}]", k) for i, k in enumerate(document.revoked_keys)]
+    for where, key in listed:
+        public = public_key_from_pem(key.public_key_pem.encode(), f"{source}: {where}")
         if fingerprint(public) != key.fingerprint:
-            raise CatalogFormatError(source, f"keys[{i}].fingerprint", "does not match the key's public_key_pem")
+            raise CatalogFormatError(source, f"{where}.fingerprint", "does not match the key's public_key_pem")
         keys[key.fingerprint] = public
-    known = set(keys) | {r.fingerprint for r in document.revoked_keys}
+    known = set(keys)
     seen: dict[tuple[str, str, str], str] = {}
     for i, entry in enumerate(document.entries):
         ident = (entry.manufacturer, entry.model, entry.firmware_version)

@@ -220,7 +220,9 @@ def build_catalog(
         public = load_key(f"revoked_keys[{i}].public_key", rkey.public_key)
         fp = fingerprint(public)
         verifiers[fp] = public
-        revoked.append(RevokedKey(id=rkey.id, fingerprint=fp, reason=rkey.reason))
+        revoked.append(
+            RevokedKey(id=rkey.id, fingerprint=fp, public_key_pem=public_key_pem(public).decode(), reason=rkey.reason)
+        )
 
     entries: list[CatalogEntry] = []
     images: dict[str, bytes] = {}

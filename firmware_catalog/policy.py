@@ -8,7 +8,7 @@ the hub is exactly what passed (no re-read between check and use).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from firmware_catalog.catalog import Catalog, CatalogEntry, KeyStanding
@@ -52,9 +52,8 @@ class Decision:
         }
 
 
-def _entry_refusal(hub: HubIdentity, entry: CatalogEntry, now: datetime) -> tuple[ReasonCode, str] | None:
-    """Rules about the entry itself and the hub's hardware, before versions are compared."""
-    today = now.date()
+def _approval_refusal(entry: CatalogEntry, today: date) -> tuple[ReasonCode, str] | None:
+    """Whether the CPL still approves the entry at all: withdrawn or uncertified firmware is no candidate."""
     if entry.status == "withdrawn":
         return ReasonCode.CPL_ENTRY_WITHDRAWN, f"{entry.cpl_id} ({entry.firmware_version}) is withdrawn"
     if entry.certificate_expiry < today:
@@ -62,6 +61,11 @@ def _entry_refusal(hub: HubIdentity, entry: CatalogEntry, now: datetime) -> tupl
             ReasonCode.CERTIFICATE_EXPIRED,
             f"{entry.cpl_id} ({entry.firmware_version}): CPA certificate expired {entry.certificate_expiry}",
         )
+    return None
+
+
+def _target_refusal(hub: HubIdentity, entry: CatalogEntry, today: date) -> tuple[ReasonCode, str] | None:
+    """Whether an approved entry may be installed on this hub, before versions are compared."""
     if entry.installation_validity_end < today:
         return (
             ReasonCode.TARGET_PAST_IVP,
@@ -135,37 +139,43 @@ def _image_decision(hub: HubIdentity, entry: CatalogEntry, catalog: Catalog) -> 
 def decide(hub: HubIdentity, catalog: Catalog, now: datetime) -> Decision:
     """Decide what to do with one hub. Rules apply in the order of docs/policy.md.
 
-    Candidates are the entries for the hub's manufacturer and model, newest first. The first candidate that passes
-    the entry rules and is a permitted step from the hub's version is the target; that may be an intermediate
-    version when the upgrade pathway (MP231) needs more than one step. Once a target is chosen its image must pass
-    every image rule: a bad image is refused, never silently replaced by an older one. When no candidate fits, the
-    refusal is the one about the newest candidate, the version the hub should have had.
+    The candidates are the entries for the hub's manufacturer and model that the CPL still approves (active, with
+    a current certificate), newest first. The first candidate that may be installed on the hub and is a permitted
+    step from its version is the target; that may be an intermediate version when the upgrade pathway (MP231)
+    needs more than one step. Once a target is chosen its image must pass every image rule: a bad image is
+    refused, never silently replaced by an older one. When no candidate fits, the refusal is the one about the
+    newest candidate, the version the hub should have had.
     """
     serial = catalog.serial
+    today = now.date()
+
+    def refuse(code: ReasonCode, message: str, entry: CatalogEntry | None = None) -> Decision:
+        return Decision(code, message, entry, catalog_serial=serial)
+
     if catalog.expired(now):
-        return Decision(
-            ReasonCode.CATALOG_EXPIRED,
-            f"catalog serial {serial} expired at {catalog.document.expires_at.isoformat()}",
-            catalog_serial=serial,
+        return refuse(
+            ReasonCode.CATALOG_EXPIRED, f"catalog serial {serial} expired at {catalog.document.expires_at.isoformat()}"
         )
-    candidates = catalog.entries_for(hub.manufacturer, hub.model)
+    entries = catalog.entries_for(hub.manufacturer, hub.model)
+    if not entries:
+        return refuse(
+            ReasonCode.UNKNOWN_MODEL, f"no catalog entry for manufacturer {hub.manufacturer} model {hub.model}"
+        )
+    candidates = [entry for entry in entries if _approval_refusal(entry, today) is None]
     if not candidates:
-        return Decision(
-            ReasonCode.UNKNOWN_MODEL,
-            f"no catalog entry for manufacturer {hub.manufacturer} model {hub.model}",
-            catalog_serial=serial,
-        )
+        refusal = _approval_refusal(entries[0], today)
+        assert refusal is not None
+        return refuse(*refusal, entries[0])
     if candidates[0].version_int < hub.firmware_int:
-        return Decision(
+        return refuse(
             ReasonCode.DOWNGRADE_REFUSED,
-            f"hub runs {hub.firmware_version}, newer than every catalog entry (newest "
+            f"hub runs {hub.firmware_version}, newer than every approved entry (newest "
             f"{candidates[0].firmware_version}); a downgrade is never made",
             candidates[0],
-            catalog_serial=serial,
         )
     first: Decision | None = None
     for entry in candidates:
-        refusal = _entry_refusal(hub, entry, now)
+        refusal = _target_refusal(hub, entry, today)
         if refusal is None:
             if entry.version_int == hub.firmware_int:
                 return Decision(
@@ -188,6 +198,6 @@ def decide(hub: HubIdentity, catalog: Catalog, now: datetime) -> Decision:
             else:
                 return _image_decision(hub, entry, catalog)
         if first is None:
-            first = Decision(refusal[0], refusal[1], entry, catalog_serial=serial)
+            first = refuse(refusal[0], refusal[1], entry)
     assert first is not None
     return first

@@ -74,37 +74,37 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         ReasonCode.CPL_ENTRY_WITHDRAWN,
-        "The best candidate entry is withdrawn from the CPL.",
+        "No entry for the model is still approved, and the newest is withdrawn from the CPL.",
         "SEC F2 Central Products List",
     ),
     Rule(
         ReasonCode.CERTIFICATE_EXPIRED,
-        "The best candidate entry's CPA certificate expired before today.",
+        "No entry for the model is still approved, and the newest's CPA certificate expired before today.",
         "SEC F2 CPA certification; MP209 (certificate renewal)",
     ),
     Rule(
         ReasonCode.TARGET_PAST_IVP,
-        "Today is after the best candidate's installation validity end date: the hub cannot be installed.",
+        "Today is after the newest approved entry's installation validity end date: the hub cannot be installed.",
         "SEC Schedule 11 TSAT, Installation Validity Period",
     ),
     Rule(
         ReasonCode.HARDWARE_OUT_OF_RANGE,
-        "The hub's hardware version is outside the candidate entry's minimum..maximum range.",
+        "The hub's hardware version is outside the newest approved entry's minimum..maximum range.",
         "GBCS firmware transfer (Hardware Version Mismatch); ZigBee OTA header hardware versions",
     ),
     Rule(
         ReasonCode.ALREADY_CURRENT,
-        "The hub already runs the newest approved firmware it may have.",
+        "The hub already runs the newest approved firmware that may be installed on it.",
         "MP155 (re-flash only hubs on older firmware)",
     ),
     Rule(
         ReasonCode.DOWNGRADE_REFUSED,
-        "Every candidate is older than the hub's firmware (4 octets compared as unsigned integers).",
+        "Every approved entry is older than the hub's firmware (4 octets compared as unsigned integers).",
         "SSC re-flash guidance (no downgrade)",
     ),
     Rule(
         ReasonCode.NOT_ON_UPGRADE_PATH,
-        "The hub's firmware version is not in any newer candidate's upgrade pathway.",
+        "The hub's firmware version is in no newer approved entry's upgrade pathway.",
         "MP231 Firmware upgrade pathways",
     ),
     Rule(

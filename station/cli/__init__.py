@@ -1,0 +1,20 @@
+"""The `reflash` command: one entry point, one subcommand group per area of the station."""
+
+from __future__ import annotations
+
+import click
+
+from station.cli.catalog import catalog
+from station.cli.demo import demo
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reflash-station")
+def main() -> None:
+    """Re-flash GB smart-metering Communications Hubs under the SSC re-flash guidance."""
+
+
+main.add_command(catalog)
+main.add_command(demo)

@@ -1,0 +1,287 @@
+"""`reflash catalog ...`: keys, signed Upgrade Images, the signed approved-firmware catalog, and policy checks.
+
+Command names, options and JSON keys here are a contract that scripts rely on; docs/firmware-images.md and
+docs/catalog.md describe them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.table import Table
+
+from firmware_catalog.catalog import KeyStanding, load_catalog
+from firmware_catalog.catalog_source import build_catalog
+from firmware_catalog.errors import CatalogRefused, ImageFormatError
+from firmware_catalog.hexcode import format_hex, parse_hex
+from firmware_catalog.hub import HubIdentity
+from firmware_catalog.image import build_signed_image, read_image
+from firmware_catalog.keys import fingerprint, generate_key, load_private_key, load_public_key, write_keypair
+from firmware_catalog.policy import decide
+from firmware_catalog.reason import ReasonCode
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, input_errors, print_json
+
+__all__ = ["catalog"]
+
+AUTHORITY_ENV = "REFLASH_CATALOG_AUTHORITY"
+
+
+class HexCode(click.ParamType[int]):
+    """A fixed-width hex code option (`--manufacturer 121D`, `--version ACDCACDC`)."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+        self.name = f"{digits}-hex-digits"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_hex(str(value), self.digits, param.name if param and param.name else "value")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temp file then rename: a crash never leaves half an image where a whole one is expected."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+@click.group()
+def catalog() -> None:
+    """Signing keys, Upgrade Images, the approved-firmware catalog and the re-flash policy."""
+
+
+@catalog.command()
+@click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False), help="Writes PREFIX.key, PREFIX.pub")
+def keygen(prefix: str) -> None:
+    """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)."""
+    if Path(f"{prefix}.key").exists():
+        click.echo(f"error: {prefix}.key exists; refusing to overwrite a private key", err=True)
+        sys.exit(EXIT_INPUT)
+    key = generate_key()
+    private_path, public_path = write_keypair(key, prefix)
+    click.echo(f"wrote {private_path} (mode 0600) and {public_path}")
+    click.echo(f"fingerprint {fingerprint(key.public_key())}")
+
+
+@catalog.command("sign-image")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Signing key (PKCS#8 PEM)")
+@click.option("--manufacturer", required=True, type=HexCode(4), help="Manufacturer code, 4 hex digits")
+@click.option("--image-type", required=True, type=HexCode(4), help="Image type (hub model), 4 hex digits")
+@click.option("--version", "file_version", required=True, type=HexCode(8), help="Firmware version, 8 hex digits")
+@click.option("--min-hw", required=True, type=HexCode(4), help="Minimum hardware version, 4 hex digits")
+@click.option("--max-hw", required=True, type=HexCode(4), help="Maximum hardware version, 4 hex digits")
+@click.option("--header-string", default="", help="OTA header string, at most 32 ASCII characters")
+@click.option("--control", default=0, type=click.IntRange(0, 255), help="Control byte (CH force-replace flag)")
+@click.argument("manufacturer_image", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def sign_image(
+    key_path: str,
+    manufacturer: int,
+    image_type: int,
+    file_version: int,
+    min_hw: int,
+    max_hw: int,
+    header_string: str,
+    control: int,
+    manufacturer_image: str,
+    out: str,
+) -> None:
+    """Wrap MANUFACTURER_IMAGE in a GBCS Upgrade Image header and sign it, writing OUT."""
+    with input_errors():
+        key = load_private_key(key_path)
+        try:
+            data = build_signed_image(
+                key,
+                manufacturer=manufacturer,
+                image_type=image_type,
+                file_version=file_version,
+                min_hardware_version=min_hw,
+                max_hardware_version=max_hw,
+                manufacturer_image=Path(manufacturer_image).read_bytes(),
+                header_string=header_string,
+                control=control,
+            )
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise click.UsageError(str(exc)) from exc
+        _write_atomically(Path(out), data)
+    click.echo(f"wrote {out} ({len(data)} bytes, version {format_hex(file_version, 8)})")
+
+
+@catalog.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object")
+def inspect(image_path: str, as_json: bool) -> None:
+    """Show an Upgrade Image's header, sizes and Manufacturer Image hash."""
+    with input_errors():
+        image = read_image(image_path)
+    fields = image.describe()
+    if as_json:
+        print_json(fields)
+        return
+    table = Table(title=image_path, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for name, value in fields.items():
+        table.add_row(name, str(value))
+    console().print(table)
+
+
+@catalog.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A public key (SPKI PEM); repeat to try several",
+)
+@click.option("--catalog", "catalog_dir", type=click.Path(file_okay=False), help="Use this catalog's trusted keys")
+@click.option("--authority", envvar=AUTHORITY_ENV, type=click.Path(dir_okay=False), help="Catalog authority key")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object")
+def verify(
+    image_path: str, key_paths: tuple[str, ...], catalog_dir: str | None, authority: str | None, as_json: bool
+) -> None:
+    """Check IMAGE's signature: exit 0 when valid, 1 when not (with a reason code), 2 on bad input.
+
+    With --key, valid means one of the keys verifies it. With --catalog, valid means a key that the catalog
+    trusts for the image's manufacturer, and has not revoked, verifies it.
+    """
+    if not key_paths and not catalog_dir:
+        raise click.UsageError("give --key PUB (one or more) or --catalog DIR")
+    result: dict[str, Any] = {"image": image_path, "valid": False}
+    try:
+        image = read_image(image_path)
+    except ImageFormatError as exc:
+        result.update(reason=ReasonCode.MALFORMED_IMAGE.value, message=str(exc), field=exc.field, offset=exc.offset)
+        _finish_verify(result, as_json)
+        return
+    result.update(manufacturer_image_sha256=image.manufacturer_image_sha256)
+    with input_errors():
+        keys = [load_public_key(path) for path in key_paths]
+        if catalog_dir is not None:
+            trusted = _verify_with_catalog(image, catalog_dir, authority)
+            result.update(trusted)
+            _finish_verify(result, as_json)
+            return
+    signer = next((key for key in keys if image.verify(key)), None)
+    if signer is None:
+        result.update(
+            reason=ReasonCode.SIGNATURE_INVALID.value,
+            message=f"the signature does not verify under {'any of the keys' if len(keys) > 1 else 'the key'} given",
+        )
+    else:
+        result.update(valid=True, reason=ReasonCode.OK.value, message="signature valid", key=fingerprint(signer))
+    _finish_verify(result, as_json)
+
+
+def _verify_with_catalog(image: Any, catalog_dir: str, authority: str | None) -> dict[str, Any]:
+    if authority is None:
+        raise click.UsageError(f"--catalog needs the catalog authority's public key: --authority or ${AUTHORITY_ENV}")
+    loaded = load_catalog(catalog_dir, load_public_key(authority), datetime.now(UTC))
+    manufacturer = format_hex(image.manufacturer, 4)
+    for fp, key in loaded.public_keys.items():
+        if image.verify(key):
+            standing, why = loaded.key_standing(fp, manufacturer)
+            if standing is KeyStanding.TRUSTED:
+                return {"valid": True, "reason": ReasonCode.OK.value, "message": f"signed by {why}", "key": fp}
+            code = ReasonCode.KEY_REVOKED if standing is KeyStanding.REVOKED else ReasonCode.UNTRUSTED_KEY
+            return {"reason": code.value, "message": why, "key": fp}
+    return {
+        "reason": ReasonCode.UNTRUSTED_KEY.value,
+        "message": f"no key that catalog serial {loaded.serial} trusts for manufacturer {manufacturer} signs it",
+    }
+
+
+def _finish_verify(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+    else:
+        status = "valid" if result["valid"] else "INVALID"
+        click.echo(f"{result['image']}: {status} ({result['reason']}): {result['message']}")
+    sys.exit(0 if result["valid"] else EXIT_REFUSED)
+
+
+@catalog.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Catalog authority key")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Catalog folder to write")
+@click.option("--base", type=click.Path(file_okay=False), help="Resolve key and image paths here (default: SOURCE's)")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object")
+def build(source: str, key_path: str, out: str, base: str | None, as_json: bool) -> None:
+    """Check SOURCE (TOML) against its images and keys, and write a signed catalog folder."""
+    with input_errors():
+        report = build_catalog(source, load_private_key(key_path), out, datetime.now(UTC), base)
+    if as_json:
+        print_json(
+            {"serial": report.serial, "out": str(report.out), "entries": report.entries, "warnings": report.warnings}
+        )
+        return
+    click.echo(f"built catalog serial {report.serial} with {report.entries} entries in {report.out}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@catalog.command()
+@click.option("--catalog", "catalog_dir", required=True, type=click.Path(file_okay=False), help="Catalog folder")
+@click.option("--authority", envvar=AUTHORITY_ENV, required=True, type=click.Path(dir_okay=False), help="Authority key")
+@click.option("--hub", "hub_json", required=True, help="The hub's identity as JSON, or @FILE")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object")
+def check(catalog_dir: str, authority: str, hub_json: str, as_json: bool) -> None:
+    """Print the policy's decision for one hub: exit 0 flash or nothing to do, 1 refused, 2 bad input."""
+    hub = _read_hub(hub_json)
+    with input_errors():
+        authority_key = load_public_key(authority)
+        try:
+            loaded = load_catalog(catalog_dir, authority_key, datetime.now(UTC))
+        except CatalogRefused as exc:
+            _finish_check(
+                {"decision": "refuse", "code": exc.code.value, "message": str(exc), "catalog_serial": None},
+                as_json,
+            )
+            return
+    decision = decide(hub, loaded, datetime.now(UTC))
+    _finish_check(decision.describe(), as_json)
+
+
+def _read_hub(text: str) -> HubIdentity:
+    where = "--hub"
+    if text.startswith("@"):
+        where = text[1:]
+        try:
+            text = Path(where).read_text()
+        except OSError as exc:
+            raise click.BadParameter(f"{where}: {exc.strerror}", param_hint="--hub") from exc
+    try:
+        return HubIdentity.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"{where}: line {exc.lineno} column {exc.colno}: {exc.msg}", param_hint="--hub"
+        ) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise click.BadParameter(f"{where}: {field}: {first['msg']}", param_hint="--hub") from exc
+
+
+def _finish_check(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+    else:
+        target = result.get("target") or {}
+        arrow = f" -> {target['firmware_version']}" if result["decision"] == "flash" else ""
+        click.echo(f"{result['decision']}{arrow}: {result['code']}: {result['message']}")
+    sys.exit(EXIT_REFUSED if result["decision"] == "refuse" else 0)

@@ -1,0 +1,44 @@
+"""How the CLI speaks: JSON for scripts, rich tables for people, errors on stderr with a stable exit status.
+
+Exit status: 0 success (valid, accepted, a flash or nothing-to-do decision), 1 a refusal (invalid signature,
+refused catalog, refused hub), 2 bad input or usage (a file that does not parse, a key that cannot be read).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from firmware_catalog.errors import CatalogError
+
+__all__ = ["EXIT_INPUT", "EXIT_REFUSED", "console", "input_errors", "print_json"]
+
+EXIT_REFUSED = 1
+EXIT_INPUT = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def console() -> Console:
+    # Piped output (CI logs, `| less`) gets a width that fits our tables instead of rich's 80-column default.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+def print_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=False))
+
+
+@contextmanager
+def input_errors() -> Iterator[None]:
+    """Turn the catalog package's input errors into one clear line on stderr and exit status 2."""
+    try:
+        yield
+    except CatalogError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
