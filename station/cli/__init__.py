@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from station.cli.audit import audit
 from station.cli.catalog import catalog
 from station.cli.demo import demo
+from station.cli.orders import orders
 
 __all__ = ["main"]
 
@@ -18,3 +20,5 @@ def main() -> None:
 
 main.add_command(catalog)
 main.add_command(demo)
+main.add_command(orders)
+main.add_command(audit)

@@ -7,7 +7,6 @@ docs/catalog.md describe them.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from firmware_catalog.image import build_signed_image, read_image
 from firmware_catalog.keys import fingerprint, generate_key, load_private_key, load_public_key, write_keypair
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
+from station.atomic_file import write_atomically
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, input_errors, print_json
 
 __all__ = ["catalog"]
@@ -47,16 +47,6 @@ class HexCode(click.ParamType[int]):
             return parse_hex(str(value), self.digits, param.name if param and param.name else "value")
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file then rename: a crash never leaves half an image where a whole one is expected."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
 
 
 @click.group()
@@ -117,7 +107,7 @@ def sign_image(
             )
         except (ValueError, UnicodeEncodeError) as exc:
             raise click.UsageError(str(exc)) from exc
-        _write_atomically(Path(out), data)
+        write_atomically(Path(out), data)
     click.echo(f"wrote {out} ({len(data)} bytes, version {format_hex(file_version, 8)})")
 
 

@@ -1,0 +1,50 @@
+"""`reflash audit ...`: verify the hash chain and its signed checkpoints; export entries as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+import click
+
+from station.audit import verify_chain
+from station.cli.output import EXIT_REFUSED, print_json
+from station.cli.station_options import config_option, open_store
+
+__all__ = ["audit"]
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command()
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+def verify(as_json: bool, config_path: str) -> None:
+    """Check every entry and checkpoint; exit 1 naming the first bad entry."""
+    _, store = open_store(config_path)
+    key = store.public_key
+    report = verify_chain(store.audit_entries(), store.audit_checkpoints(), key)
+    if as_json:
+        print_json(report.describe() | {"checkpoint_signatures_checked": key is not None})
+    elif report.ok:
+        click.echo(f"audit trail intact: {report.entries} entries, {report.checkpoints} checkpoints")
+        if key is None:
+            click.echo("warning: no station key configured; checkpoint signatures were not checked", err=True)
+    else:
+        click.echo(f"audit trail BROKEN at entry {report.first_bad_seq}: {report.problem}")
+    sys.exit(0 if report.ok else EXIT_REFUSED)
+
+
+@audit.command()
+@click.option("--since", help="Only entries at or after this ISO 8601 UTC time (e.g. 2026-11-23T00:00:00Z)")
+@click.option("--out", type=click.File("w"), default="-", help="File to write (default: stdout)")
+@config_option
+def export(since: str | None, out: TextIO, config_path: str) -> None:
+    """Write audit entries as JSON lines, oldest first."""
+    _, store = open_store(config_path)
+    for entry in store.audit_entries(since):
+        out.write(json.dumps(entry.export(), sort_keys=True) + "\n")

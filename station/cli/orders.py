@@ -1,0 +1,168 @@
+"""`reflash orders ...`: import DCC requests, scan hubs in and out, close with the reconciliation report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, print_json
+from station.cli.station_options import config_option, open_store
+from station.orders import OrderImportError, read_order_file
+from station.reconciliation import order_report, report_csv, write_report
+from station.store import StoreError
+
+__all__ = ["orders"]
+
+
+@click.group()
+def orders() -> None:
+    """Re-flash orders: import, scan in and out, report, close."""
+
+
+@orders.command("import")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@config_option
+def import_(path: str, config_path: str) -> None:
+    """Import a DCC re-flash request (CSV or JSON). All or nothing: every problem is listed by line."""
+    _, store = open_store(config_path)
+    try:
+        request = read_order_file(path)
+        store.import_order(request)
+    except OrderImportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    click.echo(f"imported order {request.ref} ({request.kind}, {request.region}): {len(request.hubs)} hubs")
+
+
+def _ids(ids: tuple[str, ...]) -> list[str]:
+    """IDs from the arguments, or one per line from stdin: a barcode scanner types the ID and Enter."""
+    if ids:
+        return list(ids)
+    return [line.strip() for line in sys.stdin if line.strip()]
+
+
+@orders.command()
+@click.argument("order_ref", metavar="ORDER")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@config_option
+def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
+    """Scan hubs in (IDs as arguments, or one per line on stdin)."""
+    _, store = open_store(config_path)
+    failed = False
+    for chf_id in _ids(ids):
+        try:
+            asked = store.receive(order_ref, chf_id)
+        except (StoreError, ValueError) as exc:
+            click.echo(f"{chf_id}: error: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(f"{chf_id}: received" + ("" if asked else " UNASKED: not in this order; hold it"))
+    sys.exit(EXIT_REFUSED if failed else 0)
+
+
+@orders.command()
+@click.argument("order_ref", metavar="ORDER")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@config_option
+def dispatch(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
+    """Scan hubs out; only hubs with a final outcome (or that arrived unasked) may leave."""
+    _, store = open_store(config_path)
+    failed = False
+    for chf_id in _ids(ids):
+        try:
+            outcome = store.dispatch(order_ref, chf_id)
+        except (StoreError, ValueError) as exc:
+            click.echo(f"{chf_id}: REFUSED: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(f"{chf_id}: dispatched ({outcome})")
+    sys.exit(EXIT_REFUSED if failed else 0)
+
+
+@orders.command()
+@click.argument("order_ref", metavar="ORDER")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for ORDER.json and ORDER.csv (default: reports/)")
+@config_option
+def close(order_ref: str, out: str | None, config_path: str) -> None:
+    """Close an order and write its reconciliation report as JSON and CSV."""
+    config, store = open_store(config_path)
+    try:
+        summary = order_report(store, order_ref)["totals"]
+        store.close_order(order_ref, summary)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    folder = Path(out) if out else config.resolve(Path("reports"))
+    json_path, csv_path = write_report(order_report(store, order_ref), folder)
+    click.echo(f"closed order {order_ref}; report: {json_path} {csv_path}")
+
+
+@orders.command()
+@click.argument("order_ref", metavar="ORDER")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@config_option
+def report(order_ref: str, as_json: bool, as_csv: bool, config_path: str) -> None:
+    """Print an order's reconciliation report now (open or closed)."""
+    _, store = open_store(config_path)
+    try:
+        data = order_report(store, order_ref)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    if as_json:
+        print_json(data)
+        return
+    if as_csv:
+        click.echo(report_csv(data), nl=False)
+        return
+    table = Table(title=f"Order {order_ref} ({data['state']}, {data['kind']}, {data['region']})")
+    for column in ("CHF ID", "status", "outcome", "reason", "before", "after", "charge"):
+        table.add_column(column, no_wrap=True)
+    for hub in data["hubs"] + data["unasked"]:
+        table.add_row(
+            hub["chf_id"],
+            hub["status"] + ("" if hub in data["hubs"] else " (unasked)"),
+            hub["outcome"] or "",
+            hub["reason"] or "",
+            hub["firmware_before"] or "",
+            hub["firmware_after"] or "",
+            hub["charge"] or "",
+        )
+    totals = data["totals"]
+    out = console()
+    out.print(table)
+    out.print(
+        f"{totals['processed']}/{totals['named']} processed, {len(data['never_received'])} never received, "
+        f"{len(data['unasked'])} unasked; charges {totals['charge']} {totals['currency'] or ''}"
+    )
+
+
+@orders.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+def list_(as_json: bool, config_path: str) -> None:
+    """List orders with their state and progress."""
+    _, store = open_store(config_path)
+    rows = store.rows(
+        "SELECT o.ref, o.kind, o.requesting_party, o.region, o.state, o.imported_at, o.closed_at, "
+        "(SELECT COUNT(*) FROM order_hubs h WHERE h.order_ref = o.ref) AS hubs, "
+        "(SELECT COUNT(*) FROM jobs j WHERE j.order_ref = o.ref AND j.state = 'final') AS processed "
+        "FROM orders o ORDER BY o.imported_at"
+    )
+    items = [dict(row) for row in rows]
+    if as_json:
+        print_json({"orders": items})
+        return
+    table = Table(title="Orders")
+    for column in ("order", "kind", "party", "region", "state", "hubs", "processed", "imported"):
+        table.add_column(column, no_wrap=True)
+    for item in items:
+        table.add_row(
+            item["ref"], item["kind"], item["requesting_party"] or "", item["region"], item["state"],
+            str(item["hubs"]), str(item["processed"]), item["imported_at"],
+        )  # fmt: skip
+    console().print(table)

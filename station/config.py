@@ -1,0 +1,113 @@
+"""Station configuration: one TOML file, checked in full before anything starts.
+
+The station refuses to start without an operator ID and a facility approval reference (triage facilities are
+approved under the SSC guidance); both go on every record it writes. Relative paths resolve against the config
+file's folder, so a config and its files move together.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from firmware_catalog.catalog import format_validation_error
+
+__all__ = ["CatalogConfig", "ConfigError", "SlotConfig", "StationConfig", "StationSection", "Tariff", "load_config"]
+
+Region = Literal["North", "Central", "South"]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the file, line if known, and field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StationSection(_Section):
+    id: NonBlank
+    region: Region
+    operator: NonBlank = Field(description="The signed-in operator's ID; goes on every record")
+    facility_approval: NonBlank = Field(description="The triage facility's SSC approval reference")
+    store: Path = Path("state/station.db")
+    key: Path | None = Field(default=None, description="Station signing key (PKCS#8 PEM) for audit checkpoints")
+    checkpoint_every: int = Field(default=100, ge=1)
+
+
+class CatalogConfig(_Section):
+    folder: Path
+    authority_key: Path
+
+
+class Tariff(_Section):
+    """Charge per hub by outcome, in the currency's major unit as a decimal string (`"9.80"`)."""
+
+    currency: str = "GBP"
+    REFLASHED: Decimal = Decimal("9.80")
+    ALREADY_CURRENT: Decimal = Decimal("0")
+    REFUSED: Decimal = Decimal("0")
+    FAILED: Decimal = Decimal("0")
+    QUARANTINED: Decimal = Decimal("0")
+    SCRAP: Decimal = Decimal("0")
+    UNEXPECTED: Decimal = Decimal("0")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _not_negative(cls, value: Any) -> Any:
+        if isinstance(value, Decimal) and value < 0:
+            raise ValueError("a charge cannot be negative")
+        return value
+
+    def pence(self, outcome: str) -> int:
+        amount: Decimal = getattr(self, outcome)
+        return int((amount * 100).to_integral_value())
+
+
+class SlotConfig(_Section):
+    name: NonBlank
+    driver: NonBlank
+    url: NonBlank
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StationConfig(_Section):
+    station: StationSection
+    catalog: CatalogConfig
+    tariff: Tariff = Tariff()
+    slots: tuple[SlotConfig, ...] = ()
+    source: Path = Path("station.toml")
+
+    @field_validator("slots")
+    @classmethod
+    def _unique_slots(cls, slots: tuple[SlotConfig, ...]) -> tuple[SlotConfig, ...]:
+        names = [slot.name for slot in slots]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"slot names must be unique; repeated: {', '.join(duplicates)}")
+        return slots
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.source.parent / path
+
+
+def load_config(path: str | Path) -> StationConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return StationConfig.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        where, message = format_validation_error(exc)
+        raise ConfigError(f"{path}: {where}: {message}") from exc

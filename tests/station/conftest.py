@@ -1,0 +1,67 @@
+"""A real on-disk store for station tests, and a way to run a job's records through it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware_catalog.keys import generate_key
+from station.audit import AuditEntry
+from station.outcome import Outcome
+from station.store import Actor, JobRecord, Store
+
+ACTOR = Actor(station="st-north-01", operator="op-0042", facility="SSC-TRIAGE-2026-017")
+
+
+def hub_id(n: int) -> str:
+    raw = f"00DB1234{n:08X}"
+    return "-".join(raw[i : i + 2] for i in range(0, 16, 2))
+
+
+def simple_report(job: JobRecord, entry: AuditEntry, message_id: str) -> dict[str, Any]:
+    return {"message_id": message_id, "chf_id": job.chf_id, "outcome": job.outcome, "audit_hash": entry.hash}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "state/station.db", ACTOR, key=generate_key(), checkpoint_every=5)
+    yield s
+    s.close()
+
+
+RunJob = Callable[..., JobRecord]
+
+
+@pytest.fixture
+def run_job(store: Store) -> RunJob:
+    def run(
+        chf_id: str,
+        order_ref: str | None,
+        outcome: Outcome = Outcome.REFLASHED,
+        *,
+        before: str = "01000000",
+        after: str | None = "01020000",
+        charge: int = 980,
+        slot: str = "A1",
+    ) -> JobRecord:
+        identity = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": before}
+        job_id = store.start_job(chf_id=chf_id, gpf_id=None, order_ref=order_ref, slot=slot, identity=identity)
+        attempt = store.begin_attempt(job_id)
+        store.end_attempt(job_id, attempt, "ok", "", 4096)
+        return store.finish_job(
+            job_id,
+            outcome=outcome,
+            reason="OK" if outcome is Outcome.REFLASHED else outcome.value,
+            firmware_after=after,
+            target_version=after,
+            image_sha256="ab" * 32,
+            hub_sha256="ab" * 32,
+            charge_pence=charge,
+            currency="GBP",
+            report=simple_report,
+        )
+
+    return run
