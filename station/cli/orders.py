@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -44,6 +45,20 @@ def _ids(ids: tuple[str, ...]) -> list[str]:
     return [line.strip() for line in sys.stdin if line.strip()]
 
 
+def _scan(ids: tuple[str, ...], action: Callable[[str], str], failure: str) -> None:
+    """Apply a custody action to each scanned ID; report each one; exit 1 if any was refused."""
+    failed = False
+    for chf_id in _ids(ids):
+        try:
+            said = action(chf_id)
+        except (StoreError, ValueError) as exc:
+            click.echo(f"{chf_id}: {failure}: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(f"{chf_id}: {said}")
+    sys.exit(EXIT_REFUSED if failed else 0)
+
+
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
@@ -51,16 +66,11 @@ def _ids(ids: tuple[str, ...]) -> list[str]:
 def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
     """Scan hubs in (IDs as arguments, or one per line on stdin)."""
     _, store = open_store(config_path)
-    failed = False
-    for chf_id in _ids(ids):
-        try:
-            asked = store.receive(order_ref, chf_id)
-        except (StoreError, ValueError) as exc:
-            click.echo(f"{chf_id}: error: {exc}", err=True)
-            failed = True
-            continue
-        click.echo(f"{chf_id}: received" + ("" if asked else " UNASKED: not in this order; hold it"))
-    sys.exit(EXIT_REFUSED if failed else 0)
+
+    def receive_one(chf_id: str) -> str:
+        return "received" if store.receive(order_ref, chf_id) else "received UNASKED: not in this order; hold it"
+
+    _scan(ids, receive_one, "error")
 
 
 @orders.command()
@@ -70,16 +80,7 @@ def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
 def dispatch(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
     """Scan hubs out; only hubs with a final outcome (or that arrived unasked) may leave."""
     _, store = open_store(config_path)
-    failed = False
-    for chf_id in _ids(ids):
-        try:
-            outcome = store.dispatch(order_ref, chf_id)
-        except (StoreError, ValueError) as exc:
-            click.echo(f"{chf_id}: REFUSED: {exc}", err=True)
-            failed = True
-            continue
-        click.echo(f"{chf_id}: dispatched ({outcome})")
-    sys.exit(EXIT_REFUSED if failed else 0)
+    _scan(ids, lambda chf_id: f"dispatched ({store.dispatch(order_ref, chf_id)})", "REFUSED")
 
 
 @orders.command()
