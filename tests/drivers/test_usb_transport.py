@@ -1,0 +1,99 @@
+"""USB jigs end to end: open_transport -> pyusb -> the simulated backend -> a handler on the jig side."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.transport import Transport
+from drivers.transport_url import open_transport
+from drivers.usb_transport import UsbJigAmbiguousError, UsbJigNotFoundError
+from simulators.usb_backend import JigHandler, SimulatedUsbBackend, SimulatedUsbJig
+
+JIG_A = SimulatedUsbJig(serial_number="JIG-A", bus=1, port_numbers=(2, 3))
+JIG_B = SimulatedUsbJig(serial_number="JIG-B", bus=1, port_numbers=(2, 4))
+
+
+def greet_then_echo(name: str) -> JigHandler:
+    async def serve(transport: Transport) -> None:
+        transport.writer.write(f"hello from {name}\n".encode())
+        while data := await transport.reader.read(65536):
+            transport.writer.write(data)
+            await transport.writer.drain()
+
+    return serve
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[SimulatedUsbBackend]:
+    async with SimulatedUsbBackend() as backend:
+        await backend.plug(JIG_A, greet_then_echo("JIG-A"))
+        await backend.plug(JIG_B, greet_then_echo("JIG-B"))
+        yield backend
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("usb://1209:0001?serial=JIG-B", b"hello from JIG-B\n"),
+        ("usb://1209:0001?path=1-2.3", b"hello from JIG-A\n"),
+        ("usb://1209:0001?path=1-2.4&serial=JIG-B", b"hello from JIG-B\n"),
+    ],
+)
+async def test_identical_jigs_are_told_apart(backend: SimulatedUsbBackend, url: str, expected: bytes) -> None:
+    transport = await open_transport(url, backend=backend)
+    try:
+        assert await asyncio.wait_for(transport.reader.readline(), 5) == expected
+        assert JIG_A.serial_number in transport.description or JIG_B.serial_number in transport.description
+    finally:
+        await transport.close()
+
+
+async def test_bytes_echo_through_the_bulk_endpoints_in_order(backend: SimulatedUsbBackend) -> None:
+    transport = await open_transport("usb://1209:0001?serial=JIG-A", backend=backend)
+    try:
+        await transport.reader.readline()
+        data = os.urandom(1024 * 1024)
+        for offset in range(0, len(data), 40_000):
+            transport.writer.write(data[offset : offset + 40_000])
+            await transport.writer.drain()
+        assert await asyncio.wait_for(transport.reader.readexactly(len(data)), 20) == data
+    finally:
+        await transport.close()
+
+
+async def test_ids_alone_refuse_to_pick_one_of_two_jigs(backend: SimulatedUsbBackend) -> None:
+    with pytest.raises(UsbJigAmbiguousError, match=r"2 devices match.*JIG-A.*1-2\.3.*JIG-B.*1-2\.4"):
+        await open_transport("usb://1209:0001", backend=backend)
+
+
+async def test_no_match_lists_what_is_there(backend: SimulatedUsbBackend) -> None:
+    with pytest.raises(UsbJigNotFoundError, match=r"serial=JIG-C.*no such device.*JIG-A"):
+        await open_transport("usb://1209:0001?serial=JIG-C", backend=backend)
+    with pytest.raises(UsbJigNotFoundError, match="none"):
+        await open_transport("usb://1209:0002", backend=backend)
+
+
+async def test_a_jig_open_twice_is_busy(backend: SimulatedUsbBackend) -> None:
+    transport = await open_transport("usb://1209:0001?serial=JIG-A", backend=backend)
+    try:
+        with pytest.raises(OSError, match="busy"):
+            await open_transport("usb://1209:0001?serial=JIG-A", backend=backend)
+    finally:
+        await transport.close()
+    again = await open_transport("usb://1209:0001?serial=JIG-A", backend=backend)
+    await again.close()
+
+
+async def test_unplugging_the_jig_fails_the_stream(backend: SimulatedUsbBackend) -> None:
+    transport = await open_transport("usb://1209:0001?serial=JIG-B", backend=backend)
+    try:
+        await transport.reader.readline()
+        await backend.unplug("JIG-B")
+        with pytest.raises(OSError, match="No such device"):
+            await asyncio.wait_for(transport.reader.read(), 5)
+    finally:
+        await transport.close()
