@@ -22,6 +22,7 @@ The baud rate can change on an open port (the maintenance-port protocol switches
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -104,6 +105,20 @@ class SerialTransport(Transport):
             await self._apply(previous)
             raise ValueError(f"{self.description}: cannot switch to {rate} baud ({exc}); still at {previous}") from exc
 
+    async def close(self, *, flush_timeout: float = 2.0) -> None:
+        """Close the port, giving up on unsent output after `flush_timeout` (a stuck jig must not hang closing)."""
+        self.writer.close()
+        closed = asyncio.ensure_future(self.writer.wait_closed())
+        try:
+            # Shielded: a timeout must not cancel the close waiter that abort() is about to complete.
+            await asyncio.wait_for(asyncio.shield(closed), flush_timeout)
+        except TimeoutError:
+            self.writer.transport.abort()
+            with contextlib.suppress(ConnectionError, OSError):
+                await closed
+        except (ConnectionError, OSError):
+            pass
+
     async def _apply(self, rate: int) -> None:
         if isinstance(self.port, serial.serialposix.Serial):
             self.port.baudrate = rate
@@ -128,10 +143,14 @@ class SerialTransport(Transport):
 
 
 async def open_serial(url: str, *, baudrate: int = DEFAULT_BAUDRATE, **options: Any) -> SerialTransport:
-    """Open a serial device path or pyserial URL; `options` go to `serial.serial_for_url` (e.g. `exclusive=True`).
+    """Open a serial device path or pyserial URL; `options` go to `serial.serial_for_url` (e.g. `rtscts=True`).
 
-    Raises `serial.SerialException` (an `OSError`) naming the port when it cannot be opened.
+    A local device is locked (`exclusive=True`, flock) unless told otherwise, so two slots configured with the same
+    port fail to open instead of corrupting each other's frames. Raises `serial.SerialException` (an `OSError`)
+    naming the port when it cannot be opened.
     """
+    if "://" not in url:
+        options.setdefault("exclusive", True)
     port = await asyncio.to_thread(serial.serial_for_url, url, baudrate=baudrate, timeout=_READ_TIMEOUT_S, **options)
     try:
         if isinstance(port, serial.serialposix.Serial):

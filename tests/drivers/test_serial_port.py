@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+import serial
+import serial.rfc2217
 
 from drivers.serial_port import BaudRateControl, SerialTransport, open_serial
+from drivers.transport_url import open_transport
 from simulators.pty_port import PtyPort, open_pty_port
 
 IMAGE_SIZE = 4 * 1024 * 1024
@@ -129,3 +134,97 @@ async def test_pyserial_url_without_a_descriptor_runs_on_threads() -> None:
         assert transport.baudrate == 921600
     finally:
         await transport.close()
+
+
+async def test_close_gives_up_on_output_a_stuck_far_end_never_reads(pty: PtyPort) -> None:
+    transport = await open_serial(pty.path)
+    # The simulator never reads: its StreamReader stops at 2 MiB, the kernel buffer fills, the rest stays queued.
+    transport.writer.write(bytes(8 * 1024 * 1024))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await transport.close(flush_timeout=0.2)
+    assert time.monotonic() - started < 2
+    assert not transport.port.is_open
+
+
+async def test_a_port_in_use_is_refused(pty: PtyPort, serial_end: SerialTransport) -> None:
+    with pytest.raises(OSError, match=pty.path):
+        await open_serial(pty.path)
+
+
+class PtyAsUart(serial.Serial):
+    """A pty has no modem lines (ENOTTY); a UART behind a jig controller does. Report them idle."""
+
+    cts = dsr = ri = cd = property(lambda self: False)
+
+    def _update_rts_state(self) -> None:
+        pass
+
+    def _update_dtr_state(self) -> None:
+        pass
+
+
+class Rfc2217Server:
+    """pyserial's own RFC 2217 port manager in front of a serial device: a ser2net-like jig controller."""
+
+    def __init__(self, device: str) -> None:
+        self._device = device
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection, PtyAsUart(self._device, timeout=0.05) as port:
+            lock = threading.Lock()
+
+            class Network:
+                def write(self, data: bytes) -> None:
+                    with lock:
+                        connection.sendall(data)
+
+            # types-pyserial declares both arguments as the rfc2217 client class; pyserial wants any port and writer.
+            manager = serial.rfc2217.PortManager(port, Network())  # type: ignore[arg-type]
+
+            def to_network() -> None:
+                while not self._stop.is_set():
+                    data = port.read(port.in_waiting or 1)
+                    if data:
+                        Network().write(b"".join(manager.escape(data)))
+
+            pump = threading.Thread(target=to_network, daemon=True)
+            pump.start()
+            while data := connection.recv(4096):
+                port.write(b"".join(manager.filter(data)))
+            self._stop.set()
+            pump.join()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+# pyserial 3.5's rfc2217 client still calls Thread.setDaemon() and setName().
+@pytest.mark.filterwarnings("ignore:set(Daemon|Name):DeprecationWarning")
+async def test_rfc2217_controller_carries_bytes_and_baud_rate_changes(pty: PtyPort) -> None:
+    server = Rfc2217Server(pty.path)
+    try:
+        transport = await open_transport(f"rfc2217://127.0.0.1:{server.port}")
+        assert isinstance(transport, BaudRateControl)
+        try:
+            data = os.urandom(100_000)
+            transport.writer.write(data)
+            await transport.writer.drain()
+            assert await asyncio.wait_for(pty.transport.reader.readexactly(len(data)), 10) == data
+            pty.transport.writer.write(b"\xff\x00reply")
+            assert await asyncio.wait_for(transport.reader.readexactly(7), 10) == b"\xff\x00reply"
+            await transport.set_baudrate(57600)
+            assert pty.baudrate == 57600
+        finally:
+            await transport.close()
+    finally:
+        await asyncio.to_thread(server.close)

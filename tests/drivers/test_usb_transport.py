@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -95,5 +96,17 @@ async def test_unplugging_the_jig_fails_the_stream(backend: SimulatedUsbBackend)
         await backend.unplug("JIG-B")
         with pytest.raises(OSError, match="No such device"):
             await asyncio.wait_for(transport.reader.read(), 5)
+    finally:
+        await transport.close()
+
+
+async def test_open_jig_uses_no_cpu_when_idle(backend: SimulatedUsbBackend) -> None:
+    transport = await open_transport("usb://1209:0001?serial=JIG-A", backend=backend)
+    try:
+        await transport.reader.readline()
+        cpu_before = time.process_time()
+        await asyncio.sleep(1.0)
+        cpu_idle = time.process_time() - cpu_before
+        assert cpu_idle < 0.1, f"{cpu_idle:.3f} s of CPU in 1 s of idle USB link"
     finally:
         await transport.close()
