@@ -49,14 +49,21 @@ class TcpJigServer:
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         transport = Transport(reader, writer, f"tcp connection from {peer}")
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        # The handler runs in a task of our own: cancelling the task asyncio gave this callback makes Python 3.11's
+        # StreamReaderProtocol log a spurious CancelledError.
+        handler = asyncio.create_task(self._serve(transport), name=transport.description)
+        self._tasks.add(handler)
         try:
-            await self._handler(transport)
+            await asyncio.wait({handler})
         finally:
-            self._tasks.discard(task)
+            handler.cancel()
+            self._tasks.discard(handler)
             await transport.close()
+        if not handler.cancelled():
+            handler.result()
+
+    async def _serve(self, transport: Transport) -> None:
+        await self._handler(transport)
 
     async def close(self) -> None:
         """Stop listening and cancel the handlers still running."""

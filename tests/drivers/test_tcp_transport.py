@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 
@@ -32,7 +33,7 @@ async def test_round_trip_on_a_free_loopback_port(scheme: str) -> None:
             await transport.close()
 
 
-async def test_server_close_ends_the_connection() -> None:
+async def test_server_close_ends_the_connection_quietly(caplog: pytest.LogCaptureFixture) -> None:
     server = await serve_tcp(echo)
     transport = await open_transport(server.url)
     try:
@@ -42,6 +43,8 @@ async def test_server_close_ends_the_connection() -> None:
         assert await asyncio.wait_for(transport.reader.read(), 5) == b""
     finally:
         await transport.close()
+    await asyncio.sleep(0.01)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_refused_connection_names_the_address() -> None:
