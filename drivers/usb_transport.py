@@ -113,11 +113,13 @@ def find_usb_jigs(match: UsbJigMatch, backend: Any = None) -> list[Any]:
     backend = default_usb_backend() if backend is None else backend
     found = []
     for device in usb.core.find(find_all=True, backend=backend, idVendor=match.vendor_id, idProduct=match.product_id):
-        if match.path is not None and usb_path(device) != match.path:
-            continue
-        if match.serial_number is not None and _serial_number(device) != match.serial_number:
-            continue
-        found.append(device)
+        if (match.path is None or usb_path(device) == match.path) and (
+            match.serial_number is None or _serial_number(device) == match.serial_number
+        ):
+            found.append(device)
+        else:
+            # Reading the serial number opened the device; do not leave closing it to the garbage collector.
+            usb.util.dispose_resources(device)
     return found
 
 

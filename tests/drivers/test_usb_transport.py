@@ -8,10 +8,11 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+import usb.core
 
 from drivers.transport import Transport
 from drivers.transport_url import open_transport
-from drivers.usb_transport import UsbJigAmbiguousError, UsbJigNotFoundError
+from drivers.usb_transport import UsbJigAmbiguousError, UsbJigNotFoundError, default_usb_backend
 from simulators.usb_backend import JigHandler, SimulatedUsbBackend, SimulatedUsbJig
 
 JIG_A = SimulatedUsbJig(serial_number="JIG-A", bus=1, port_numbers=(2, 3))
@@ -110,3 +111,14 @@ async def test_open_jig_uses_no_cpu_when_idle(backend: SimulatedUsbBackend) -> N
         assert cpu_idle < 0.1, f"{cpu_idle:.3f} s of CPU in 1 s of idle USB link"
     finally:
         await transport.close()
+
+
+async def test_without_a_backend_the_libusb_from_libusb_package_is_used() -> None:
+    try:
+        backend = default_usb_backend()
+    except usb.core.NoBackendError as exc:  # pragma: no cover - a machine where libusb cannot start
+        pytest.skip(str(exc))
+    assert type(backend).__module__ == "usb.backend.libusb1"
+    # No real jig uses the pid.codes test ID, so this reaches libusb and finds nothing.
+    with pytest.raises(UsbJigNotFoundError, match="no such device"):
+        await open_transport("usb://1209:0001?serial=NOT-HERE")
