@@ -39,6 +39,8 @@ __all__ = [
 _PYSERIAL_SCHEMES = frozenset({"rfc2217", "loop", "spy", "alt", "hwgrep", "cp2110"})
 _TCP_SCHEMES = frozenset({"tcp", "socket"})
 _USB_QUERY_KEYS = ("serial", "path", "interface")
+_TCP_OPTIONS = ("connect_timeout",)
+_USB_OPTIONS = ("backend", "read_size", "write_timeout_ms")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{4}")
 _USB_PATH = re.compile(r"\d+-\d+(\.\d+)*")
 
@@ -153,5 +155,16 @@ async def open_transport(url: str, **options: Any) -> Transport:
     if isinstance(address, SerialAddress):
         return await open_serial(address.url, **options)
     if isinstance(address, TcpAddress):
+        _check_options(url, "TCP", options, _TCP_OPTIONS)
         return await open_tcp(address.host, address.port, **options)
+    _check_options(url, "USB", options, _USB_OPTIONS)
     return await open_usb(address, **options)
+
+
+def _check_options(url: str, kind: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:
+    # A baud rate handed to a TCP jig is a config mistake worth hearing about, not something to drop silently.
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"{url}: {', '.join(unknown)} do not apply to a {kind} transport (it takes {', '.join(accepted)})"
+        )

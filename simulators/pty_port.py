@@ -36,6 +36,9 @@ class PtyPort:
         return _BAUD_BY_SPEED.get(speed, 0)
 
     async def close(self) -> None:
+        """Tear the port down at once, like a power cut: unsent output is dropped, never waited for."""
+        if not self.transport.writer.is_closing():
+            self.transport.writer.transport.abort()
         await self.transport.close()
         for fd in (self._master_fd, self._slave_fd):
             with contextlib.suppress(OSError):

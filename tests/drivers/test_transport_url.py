@@ -66,3 +66,10 @@ async def test_open_refuses_a_bad_url_before_touching_anything() -> None:
 async def test_missing_serial_device_names_the_path() -> None:
     with pytest.raises(OSError, match="/dev/does-not-exist"):
         await open_transport("/dev/does-not-exist")
+
+
+async def test_options_that_do_not_apply_are_refused_by_name() -> None:
+    with pytest.raises(TypeError, match=r"tcp://127.0.0.1:9: baudrate do not apply to a TCP transport"):
+        await open_transport("tcp://127.0.0.1:9", baudrate=921600)
+    with pytest.raises(TypeError, match=r"baudrate do not apply to a USB transport"):
+        await open_transport("usb://1209:0001", baudrate=921600)
