@@ -122,3 +122,38 @@ async def test_without_a_backend_the_libusb_from_libusb_package_is_used() -> Non
     # No real jig uses the pid.codes test ID, so this reaches libusb and finds nothing.
     with pytest.raises(UsbJigNotFoundError, match="no such device"):
         await open_transport("usb://1209:0001?serial=NOT-HERE")
+
+
+async def test_backpressure_holds_both_ends_until_the_other_reads() -> None:
+    image = os.urandom(4 * 1024 * 1024)
+    jig_side: asyncio.Queue[Transport] = asyncio.Queue()
+
+    async def hand_over(transport: Transport) -> None:
+        jig_side.put_nowait(transport)
+        await asyncio.Event().wait()
+
+    async with SimulatedUsbBackend() as backend:
+        await backend.plug(JIG_A, hand_over)
+        station = await open_transport("usb://1209:0001", backend=backend)
+        jig = await jig_side.get()
+        try:
+            # Nobody reads at the jig: the station's writer must be held back, not buffer without limit.
+            sending = asyncio.create_task(_send(station, image))
+            await asyncio.sleep(0.3)
+            assert not sending.done()
+            assert await asyncio.wait_for(jig.reader.readexactly(len(image)), 20) == image
+            await sending
+            # And the other way: the jig's writer waits for a station that does not read.
+            replying = asyncio.create_task(_send(jig, image))
+            await asyncio.sleep(0.3)
+            assert not replying.done()
+            assert await asyncio.wait_for(station.reader.readexactly(len(image)), 20) == image
+            await replying
+        finally:
+            await station.close()
+
+
+async def _send(transport: Transport, data: bytes) -> None:
+    for offset in range(0, len(data), 65536):
+        transport.writer.write(data[offset : offset + 65536])
+        await transport.writer.drain()
