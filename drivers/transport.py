@@ -21,8 +21,14 @@ class Transport:
     writer: asyncio.StreamWriter
     description: str
 
-    async def close(self) -> None:
+    async def close(self, *, flush_timeout: float = 2.0) -> None:
+        """Close, giving queued output `flush_timeout` seconds to leave; a far end that stops reading cannot hang us."""
         self.writer.close()
+        closed = asyncio.ensure_future(self.writer.wait_closed())
         # The far end may already be gone (a pulled cable, a killed simulator); closing must still succeed.
-        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
-            await self.writer.wait_closed()
+        with contextlib.suppress(OSError):
+            try:
+                await asyncio.wait_for(asyncio.shield(closed), flush_timeout)
+            except TimeoutError:
+                self.writer.transport.abort()
+                await closed
