@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from firmware_catalog.catalog import format_validation_error
 
-__all__ = ["CatalogConfig", "ConfigError", "SlotConfig", "StationConfig", "StationSection", "Tariff", "load_config"]
+__all__ = [
+    "CatalogConfig",
+    "ConfigError",
+    "MqttConfig",
+    "SlotConfig",
+    "StationConfig",
+    "StationSection",
+    "Tariff",
+    "load_config",
+]
 
 Region = Literal["North", "Central", "South"]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -69,6 +78,29 @@ class Tariff(_Section):
         return int((amount * 100).to_integral_value())
 
 
+class MqttConfig(_Section):
+    """The broker the reporter publishes to. Secrets never live here: the password comes from the environment
+    variable `password_env` or from `password_file`."""
+
+    url: NonBlank = Field(description="mqtt://host:port, or mqtts://host:port for TLS")
+    username: str | None = None
+    password_env: str = "REFLASH_MQTT_PASSWORD"  # noqa: S105 -- the name of a variable, not a password
+    password_file: Path | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    republish_after_s: float = Field(default=30.0, gt=0)
+    max_in_flight: int = Field(default=100, ge=1, le=10_000)
+    session_expiry_s: int = Field(default=14 * 24 * 3600, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
+        return url
+
+
 class SlotConfig(_Section):
     name: NonBlank
     driver: NonBlank
@@ -80,6 +112,7 @@ class StationConfig(_Section):
     station: StationSection
     catalog: CatalogConfig
     tariff: Tariff = Tariff()
+    mqtt: MqttConfig | None = None
     slots: tuple[SlotConfig, ...] = ()
     source: Path = Path("station.toml")
 

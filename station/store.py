@@ -31,7 +31,7 @@ from station.config import StationConfig
 from station.orders import OrderImportError, OrderRequest
 from station.outcome import Outcome
 
-__all__ = ["Actor", "JobRecord", "Store", "StoreError"]
+__all__ = ["Actor", "JobRecord", "OutboxRow", "Store", "StoreError"]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -168,6 +168,15 @@ class Actor:
     station: str
     operator: str
     facility: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    message_id: str
+    kind: str
+    payload: str
+    state: str
+    publishes: int
 
 
 @dataclass(frozen=True)
@@ -677,6 +686,66 @@ class Store:
                     (row["order_ref"], row["chf_id"], job_id, outcome.value, charge_pence, currency),
                 )
             return record
+
+    # -- outbox ---------------------------------------------------------------------------------------------------
+
+    def enqueue(self, kind: str, payload: dict[str, Any], message_id: str, job_id: int | None = None) -> None:
+        """A message that is not a job's result (an order summary): queued like one, published by the reporter."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO outbox (message_id, job_id, kind, payload, state, created_at) "
+                "VALUES (?,?,?,?, 'pending', ?)",
+                (message_id, job_id, kind, json.dumps(payload, sort_keys=True), self.now()),
+            )
+
+    def outbox_due(self, limit: int, republish_before: str) -> list[OutboxRow]:
+        """Rows to publish: never published, or published before `republish_before` and still not confirmed."""
+        rows = self._db.execute(
+            "SELECT message_id, kind, payload, state, publishes FROM outbox "
+            "WHERE state = 'pending' OR (state = 'at_broker' AND published_at < ?) "
+            "ORDER BY created_at, message_id LIMIT ?",
+            (republish_before, limit),
+        ).fetchall()
+        return [OutboxRow(r["message_id"], r["kind"], r["payload"], r["state"], r["publishes"]) for r in rows]
+
+    def outbox_published(self, message_ids: Sequence[str], *, needs_ack: bool = True) -> None:
+        """PUBACK received: the broker holds them. A kind the DSP does not ack is done at this point."""
+        if not message_ids:
+            return
+        now = self.now()
+        state, confirmed_at = ("at_broker", None) if needs_ack else ("confirmed", now)
+        with self.transaction() as cur:
+            cur.executemany(
+                "UPDATE outbox SET publishes = publishes + 1, published_at = ?, state = ?, confirmed_at = ? "
+                "WHERE message_id = ? AND state IN ('pending', 'at_broker')",
+                [(now, state, confirmed_at, message_id) for message_id in message_ids],
+            )
+
+    def outbox_acked(self, acks: Sequence[tuple[str, str, str | None]]) -> int:
+        """DSP acks (message_id, result, reason): confirmed (applied or duplicate) or rejected, with an audit entry
+        for each. Returns how many rows changed; an ack for an unknown or already settled message changes none."""
+        changed = 0
+        if not acks:
+            return changed
+        now = self.now()
+        with self.transaction() as cur:
+            for message_id, result, reason in acks:
+                state = "rejected" if result == "rejected" else "confirmed"
+                cur.execute(
+                    "UPDATE outbox SET state = ?, confirmed_at = ?, ack = ? "
+                    "WHERE message_id = ? AND state IN ('pending', 'at_broker')",
+                    (state, now, json.dumps({"result": result, "reason": reason}), message_id),
+                )
+                if cur.rowcount:
+                    changed += 1
+                    self._append_audit(cur, "dsp_ack", {"message_id": message_id, "result": result, "reason": reason})
+        return changed
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "at_broker": 0, "confirmed": 0, "rejected": 0}
+        for row in self._db.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
+            counts[row["state"]] = row["n"]
+        return counts
 
     def job(self, job_id: int) -> JobRecord:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

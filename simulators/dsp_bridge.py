@@ -1,0 +1,241 @@
+"""The DSP update bridge: the DSP's side of the contract, so that results can be followed into an SMI table.
+
+It subscribes to every station's results with a shared subscription (several bridges share the load), validates
+each message against the published JSON Schema (docs/schemas/result.schema.json: what a DSP integrates against, not
+the station's code), applies the firmware version to both the CHF and GPF rows of an SMI table in SQLite exactly
+once per `message_id`, and acks on the station's ack topic: `applied`, `duplicate` or `rejected` with the reason. A
+malformed message is kept for inspection and never applied.
+
+Exactly once: the SMI update and the record of the message_id are one transaction; the ack follows the commit. If
+the bridge dies between the two, the station republishes, the bridge finds the message_id already applied and acks
+`duplicate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+import jsonschema
+from jsonschema import Draft202012Validator
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+__all__ = ["SCHEMAS", "DspBridge", "SmiStore"]
+
+log = logging.getLogger(__name__)
+SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+RESULTS = "reflash/v1/+/+/result"
+
+# Outcomes after which the hub's firmware is known: the version read back, or the one it already ran.
+_FIRMWARE_KNOWN = {"REFLASHED": "firmware_after", "ALREADY_CURRENT": "firmware_before"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SmiStore:
+    """The SMI rows the bridge maintains, the message_ids it has applied, and the messages it rejected."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS smi_devices (
+                device_id TEXT PRIMARY KEY,
+                device_type TEXT NOT NULL CHECK (device_type IN ('CHF', 'GPF')),
+                chf_id TEXT NOT NULL,
+                manufacturer TEXT,
+                model TEXT,
+                firmware_version TEXT,
+                updated_at TEXT NOT NULL,
+                message_id TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS applied (
+                message_id TEXT PRIMARY KEY,
+                station TEXT NOT NULL,
+                chf_id TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                firmware_version TEXT,
+                applied_at TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS rejected (
+                id INTEGER PRIMARY KEY,
+                message_id TEXT,
+                topic TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                reason TEXT NOT NULL,
+                at TEXT NOT NULL
+            );
+            """
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def apply(self, result: dict[str, Any]) -> str:
+        """Apply one valid result; returns `applied` or `duplicate`."""
+        field = _FIRMWARE_KNOWN.get(result["outcome"])
+        version = result[field] if field else None
+        now = _now()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            try:
+                self._db.execute(
+                    "INSERT INTO applied (message_id, station, chf_id, outcome, firmware_version, applied_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (result["message_id"], result["station"], result["chf_id"], result["outcome"], version, now),
+                )
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return "duplicate"
+            if version is not None:
+                for device_id, device_type in ((result["chf_id"], "CHF"), (result["gpf_id"], "GPF")):
+                    self._db.execute(
+                        "INSERT INTO smi_devices (device_id, device_type, chf_id, manufacturer, model, "
+                        "firmware_version, updated_at, message_id) VALUES (?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT(device_id) DO UPDATE SET firmware_version = excluded.firmware_version, "
+                        "updated_at = excluded.updated_at, message_id = excluded.message_id",
+                        (device_id, device_type, result["chf_id"], result["manufacturer"], result["model"], version,
+                         now, result["message_id"]),
+                    )  # fmt: skip
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return "applied"
+
+    def reject(self, message_id: str | None, topic: str, payload: bytes, reason: str) -> None:
+        self._db.execute(
+            "INSERT INTO rejected (message_id, topic, payload, reason, at) VALUES (?,?,?,?,?)",
+            (message_id, topic, payload, reason, _now()),
+        )
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._db.execute("SELECT * FROM smi_devices ORDER BY chf_id, device_type")]
+
+    def applied_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM applied").fetchone()[0])
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._db.execute("SELECT id, message_id, topic, reason, at FROM rejected")]
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    where = "/".join(str(part) for part in error.absolute_path) or "(message)"
+    return f"{where}: {error.message}"
+
+
+class DspBridge:
+    """Runs until `stop()`; reconnects with jittered backoff; acks every message it takes."""
+
+    def __init__(self, broker: str, db: Path, *, name: str = "dsp-bridge-1", group: str = "dsp-bridge") -> None:
+        parts = urlsplit(broker)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"--broker must be mqtt://host:port or mqtts://host:port, got {broker!r}")
+        self.hostname = parts.hostname
+        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.tls = parts.scheme == "mqtts"
+        self.name = name
+        self.group = group
+        self.smi = SmiStore(db)
+        schema = json.loads((SCHEMAS / "result.schema.json").read_text())
+        self.validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        self.subscribed = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def handle(self, topic: str, payload: bytes) -> dict[str, Any] | None:
+        """Validate and apply one message; return the ack to send (None when there is no message_id to ack)."""
+        message_id: str | None = None
+        try:
+            data = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            reason = f"not JSON: {exc}"
+        else:
+            if isinstance(data, dict) and isinstance(data.get("message_id"), str):
+                message_id = data["message_id"]
+            errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+            if not errors:
+                assert isinstance(data, dict)
+                return self._ack(data["message_id"], self.smi.apply(data), None)
+            reason = _problem(errors[0])
+        self.smi.reject(message_id, topic, payload, reason)
+        log.warning("rejected a result on %s: %s", topic, reason)
+        return self._ack(message_id, "rejected", reason) if message_id is not None else None
+
+    def _ack(self, message_id: str, result: str, reason: str | None) -> dict[str, Any]:
+        return {
+            "schema": "reflash.dsp-ack/1",
+            "message_id": message_id,
+            "result": result,
+            "reason": reason,
+            "bridge": self.name,
+            "at": _now(),
+        }
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        backoff = 0.25
+        while not self._stopping.is_set():
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 14 * 24 * 3600
+            client = aiomqtt.Client(
+                self.hostname,
+                self.port,
+                identifier=f"reflash-{self.name}",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=properties,
+                tls_params=aiomqtt.TLSParameters() if self.tls else None,
+                timeout=10,
+            )
+            try:
+                async with client:
+                    backoff = 0.25
+                    await client.subscribe(f"$share/{self.group}/{RESULTS}", qos=1)
+                    self.subscribed.set()
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                log.info("bridge: broker connection: %s", exc)
+            finally:
+                self.subscribed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(random.uniform(0, backoff)):
+                    await self._stopping.wait()
+            backoff = min(backoff * 2, 10.0)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        consume = asyncio.create_task(self._consume(client), name="bridge-consume")
+        stop = asyncio.create_task(self._stopping.wait(), name="bridge-stop")
+        try:
+            await asyncio.wait({consume, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consume, stop):
+                task.cancel()
+            await asyncio.gather(consume, stop, return_exceptions=True)
+        if consume.done() and not consume.cancelled() and consume.exception() is not None:
+            raise consume.exception()  # type: ignore[misc]
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            ack = self.handle(str(message.topic), bytes(message.payload))
+            if ack is not None:
+                ack_topic = str(message.topic).rsplit("/", 1)[0] + "/ack"
+                await client.publish(ack_topic, json.dumps(ack).encode(), qos=1)

@@ -1,0 +1,212 @@
+"""The MQTT contract between a station and the DSP update bridge: topics and message models.
+
+These pydantic models are the single source of the contract: docs/schemas/*.schema.json and docs/asyncapi.yaml are
+generated from them (`python -m station.asyncapi docs`), and a test fails when the committed files differ. String
+formats are expressed as patterns so that the JSON Schemas carry them too: the DSP side validates against the
+schemas, not against this code.
+
+Topic tree, under a versioned root (`reflash/v1`), then the CSP region, then the station:
+
+    reflash/v1/{region}/{station}/status              StationStatus   QoS 1, retained  (birth, will, shutdown)
+    reflash/v1/{region}/{station}/result              HubResult       QoS 1            (one per finished job)
+    reflash/v1/{region}/{station}/order/{order_ref}   OrderSummary    QoS 1, retained  (on order close)
+    reflash/v1/{region}/{station}/slot/{slot}         SlotProgress    QoS 0            (telemetry, optional)
+    reflash/v1/{region}/{station}/ack                 DspAck          QoS 1            (published by the bridge)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+if TYPE_CHECKING:
+    from station.store import JobRecord
+
+__all__ = [
+    "CHANNELS",
+    "ROOT",
+    "Channel",
+    "DspAck",
+    "HubResult",
+    "OrderSummary",
+    "OrderTotals",
+    "SlotProgress",
+    "StationStatus",
+    "hub_result",
+    "topic",
+]
+
+ROOT = "reflash/v1"
+
+Region = Literal["North", "Central", "South"]
+Hex4 = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{4}$")]
+Hex8 = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{8}$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{2}(-[0-9A-F]{2}){7}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^/#+\s]+$")]
+Outcome = Literal["REFLASHED", "ALREADY_CURRENT", "REFUSED", "FAILED", "QUARANTINED", "SCRAP", "UNEXPECTED"]
+
+
+class _Message(BaseModel):
+    # Serialization-mode schemas mark defaulted fields required: every message the station sends carries them.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+
+class HubResult(_Message):
+    """What happened to one hub: the DSP applies `firmware_after` to the CHF and GPF rows of the SMI."""
+
+    schema_: Literal["reflash.hub-result/1"] = Field("reflash.hub-result/1", alias="schema")
+    message_id: UUID = Field(description="Idempotency key: the bridge applies each message_id once")
+    station: Name
+    region: Region
+    order_ref: str | None = Field(description="The re-flash order, or null for a hub no open order names")
+    requesting_party: str | None = Field(description="The DCC User that requested the order; null for stock")
+    chf_id: DeviceId = Field(description="Communications Hub Function device ID (EUI-64)")
+    gpf_id: DeviceId = Field(description="Gas Proxy Function device ID (EUI-64)")
+    manufacturer: Hex4
+    model: Hex4
+    hardware_version: Hex4
+    firmware_before: Hex8
+    firmware_after: Hex8 | None = Field(description="The version read back from the hub; null when not known")
+    image_sha256: Sha256 | None = Field(description="Manufacturer Image SHA-256 of the image flashed, if any")
+    outcome: Outcome
+    reason: str = Field(min_length=1, description="Stable reason code (docs/policy.md, docs/maintenance-port.md)")
+    attempts: int = Field(ge=0)
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    operator: str = Field(min_length=1)
+    facility: str = Field(min_length=1, description="The triage facility's SSC approval reference")
+    audit_hash: Sha256 = Field(description="SHA-256 of the station's audit entry that records this result")
+
+
+class StationStatus(_Message):
+    """Birth (`online`, on every connect) and death (`offline`, as the MQTT will and before a clean shutdown)."""
+
+    schema_: Literal["reflash.station-status/1"] = Field("reflash.station-status/1", alias="schema")
+    state: Literal["online", "offline"]
+    station: Name
+    region: Region
+    session: int = Field(ge=0, description="Increases on every connect; ties a will to the birth it follows")
+    at: AwareDatetime
+    software_version: str
+    facility: str
+    operator: str | None = None
+    slots: int = Field(ge=0)
+    catalog_serial: int | None = None
+
+
+class OrderTotals(_Message):
+    named: int = Field(ge=0)
+    processed: int = Field(ge=0)
+    outcomes: dict[str, int]
+    charge: str = Field(pattern=r"^\d+\.\d{2}$")
+    currency: str | None
+
+
+class OrderSummary(_Message):
+    """Published (retained) when an order is closed."""
+
+    schema_: Literal["reflash.order-summary/1"] = Field("reflash.order-summary/1", alias="schema")
+    message_id: UUID
+    station: Name
+    region: Region
+    order_ref: str
+    kind: Literal["dcc", "stock"]
+    requesting_party: str | None
+    closed_at: AwareDatetime
+    totals: OrderTotals
+    never_received: list[DeviceId]
+    unasked: list[DeviceId]
+
+
+class SlotProgress(_Message):
+    """Telemetry, QoS 0: lossy by design; the result message is what counts."""
+
+    schema_: Literal["reflash.slot-progress/1"] = Field("reflash.slot-progress/1", alias="schema")
+    station: Name
+    slot: Name
+    state: str
+    chf_id: DeviceId | None
+    bytes_done: int = Field(ge=0)
+    bytes_total: int = Field(ge=0)
+    bytes_per_s: float = Field(ge=0)
+    at: AwareDatetime
+
+
+class DspAck(_Message):
+    """The bridge's answer to one HubResult: `applied`, `duplicate` (already applied), or `rejected` with reason."""
+
+    schema_: Literal["reflash.dsp-ack/1"] = Field("reflash.dsp-ack/1", alias="schema")
+    message_id: UUID = Field(description="The message_id of the HubResult acknowledged")
+    result: Literal["applied", "duplicate", "rejected"]
+    reason: str | None = Field(None, description="Why a message was rejected")
+    bridge: str
+    at: AwareDatetime
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    address: str  # with {region}, {station} and other parameters
+    model: type[_Message]
+    qos: int
+    retain: bool
+    publisher: str
+    description: str
+
+
+CHANNELS: tuple[Channel, ...] = (
+    Channel("status", "{region}/{station}/status", StationStatus, 1, True, "station",
+            "Birth on connect, will and explicit offline on shutdown. Retained: the last state is always there."),
+    Channel("result", "{region}/{station}/result", HubResult, 1, False, "station",
+            "One per finished job, from the outbox; republished until the bridge acks it."),
+    Channel("order", "{region}/{station}/order/{order_ref}", OrderSummary, 1, True, "station",
+            "The reconciliation totals of an order, on close."),
+    Channel("slot", "{region}/{station}/slot/{slot}", SlotProgress, 0, False, "station",
+            "Slot progress telemetry; may be lost."),
+    Channel("ack", "{region}/{station}/ack", DspAck, 1, False, "dsp-bridge",
+            "The bridge's acknowledgement of each HubResult."),
+)  # fmt: skip
+
+
+def topic(channel: str, **parameters: str) -> str:
+    """The full topic of a channel, e.g. topic("result", region="North", station="st-1")."""
+    found = next(c for c in CHANNELS if c.name == channel)
+    return f"{ROOT}/{found.address.format(**parameters)}"
+
+
+def hub_result(
+    job: JobRecord, audit_hash: str, message_id: str, *, station: str, region: str, requesting_party: str | None
+) -> dict[str, Any]:
+    """The HubResult payload for a finished job, checked against the model before it enters the outbox."""
+    message = HubResult.model_validate(
+        {
+            "schema": "reflash.hub-result/1",
+            "message_id": message_id,
+            "station": station,
+            "region": region,
+            "order_ref": job.order_ref,
+            "requesting_party": requesting_party,
+            "chf_id": job.chf_id,
+            "gpf_id": job.gpf_id,
+            "manufacturer": job.manufacturer,
+            "model": job.model,
+            "hardware_version": job.hardware_version,
+            "firmware_before": job.firmware_before,
+            "firmware_after": job.firmware_after,
+            "image_sha256": job.image_sha256,
+            "outcome": job.outcome,
+            "reason": job.reason,
+            "attempts": job.attempts,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "operator": job.operator,
+            "facility": job.facility,
+            "audit_hash": audit_hash,
+        }
+    )
+    payload: dict[str, Any] = message.model_dump(mode="json", by_alias=True)
+    return payload
