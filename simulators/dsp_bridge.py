@@ -35,6 +35,7 @@ __all__ = ["SCHEMAS", "DspBridge", "SmiStore"]
 log = logging.getLogger(__name__)
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 RESULTS = "reflash/v1/+/+/result"
+ACKS_IN_FLIGHT = 100
 
 # Outcomes after which the hub's firmware is known: the version read back, or the one it already ran.
 _FIRMWARE_KNOWN = {"REFLASHED": "firmware_after", "ALREADY_CURRENT": "firmware_before"}
@@ -88,23 +89,26 @@ class SmiStore:
     def close(self) -> None:
         self._db.close()
 
-    def apply(self, result: dict[str, Any]) -> str:
-        """Apply one valid result; returns `applied` or `duplicate`."""
-        field = _FIRMWARE_KNOWN.get(result["outcome"])
-        version = result[field] if field else None
+    def apply(self, results: list[dict[str, Any]]) -> list[str]:
+        """Apply valid results in one transaction; for each, `applied` or `duplicate` (its message_id was seen)."""
         now = _now()
+        outcomes: list[str] = []
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            try:
-                self._db.execute(
-                    "INSERT INTO applied (message_id, station, chf_id, outcome, firmware_version, applied_at) "
-                    "VALUES (?,?,?,?,?,?)",
+            for result in results:
+                field = _FIRMWARE_KNOWN.get(result["outcome"])
+                version = result[field] if field else None
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO applied "
+                    "(message_id, station, chf_id, outcome, firmware_version, applied_at) VALUES (?,?,?,?,?,?)",
                     (result["message_id"], result["station"], result["chf_id"], result["outcome"], version, now),
-                )
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                return "duplicate"
-            if version is not None:
+                ).rowcount
+                if not inserted:
+                    outcomes.append("duplicate")
+                    continue
+                outcomes.append("applied")
+                if version is None:
+                    continue
                 for device_id, device_type in ((result["chf_id"], "CHF"), (result["gpf_id"], "GPF")):
                     self._db.execute(
                         "INSERT INTO smi_devices (device_id, device_type, chf_id, manufacturer, model, "
@@ -118,7 +122,7 @@ class SmiStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        return "applied"
+        return outcomes
 
     def reject(self, message_id: str | None, topic: str, payload: bytes, reason: str) -> None:
         self._db.execute(
@@ -159,24 +163,33 @@ class DspBridge:
         self.subscribed = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def handle(self, topic: str, payload: bytes) -> dict[str, Any] | None:
-        """Validate and apply one message; return the ack to send (None when there is no message_id to ack)."""
-        message_id: str | None = None
-        try:
-            data = json.loads(payload)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            reason = f"not JSON: {exc}"
-        else:
-            if isinstance(data, dict) and isinstance(data.get("message_id"), str):
-                message_id = data["message_id"]
-            errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-            if not errors:
-                assert isinstance(data, dict)
-                return self._ack(data["message_id"], self.smi.apply(data), None)
-            reason = _problem(errors[0])
-        self.smi.reject(message_id, topic, payload, reason)
-        log.warning("rejected a result on %s: %s", topic, reason)
-        return self._ack(message_id, "rejected", reason) if message_id is not None else None
+    def handle(self, messages: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
+        """Validate and apply a batch of (topic, payload); return the (topic, ack) pairs to send. A message without
+        a readable message_id cannot be acked: it is kept in `rejected` and logged."""
+        valid: list[tuple[str, dict[str, Any]]] = []
+        acks: list[tuple[str, dict[str, Any]]] = []
+        for topic, payload in messages:
+            ack_topic = topic.rsplit("/", 1)[0] + "/ack"
+            message_id: str | None = None
+            try:
+                data = json.loads(payload)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                reason = f"not JSON: {exc}"
+            else:
+                if isinstance(data, dict) and isinstance(data.get("message_id"), str):
+                    message_id = data["message_id"]
+                error = jsonschema.exceptions.best_match(self.validator.iter_errors(data))
+                if error is None:
+                    valid.append((ack_topic, data))
+                    continue
+                reason = _problem(error)
+            self.smi.reject(message_id, topic, payload, reason)
+            log.warning("rejected a result on %s: %s", topic, reason)
+            if message_id is not None:
+                acks.append((ack_topic, self._ack(message_id, "rejected", reason)))
+        outcomes = self.smi.apply([data for _, data in valid])
+        acks += [(t, self._ack(data["message_id"], o, None)) for (t, data), o in zip(valid, outcomes, strict=True)]
+        return acks
 
     def _ack(self, message_id: str, result: str, reason: str | None) -> dict[str, Any]:
         return {
@@ -206,6 +219,7 @@ class DspBridge:
                 tls_params=aiomqtt.TLSParameters() if self.tls else None,
                 timeout=10,
             )
+            client.pending_calls_threshold = ACKS_IN_FLIGHT + 1
             try:
                 async with client:
                     backoff = 0.25
@@ -234,8 +248,17 @@ class DspBridge:
             raise consume.exception()  # type: ignore[misc]
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            ack = self.handle(str(message.topic), bytes(message.payload))
-            if ack is not None:
-                ack_topic = str(message.topic).rsplit("/", 1)[0] + "/ack"
+        limit = asyncio.Semaphore(ACKS_IN_FLIGHT)
+
+        async def send(ack_topic: str, ack: dict[str, Any]) -> None:
+            async with limit:
                 await client.publish(ack_topic, json.dumps(ack).encode(), qos=1)
+
+        messages = client.messages
+        async for first in messages:
+            # Take what has already arrived as one batch: one SQLite transaction, acks sent together.
+            batch = [first]
+            while len(messages) and len(batch) < 500:
+                batch.append(await anext(messages))
+            acks = self.handle([(str(m.topic), bytes(m.payload)) for m in batch])
+            await asyncio.gather(*(send(t, a) for t, a in acks))

@@ -722,12 +722,12 @@ class Store:
             )
 
     def outbox_acked(self, acks: Sequence[tuple[str, str, str | None]]) -> int:
-        """DSP acks (message_id, result, reason): confirmed (applied or duplicate) or rejected, with an audit entry
-        for each. Returns how many rows changed; an ack for an unknown or already settled message changes none."""
-        changed = 0
+        """DSP acks (message_id, result, reason): confirmed (applied or duplicate) or rejected. One audit entry
+        records the batch. Returns how many rows changed; an ack for an unknown or settled message changes none."""
         if not acks:
-            return changed
+            return 0
         now = self.now()
+        settled: list[dict[str, str | None]] = []
         with self.transaction() as cur:
             for message_id, result, reason in acks:
                 state = "rejected" if result == "rejected" else "confirmed"
@@ -737,9 +737,10 @@ class Store:
                     (state, now, json.dumps({"result": result, "reason": reason}), message_id),
                 )
                 if cur.rowcount:
-                    changed += 1
-                    self._append_audit(cur, "dsp_ack", {"message_id": message_id, "result": result, "reason": reason})
-        return changed
+                    settled.append({"message_id": message_id, "result": result, "reason": reason})
+            if settled:
+                self._append_audit(cur, "dsp_acks", {"acks": settled})
+        return len(settled)
 
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "at_broker": 0, "confirmed": 0, "rejected": 0}

@@ -120,8 +120,8 @@ async def test_results_reach_the_smi_and_are_confirmed(running: Running) -> None
     assert len(rows) == 40  # CHF and GPF of each hub
     assert set(rows.values()) == {"01020000"}
     assert applied_count(running.smi_path) == 20
-    entries = [e for e in running.store.audit_entries() if e.kind == "dsp_ack"]
-    assert len(entries) == 20
+    acked = [ack for e in running.store.audit_entries() if e.kind == "dsp_acks" for ack in e.data["acks"]]
+    assert sorted(a["result"] for a in acked) == ["applied"] * 20
 
 
 async def test_broker_outage_mid_batch_loses_nothing_and_applies_once(running: Running) -> None:
