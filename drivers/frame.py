@@ -47,6 +47,7 @@ from construct import (
 from drivers.errors import FrameError
 
 __all__ = [
+    "BAUD_CONFIRM_S",
     "FRAME",
     "FRAME_FIELDS",
     "FRAME_OVERHEAD",
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+# After accepting a baud switch, a hub that hears no valid frame at the new rate within this time goes back.
+BAUD_CONFIRM_S = 1.0
 SOF = b"\xa5\x5a"
 MAX_PAYLOAD = 0xFFFF
 
