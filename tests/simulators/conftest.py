@@ -57,7 +57,8 @@ def image(key: ec.EllipticCurvePrivateKey) -> UpgradeImage:
 
 @pytest.fixture(scope="session")
 def random_image(key: ec.EllipticCurvePrivateKey) -> UpgradeImage:
-    return make_image(key, os.urandom(256 * 1024))
+    """512 KiB that does not compress: every byte of it crosses the link."""
+    return make_image(key, os.urandom(512 * 1024))
 
 
 @pytest.fixture
