@@ -278,11 +278,14 @@ _MESSAGE_SUBCONS: dict[MessageType, tuple[tuple[str, Any], ...]] = {
 _PARSE_ERRORS = (ConstructError, struct.error, ValueError, IndexError, UnicodeDecodeError)
 
 
-def _compile(subcons: tuple[tuple[str, Any], ...]) -> Any:
-    return Struct(*(name / sub for name, sub in subcons), Terminated).compile()
+def _struct(subcons: tuple[tuple[str, Any], ...]) -> Any:
+    return Struct(*(name / sub for name, sub in subcons), Terminated)
 
 
-MESSAGES: dict[MessageType, Any] = {kind: _compile(subcons) for kind, subcons in _MESSAGE_SUBCONS.items()}
+# Compiled for parsing, the hot path on both ends. Building uses the interpreted form because the compiled one
+# does not check fixed lengths (a 31-byte hash would go out as a shorter message).
+MESSAGES: dict[MessageType, Any] = {kind: _struct(subcons).compile() for kind, subcons in _MESSAGE_SUBCONS.items()}
+_BUILDERS: dict[MessageType, Any] = {kind: _struct(subcons) for kind, subcons in _MESSAGE_SUBCONS.items()}
 assert set(MESSAGES) == set(MessageType)
 
 
@@ -326,7 +329,11 @@ def decode_message(kind: MessageType, payload: bytes) -> Any:
 
 
 def encode_message(kind: MessageType, **fields: Any) -> bytes:
-    payload: bytes = MESSAGES[kind].build(Container(fields))
+    """Lay out message `kind`. Raises ValueError naming the message and the field that does not fit."""
+    try:
+        payload: bytes = _BUILDERS[kind].build(Container(fields))
+    except (ConstructError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot build {kind.name}: {str(exc).strip()}") from None
     return payload
 
 

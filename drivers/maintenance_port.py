@@ -206,10 +206,16 @@ class MaintenancePort:
         **fields: Any,
     ) -> Any:
         """Send a request and return the decoded answer of type `expect`, retransmitting on silence."""
+        return await self.exchange(Frame.of(kind, self._next_seq(), **fields), expect, wait_s=wait_s, retries=retries)
+
+    async def exchange(
+        self, frame: Frame, expect: MessageType, *, wait_s: float | None = None, retries: int | None = None
+    ) -> Any:
+        """Send an already built request frame and wait for its answer (`request` builds the frame for you)."""
         await self.start()
+        kind = frame.type
         timeout = self.settings.reply_timeout_s if wait_s is None else wait_s
         retries = self.settings.retries if retries is None else retries
-        frame = Frame.of(kind, self._next_seq(), **fields)
         waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending[frame.seq] = waiter
         try:

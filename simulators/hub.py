@@ -229,6 +229,8 @@ class SimulatedHub:
                 except (ConnectionError, OSError):
                     break
         finally:
+            # A transfer belongs to one session: a new link must begin it again (and resumes).
+            self._receiving = False
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
