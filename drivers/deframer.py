@@ -26,6 +26,7 @@ class Deframer:
         self.discarded = 0
         self.rejected = 0
         self._buffer = bytearray()
+        self._need = 0
 
     @property
     def pending(self) -> int:
@@ -35,11 +36,16 @@ class Deframer:
     def clear(self) -> None:
         self.discarded += len(self._buffer)
         self._buffer.clear()
+        self._need = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Add received bytes; return every whole, valid frame they complete, in order."""
         buf = self._buffer
         buf += data
+        if len(buf) < self._need:
+            # The header at the front is already checked; its payload is still arriving in small pieces.
+            return []
+        self._need = 0
         frames: list[Frame] = []
         pos = 0
         while True:
@@ -64,6 +70,7 @@ class Deframer:
                 continue
             end = pos + FRAME_OVERHEAD + head.length
             if len(buf) < end:
+                self._need = end - pos
                 break
             try:
                 frames.append(parse_frame(bytes(buf[pos:end])))

@@ -26,7 +26,7 @@ TARGET_VERSION = 0x04010002
 
 # Fast enough for quick tests, slow enough that the window and pacing matter.
 FAST_LINK = LinkSettings(baud=4_000_000, latency_to_hub_s=0.001, latency_to_station_s=0.016)
-QUICK = SessionSettings(reply_timeout_s=0.2, retries=3, activate_timeout_s=2.0, max_stalls=4, min_rto_s=0.05)
+QUICK = SessionSettings(reply_timeout_s=0.2, retries=3, activate_timeout_s=2.0, max_stalls=4)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ leaves the hub recoverable (shown by recovering it)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +14,7 @@ from drivers.jig import flash
 from firmware_catalog.image import UpgradeImage
 from simulators.fault import Faults
 from simulators.jig import SimJig
-from tests.simulators.conftest import OLD_VERSION
+from tests.simulators.conftest import OLD_VERSION, QUICK
 
 Jigs = Callable[..., SimJig]
 
@@ -53,7 +54,7 @@ async def test_corrupt_frames_from_the_hub_are_survived(make_jig: Jigs, image: U
 
 
 async def test_silent_hub_is_a_clear_link_timeout_and_recovers(make_jig: Jigs, image: UpgradeImage) -> None:
-    jig = make_jig("silent-after=20000")
+    jig = make_jig("silent-after=20000", settings=dataclasses.replace(QUICK, max_stalls=2))
     with pytest.raises(LinkTimeout):
         await flash(jig, image, link_retries=1)
     held = jig.hub.held
