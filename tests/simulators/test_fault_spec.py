@@ -45,3 +45,16 @@ def test_every_fault_parses_and_round_trips() -> None:
 def test_bad_specs_say_what_and_where(spec: str, message: str) -> None:
     with pytest.raises(FaultSpecError, match=message):
         parse_faults(spec)
+
+
+def test_simulator_doc_lists_every_fault_in_its_form() -> None:
+    from pathlib import Path
+
+    from simulators.fault import _FORMS
+
+    doc = (Path(__file__).parents[2] / "docs" / "simulator.md").read_text()
+    table = doc[doc.index("## Faults") :]
+    listed = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    parameter = {"corrupt-every": "K"}
+    expected = {f"{name}{form}{parameter.get(name, 'N')}" if form else name for name, form in _FORMS.items()}
+    assert listed == expected
