@@ -174,7 +174,7 @@ _HEADER_ONLY = Struct(*(name / (Int16ul if name == "length" else sub) for name, 
 _FRAME_HEAD = Struct(
     "header" / RawCopy(_HEADER_ONLY),
     "header_crc" / Checksum(Int32ul, zlib.crc32, this.header.data),
-)
+).compile()
 
 FRAME = Struct(
     "header" / RawCopy(HEADER),
@@ -183,6 +183,8 @@ FRAME = Struct(
     "payload_crc" / Checksum(Int32ul, zlib.crc32, this.payload),
 )
 FRAME_OVERHEAD = HEADER_SIZE + 4 + 4
+# Compiled for the receive path (it still checks both CRCs); frames are built with the interpreted FRAME.
+_FRAME_PARSER = FRAME.compile()
 
 
 @dataclass(frozen=True)
@@ -382,7 +384,7 @@ def parse_frame_head(data: bytes) -> Any:
     """
     try:
         return _FRAME_HEAD.parse(data[: HEADER_SIZE + 4]).header.value
-    except ConstructError:
+    except _PARSE_ERRORS:
         raise FrameError("frame", "header_crc", HEADER_SIZE, "CRC-32 of the header does not match") from None
 
 
@@ -394,8 +396,8 @@ def parse_frame(data: bytes) -> Frame:
     if data[:2] != SOF:
         raise FrameError("frame", "sof", 0, f"expected A5 5A, found {data[:2].hex(' ').upper()}")
     try:
-        parsed = FRAME.parse(data)
-    except ConstructError as exc:
+        parsed = _FRAME_PARSER.parse(data)
+    except _PARSE_ERRORS as exc:
         header = parse_frame_head(data)
         end = FRAME_OVERHEAD - 4 + header.length
         if len(data) < end + 4:

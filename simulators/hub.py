@@ -129,6 +129,8 @@ class SimulatedHub:
         self._nak_sent_for: int | None = None
         self._ignore_until = 0.0
         self._tail = b""
+        self._baud_deadline: float | None = None
+        self._baud_previous = 0
 
     # state on disk
 
@@ -204,8 +206,7 @@ class SimulatedHub:
                 frames.put_nowait(None)
 
         receiver = asyncio.create_task(receive(), name="hub-receive")
-        self._baud_deadline: float | None = None
-        self._baud_previous = 0
+        self._baud_deadline = None
         try:
             while self.powered:
                 try:
