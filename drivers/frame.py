@@ -308,8 +308,8 @@ def message_fields(kind: MessageType) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+# Only called after a parse failed: walks the fields one by one to name the first that breaks, and where.
 def _locate(kind: MessageType, payload: bytes) -> tuple[str, int, str]:
-    """Find the first field of `payload` that does not parse: (field, byte offset in the payload, problem)."""
     stream = io.BytesIO(payload)
     for name, sub in _MESSAGE_SUBCONS[kind]:
         at = stream.tell()

@@ -78,9 +78,8 @@ class _Sent:
     retransmission: bool
 
 
+# The same offset always gives the same chunk, so a retransmission never recompresses.
 class _Chunker:
-    """Cuts the image into DATA payloads that fit the negotiated payload size; the same offset gives the same chunk."""
-
     def __init__(self, image: bytes, payload_size: int, compression: Compression) -> None:
         self.image = image
         self.room = payload_size - DATA_HEADER_SIZE

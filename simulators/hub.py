@@ -53,6 +53,7 @@ __all__ = [
     "IdentityFileError",
     "SimulatedHub",
     "load_identity",
+    "serve_hub",
 ]
 
 _ERROR_UNEXPECTED = 1
@@ -530,3 +531,14 @@ class SimulatedHub:
         await baud.set_baud(rate)
         deframer.clear()
         self._baud_deadline = asyncio.get_running_loop().time() + BAUD_CONFIRM_S
+
+
+async def serve_hub(options: HubOptions, transport: Transport, baud: BaudSetter | None = None) -> SimulatedHub:
+    """Power up a hub from `options` and serve it on `transport` until the link goes; returns it for inspection.
+
+    To serve connection after connection to one powered hub (its memory kept), keep a `SimulatedHub` and call its
+    `serve` for each.
+    """
+    hub = SimulatedHub(options)
+    await hub.serve(transport, baud)
+    return hub
