@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 MIN_NEGOTIATED_PAYLOAD = 4096
+# A DATA frame must carry its 9-byte header and some image; below this the transfer would crawl or stall.
+_SMALLEST_USABLE_PAYLOAD = 64
 
 
 class BaudControl(Protocol):
@@ -69,8 +71,8 @@ class SessionSettings:
     compression: bool = True
 
     def __post_init__(self) -> None:
-        if not FRAME_OVERHEAD <= self.max_payload <= MAX_PAYLOAD:
-            raise ValueError(f"max_payload must be {FRAME_OVERHEAD}..{MAX_PAYLOAD}, got {self.max_payload}")
+        if not _SMALLEST_USABLE_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
+            raise ValueError(f"max_payload must be {_SMALLEST_USABLE_PAYLOAD}..{MAX_PAYLOAD}, got {self.max_payload}")
         if not 1 <= self.window <= 255:
             raise ValueError(f"window must be 1..255 frames, got {self.window}")
 
@@ -256,6 +258,10 @@ class MaintenancePort:
         )
         if m.protocol_version != PROTOCOL_VERSION:
             raise ProtocolError(f"hub speaks protocol version {m.protocol_version}, station {PROTOCOL_VERSION}")
+        if m.max_payload < _SMALLEST_USABLE_PAYLOAD:
+            raise ProtocolError(
+                f"hub offers a payload of {m.max_payload} bytes; a transfer needs at least {_SMALLEST_USABLE_PAYLOAD}"
+            )
         self.payload_size = min(s.max_payload, m.max_payload)
         self.window = max(1, min(s.window, m.window))
         self.hub_baud_rates = tuple(m.baud_rates)

@@ -147,3 +147,9 @@ async def test_slow_flash_and_slow_link(make_jig: Jigs, key: ec.EllipticCurvePri
     jig = make_jig(link=LinkSettings(baud=115_200, latency_to_station_s=0.016), flash_bytes_per_s=50_000)
     result = await flash(jig, image)
     assert result.attempts[0].timeouts == 0
+
+
+async def test_a_hub_offering_a_uselessly_small_payload_is_refused(make_jig: Jigs) -> None:
+    jig = make_jig(max_payload=20)
+    with pytest.raises(ProtocolError, match="payload of 20 bytes"):
+        await jig.identify()
