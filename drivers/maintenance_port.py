@@ -1,0 +1,402 @@
+"""A maintenance-port session: the station's side of the protocol, over any Transport.
+
+Requests are answered by one reply that carries the request's sequence number in `ack`; a request with no answer is
+sent again with the same sequence number (the hub repeats its answer, never the action). ACK and NAK frames during a
+transfer go to the transfer engine. Errors are the tree in `drivers.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from drivers.deframer import Deframer
+from drivers.errors import LinkClosed, LinkTimeout, ProtocolError, TransferRefused
+from drivers.frame import (
+    BAUD_CONFIRM_S,
+    FRAME_OVERHEAD,
+    MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    ActivationCode,
+    Compression,
+    Flag,
+    Frame,
+    HubState,
+    MessageType,
+    RefuseReason,
+)
+from drivers.transfer import Progress, TransferEngine, TransferStats, choose_compression
+from drivers.transport import Transport
+from firmware_catalog.hub import HubIdentity
+from firmware_catalog.image import UpgradeImage
+
+__all__ = [
+    "MIN_NEGOTIATED_PAYLOAD",
+    "Activation",
+    "BaudControl",
+    "HubStatus",
+    "MaintenancePort",
+    "SessionSettings",
+    "Verification",
+    "VersionInfo",
+]
+
+MIN_NEGOTIATED_PAYLOAD = 4096
+# A DATA frame must carry its 9-byte header and some image; below this the transfer would crawl or stall.
+_SMALLEST_USABLE_PAYLOAD = 64
+
+
+class BaudControl(Protocol):
+    """A transport that can change its line rate (a UART); `baud` is the rate in use."""
+
+    baud: int
+
+    async def set_baud(self, baud: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The station's side of the negotiation, and how patient it is."""
+
+    max_payload: int = 4096
+    window: int = 8
+    reply_timeout_s: float = 1.0
+    retries: int = 4
+    activate_timeout_s: float = 30.0
+    min_rto_s: float = 0.2
+    max_stalls: int = 6
+    compression: bool = True
+
+    def __post_init__(self) -> None:
+        if not _SMALLEST_USABLE_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
+            raise ValueError(f"max_payload must be {_SMALLEST_USABLE_PAYLOAD}..{MAX_PAYLOAD}, got {self.max_payload}")
+        if not 1 <= self.window <= 255:
+            raise ValueError(f"window must be 1..255 frames, got {self.window}")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The hub's own view of what it holds: bytes held, the image size, its Manufacturer Image hash, its verdict."""
+
+    held: int
+    total_size: int
+    sha256: str
+    signature_ok: bool
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A CS06 outcome and the firmware version (8 hex digits) running afterwards."""
+
+    code: ActivationCode
+    running_version: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    running_version: str
+    staged_version: str | None
+
+
+@dataclass(frozen=True)
+class HubStatus:
+    state: HubState
+    held: int
+
+
+def _eui64(raw: bytes) -> str | None:
+    return None if raw == bytes(8) else "-".join(f"{b:02X}" for b in raw)
+
+
+class MaintenancePort:
+    """One session with one hub over one Transport. Use `async with`, or `start()` and `close()`."""
+
+    def __init__(
+        self, transport: Transport, settings: SessionSettings | None = None, baud: BaudControl | None = None
+    ) -> None:
+        self.transport = transport
+        self.settings = settings or SessionSettings()
+        self.baud = baud
+        self.identity: HubIdentity | None = None
+        self.payload_size = min(self.settings.max_payload, MIN_NEGOTIATED_PAYLOAD)
+        self.window = 1
+        self.hub_baud_rates: tuple[int, ...] = ()
+        self._deframer = Deframer()
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._inbox: asyncio.Queue[Frame | None] | None = None
+        self._closed: LinkClosed | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> MaintenancePort:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def start(self) -> None:
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._receive(), name=f"maintenance-port {self.transport.description}")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._lost(LinkClosed(f"{self.transport.description}: session closed"))
+        await self.transport.close()
+
+    # plumbing
+
+    async def _receive(self) -> None:
+        try:
+            while data := await self.transport.reader.read(65536):
+                for frame in self._deframer.feed(data):
+                    self._dispatch(frame)
+        except (ConnectionError, OSError) as exc:
+            self._lost(LinkClosed(f"{self.transport.description}: {exc}"))
+        else:
+            self._lost(LinkClosed(f"{self.transport.description}: the far end closed the link"))
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.type in (MessageType.ACK, MessageType.NAK):
+            if self._inbox is not None:
+                self._inbox.put_nowait(frame)
+            return
+        waiter = self._pending.get(frame.ack)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+        # Anything else is a late answer to a request already answered: dropped.
+
+    def _lost(self, error: LinkClosed) -> None:
+        if self._closed is None:
+            self._closed = error
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(self._closed)
+        if self._inbox is not None:
+            self._inbox.put_nowait(None)
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    async def _write(self, frame: Frame) -> None:
+        if self._closed is not None:
+            raise self._closed
+        try:
+            self.transport.writer.write(frame.encode())
+            await self.transport.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise LinkClosed(f"{self.transport.description}: {exc}") from exc
+
+    async def request(
+        self,
+        kind: MessageType,
+        expect: MessageType,
+        *,
+        wait_s: float | None = None,
+        retries: int | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Send a request and return the decoded answer of type `expect`, retransmitting on silence."""
+        return await self.exchange(Frame.of(kind, self._next_seq(), **fields), expect, wait_s=wait_s, retries=retries)
+
+    async def exchange(
+        self, frame: Frame, expect: MessageType, *, wait_s: float | None = None, retries: int | None = None
+    ) -> Any:
+        """Send an already built request frame and wait for its answer (`request` builds the frame for you)."""
+        await self.start()
+        kind = frame.type
+        timeout = self.settings.reply_timeout_s if wait_s is None else wait_s
+        retries = self.settings.retries if retries is None else retries
+        waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._pending[frame.seq] = waiter
+        try:
+            for attempt in range(retries + 1):
+                await self._write(frame if attempt == 0 else replace(frame, flags=Flag.RETRANSMISSION))
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                raise LinkTimeout(
+                    f"{self.transport.description}: no answer to {kind.name} after {retries + 1} tries "
+                    f"{timeout:.2f} s apart"
+                )
+        finally:
+            self._pending.pop(frame.seq, None)
+        message = reply.message()
+        if reply.type == MessageType.ERROR:
+            raise ProtocolError(f"hub answered {kind.name} with error {message.code}: {message.detail}")
+        if reply.type == MessageType.REFUSE and kind == MessageType.BEGIN_TRANSFER:
+            return reply
+        if reply.type != expect:
+            raise ProtocolError(f"hub answered {kind.name} with {reply.type.name}, expected {expect.name}")
+        return message
+
+    # the protocol
+
+    async def identify(self) -> HubIdentity:
+        """Ask the hub who it is, and agree the payload size and window for this session."""
+        s = self.settings
+        m = await self.request(
+            MessageType.IDENTIFY,
+            MessageType.IDENTITY,
+            protocol_version=PROTOCOL_VERSION,
+            max_payload=s.max_payload,
+            window=s.window,
+        )
+        if m.protocol_version != PROTOCOL_VERSION:
+            raise ProtocolError(f"hub speaks protocol version {m.protocol_version}, station {PROTOCOL_VERSION}")
+        if m.max_payload < _SMALLEST_USABLE_PAYLOAD:
+            raise ProtocolError(
+                f"hub offers a payload of {m.max_payload} bytes; a transfer needs at least {_SMALLEST_USABLE_PAYLOAD}"
+            )
+        self.payload_size = min(s.max_payload, m.max_payload)
+        self.window = max(1, min(s.window, m.window))
+        self.hub_baud_rates = tuple(m.baud_rates)
+        try:
+            self.identity = HubIdentity(
+                manufacturer=f"{m.manufacturer:04X}",
+                model=f"{m.model:04X}",
+                hardware_version=f"{m.hardware_version:04X}",
+                firmware_version=f"{m.firmware_version:08X}",
+                chf_id=_eui64(m.chf_id),
+                gpf_id=_eui64(m.gpf_id),
+                han_variant=m.han_variant or None,
+                chts_version=m.chts_version or None,
+                serial=m.serial or None,
+                staged_version=f"{m.staged_version:08X}" if m.staged else None,
+            )
+        except ValueError as exc:
+            raise ProtocolError(f"hub identity does not validate: {exc}") from exc
+        return self.identity
+
+    async def transfer(self, image: UpgradeImage, progress: Progress | None = None) -> TransferStats:
+        """Send the whole Upgrade Image, resuming from whatever the hub already holds for its hash."""
+        if self.identity is None:
+            await self.identify()
+        raw = image.raw
+        compression = choose_compression(raw) if self.settings.compression else Compression.NONE
+        reply = await self.request(
+            MessageType.BEGIN_TRANSFER,
+            MessageType.ACCEPT,
+            total_size=len(raw),
+            sha256=bytes.fromhex(image.manufacturer_image_sha256),
+            compression=compression,
+        )
+        if isinstance(reply, Frame):
+            refusal = reply.message()
+            if refusal.reason == RefuseReason.UNSUPPORTED_COMPRESSION and compression != Compression.NONE:
+                self.settings = replace(self.settings, compression=False)
+                return await self.transfer(image, progress)
+            raise TransferRefused(refusal.reason, refusal.detail)
+        if reply.resume_offset > len(raw):
+            raise ProtocolError(f"hub offers to resume at byte {reply.resume_offset} of a {len(raw)}-byte image")
+        self._inbox = asyncio.Queue()
+        if self._closed is not None:
+            raise self._closed
+        try:
+            engine = TransferEngine(
+                raw,
+                start=reply.resume_offset,
+                payload_size=self.payload_size,
+                window=self.window,
+                compression=compression,
+                send=self._write,
+                next_seq=self._next_seq,
+                inbox=self._inbox,
+                progress=progress,
+                min_rto_s=self.settings.min_rto_s,
+                initial_rto_s=max(self.settings.reply_timeout_s, self._frame_time() * 3),
+                max_stalls=self.settings.max_stalls,
+            )
+            return await engine.run()
+        finally:
+            self._inbox = None
+
+    def _frame_time(self) -> float:
+        rate = self.baud.baud if self.baud is not None else 0
+        return (self.payload_size + FRAME_OVERHEAD) * 10 / rate if rate else 0.0
+
+    async def verify(self) -> Verification:
+        m = await self.request(MessageType.VERIFY, MessageType.VERIFY_RESULT)
+        return Verification(m.held, m.total_size, bytes(m.sha256).hex(), bool(m.signature_ok))
+
+    async def activate(self, sha256: str) -> Activation:
+        """CS06: the hub checks the hash and its own rules, reboots, and says what runs now."""
+        s = self.settings
+        m = await self.request(
+            MessageType.ACTIVATE,
+            MessageType.ACTIVATE_RESULT,
+            sha256=bytes.fromhex(sha256),
+            retries=max(1, math.ceil(s.activate_timeout_s / s.reply_timeout_s)),
+        )
+        try:
+            code = ActivationCode(m.code)
+        except ValueError:
+            raise ProtocolError(f"hub answered ACTIVATE with unknown CS06 code {m.code}") from None
+        return Activation(code, f"{m.running_version:08X}")
+
+    async def read_version(self) -> VersionInfo:
+        m = await self.request(MessageType.READ_VERSION, MessageType.VERSION)
+        return VersionInfo(f"{m.running_version:08X}", f"{m.staged_version:08X}" if m.staged else None)
+
+    async def keepalive(self) -> HubStatus:
+        m = await self.request(MessageType.KEEPALIVE, MessageType.ALIVE)
+        try:
+            return HubStatus(HubState(m.state), m.held)
+        except ValueError:
+            raise ProtocolError(f"hub reported unknown state {m.state}") from None
+
+    async def abort(self) -> None:
+        """Stop an open transfer; the hub keeps what it holds, so a later transfer resumes."""
+        await self.request(MessageType.ABORT, MessageType.DONE)
+
+    async def erase(self) -> None:
+        """Make the hub forget its staged image and any partial transfer."""
+        await self.request(MessageType.ERASE, MessageType.DONE)
+
+    async def reset(self) -> None:
+        await self.request(MessageType.RESET, MessageType.DONE)
+
+    async def switch_baud(self, rate: int) -> int:
+        """Move both ends to `rate`; if the new rate does not carry frames, both go back. Returns the rate in use."""
+        if self.baud is None:
+            raise ValueError(f"{self.transport.description} cannot change its line rate")
+        previous = self.baud.baud
+        if rate == previous:
+            return rate
+        m = await self.request(MessageType.BAUD_SWITCH, MessageType.BAUD_RESULT, baud=rate)
+        if not m.accepted:
+            return previous
+        await self.baud.set_baud(rate)
+        self._deframer.clear()
+        tries = 3
+        try:
+            await self.request(
+                MessageType.KEEPALIVE, MessageType.ALIVE, wait_s=BAUD_CONFIRM_S / (tries + 1), retries=tries - 1
+            )
+            return rate
+        except LinkTimeout:
+            await self.baud.set_baud(previous)
+            self._deframer.clear()
+        # The hub goes back on its own after BAUD_CONFIRM_S without a valid frame; keep asking until it has.
+        timeout = self.settings.reply_timeout_s
+        await self.request(
+            MessageType.KEEPALIVE,
+            MessageType.ALIVE,
+            wait_s=timeout,
+            retries=math.ceil(2 * BAUD_CONFIRM_S / timeout) + self.settings.retries,
+        )
+        return previous

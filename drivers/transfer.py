@@ -1,0 +1,281 @@
+"""The windowed transfer engine: an image to the hub as DATA frames, go-back-N over byte offsets.
+
+Rules (docs/maintenance-port.md, "Transfer"):
+- Up to `window` DATA frames are in flight. Each carries the image offset it starts at; the hub takes a frame only
+  at the offset it expects next and answers every frame with ACK(next_offset), cumulative.
+- A gap makes the hub send one NAK(next_offset); the engine goes back to that offset. A NAK that cannot yet reflect
+  the frame last sent at that offset (sent less than one smoothed round trip ago) is ignored.
+- No progress for one retransmission timeout (RFC 6298 estimator over acknowledged, never-retransmitted frames,
+  doubled on each expiry) also goes back to the last acknowledged offset. Too many expiries in a row: `LinkTimeout`.
+- Data below the acknowledged offset is never sent again, and a transfer starts at the hub's resume offset.
+- Compression: raw DEFLATE of each chunk with the preceding 32 KiB of the image as preset dictionary, so every frame
+  decodes on its own and resuming needs no shared state. A chunk whose DEFLATE is not smaller goes raw; if the whole
+  image does not shrink, the transfer is declared uncompressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from drivers.errors import LinkClosed, LinkError, LinkTimeout, ProtocolError
+from drivers.frame import Compression, Flag, Frame, MessageType, NakReason, encode_message
+
+__all__ = [
+    "DATA_HEADER_SIZE",
+    "DICTIONARY_SIZE",
+    "Progress",
+    "TransferEngine",
+    "TransferStats",
+    "choose_compression",
+]
+
+DICTIONARY_SIZE = 32 * 1024
+DATA_HEADER_SIZE = 9  # offset u32, raw_length u32, encoding u8
+_LEVEL = 6
+
+Progress = Callable[[int, int], None]
+
+
+def choose_compression(image: bytes) -> Compression:
+    """DEFLATE when it makes the image smaller, else none."""
+    return Compression.DEFLATE if len(zlib.compress(image, _LEVEL)) < len(image) else Compression.NONE
+
+
+@dataclass
+class TransferStats:
+    """What one transfer attempt cost. `data_bytes` counts DATA frame bytes on the wire, retransmissions included."""
+
+    total_size: int
+    resumed_from: int
+    compression: Compression
+    frames: int = 0
+    retransmitted_frames: int = 0
+    data_bytes: int = 0
+    image_bytes_sent: int = 0
+    timeouts: int = 0
+    naks: int = 0
+    elapsed_s: float = 0.0
+    acknowledged: int = 0
+
+
+@dataclass
+class _Chunk:
+    offset: int
+    end: int
+    payload: bytes
+
+
+@dataclass
+class _Sent:
+    chunk: _Chunk
+    seq: int
+    sent_at: float
+    retransmission: bool
+
+
+# The same offset always gives the same chunk, so a retransmission never recompresses.
+class _Chunker:
+    def __init__(self, image: bytes, payload_size: int, compression: Compression) -> None:
+        self.image = image
+        self.room = payload_size - DATA_HEADER_SIZE
+        self.compression = compression
+        self._ratio = 2.0
+        self._cache: dict[int, _Chunk] = {}
+
+    def at(self, offset: int) -> _Chunk:
+        chunk = self._cache.get(offset)
+        if chunk is None:
+            chunk = self._cache[offset] = self._build(offset)
+        return chunk
+
+    def forget_below(self, offset: int) -> None:
+        for key in [k for k in self._cache if k < offset]:
+            del self._cache[key]
+
+    def _build(self, offset: int) -> _Chunk:
+        image, room = self.image, self.room
+        if self.compression == Compression.DEFLATE:
+            take = min(len(image) - offset, max(room, int(room * self._ratio * 0.9)))
+            for _ in range(3):
+                raw = image[offset : offset + take]
+                packed = self._deflate(offset, raw)
+                if len(packed) <= room:
+                    if len(packed) < len(raw):
+                        self._ratio = 0.7 * self._ratio + 0.3 * (len(raw) / max(1, len(packed)))
+                        return self._make(offset, raw, Compression.DEFLATE, packed)
+                    break
+                take = max(1, take * room * 95 // (100 * len(packed)))
+            self._ratio = max(1.0, 0.7 * self._ratio + 0.3)
+        raw = image[offset : offset + room]
+        return self._make(offset, raw, Compression.NONE, raw)
+
+    def _deflate(self, offset: int, raw: bytes) -> bytes:
+        dictionary = self.image[max(0, offset - DICTIONARY_SIZE) : offset]
+        if dictionary:
+            packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=dictionary)
+        else:
+            packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+        return packer.compress(raw) + packer.flush()
+
+    @staticmethod
+    def _make(offset: int, raw: bytes, encoding: Compression, data: bytes) -> _Chunk:
+        payload = encode_message(MessageType.DATA, offset=offset, raw_length=len(raw), encoding=encoding, data=data)
+        return _Chunk(offset, offset + len(raw), payload)
+
+
+class TransferEngine:
+    """Sends `image` from `start` through `send`, reading the hub's ACK/NAK frames from `inbox` (None = link gone)."""
+
+    def __init__(
+        self,
+        image: bytes,
+        *,
+        start: int,
+        payload_size: int,
+        window: int,
+        compression: Compression,
+        send: Callable[[Frame], Awaitable[None]],
+        next_seq: Callable[[], int],
+        inbox: asyncio.Queue[Frame | None],
+        progress: Progress | None = None,
+        initial_rto_s: float = 1.0,
+        min_rto_s: float = 0.2,
+        max_rto_s: float = 10.0,
+        max_stalls: int = 6,
+    ) -> None:
+        if not 0 <= start <= len(image):
+            raise ValueError(f"start {start} is outside the image (0..{len(image)})")
+        self.image = image
+        self.window = max(1, window)
+        self.stats = TransferStats(len(image), start, compression)
+        self._chunks = _Chunker(image, payload_size, compression)
+        self._send = send
+        self._next_seq = next_seq
+        self._inbox = inbox
+        self._progress = progress
+        self._acked = start
+        self._next = start
+        self._highest_sent = start
+        self._inflight: deque[_Sent] = deque()
+        self._rto = initial_rto_s
+        self._min_rto = min_rto_s
+        self._max_rto = max_rto_s
+        self._max_stalls = max_stalls
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._stalls = 0
+        self._progress_at = 0.0
+
+    async def run(self) -> TransferStats:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self._progress_at = loop.time()
+        total = len(self.image)
+        if self._progress:
+            self._progress(self._acked, total)
+        while self._acked < total:
+            await self._fill(loop)
+            oldest = self._inflight[0].sent_at if self._inflight else loop.time()
+            wait = max(self._progress_at, oldest) + self._rto - loop.time()
+            try:
+                item = await asyncio.wait_for(self._inbox.get(), timeout=max(0.0, wait))
+            except TimeoutError:
+                # A starved event loop fires the timer and delivers the late ACKs in the same turn: let them in first.
+                await asyncio.sleep(0)
+                if self._inbox.empty():
+                    self._expire()
+                continue
+            self._take(item, loop)
+            while not self._inbox.empty():
+                self._take(self._inbox.get_nowait(), loop)
+        self.stats.elapsed_s = time.perf_counter() - started
+        self.stats.acknowledged = self._acked
+        return self.stats
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        total = len(self.image)
+        while len(self._inflight) < self.window and self._next < total:
+            chunk = self._chunks.at(self._next)
+            again = chunk.offset < self._highest_sent
+            seq = self._next_seq()
+            frame = Frame(MessageType.DATA, seq, 0, chunk.payload, Flag.RETRANSMISSION if again else Flag.NONE)
+            self._inflight.append(_Sent(chunk, seq, loop.time(), again))
+            self._next = chunk.end
+            self._highest_sent = max(self._highest_sent, chunk.end)
+            self.stats.frames += 1
+            self.stats.retransmitted_frames += again
+            self.stats.data_bytes += len(chunk.payload) + 18
+            self.stats.image_bytes_sent += chunk.end - chunk.offset
+            await self._send(frame)
+
+    def _expire(self) -> None:
+        self.stats.timeouts += 1
+        self._stalls += 1
+        if self._stalls > self._max_stalls:
+            raise LinkTimeout(
+                f"no acknowledgement past byte {self._acked} of {len(self.image)} after {self._stalls - 1} "
+                f"retransmissions (timeout now {self._rto:.2f} s)"
+            )
+        self._rto = min(self._rto * 2, self._max_rto)
+        self._rewind(self._acked)
+
+    def _rewind(self, offset: int) -> None:
+        self._inflight.clear()
+        self._next = offset
+
+    def _take(self, frame: Frame | None, loop: asyncio.AbstractEventLoop) -> None:
+        if frame is None:
+            raise LinkClosed(f"the link closed during the transfer, at byte {self._acked} of {len(self.image)}")
+        message = frame.message()
+        now = loop.time()
+        if frame.type == MessageType.ACK:
+            self._sample_rtt(frame.ack, now)
+            self._advance(message.next_offset, now)
+        elif frame.type == MessageType.NAK:
+            self.stats.naks += 1
+            if message.reason == NakReason.NO_TRANSFER:
+                raise LinkError("the hub has no transfer open (it reset or aborted); begin-transfer again to resume")
+            self._advance(message.next_offset, now)
+            target = message.next_offset
+            recent = any(s.chunk.offset == target and now - s.sent_at < (self._srtt or 0.0) for s in self._inflight)
+            if not recent:
+                self._rewind(target)
+
+    def _advance(self, offset: int, now: float) -> None:
+        if offset > self._highest_sent or offset > len(self.image):
+            raise ProtocolError(f"hub acknowledged byte {offset}, beyond the {self._highest_sent} bytes sent")
+        if offset < self._acked:
+            # The hub has forgotten what it acknowledged; resuming from the hub's view is the only safe course.
+            raise ProtocolError(f"hub went back from acknowledged byte {self._acked} to {offset}")
+        if offset == self._acked:
+            return
+        self._acked = offset
+        self._progress_at = now
+        self._stalls = 0
+        while self._inflight and self._inflight[0].chunk.end <= offset:
+            self._inflight.popleft()
+        if (self._inflight and self._inflight[0].chunk.offset < offset) or self._next < offset:
+            self._rewind(offset)
+        self._chunks.forget_below(offset)
+        if self._progress:
+            self._progress(offset, len(self.image))
+
+    def _sample_rtt(self, seq: int, now: float) -> None:
+        for sent in self._inflight:
+            if sent.seq == seq:
+                if not sent.retransmission:
+                    self._update_rto(now - sent.sent_at)
+                return
+
+    def _update_rto(self, rtt: float) -> None:
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self._rto = min(self._max_rto, max(self._min_rto, self._srtt + 4 * self._rttvar))

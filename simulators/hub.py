@@ -1,0 +1,544 @@
+"""A simulated Communications Hub that speaks the maintenance-port protocol, with state that behaves like hardware.
+
+State lives in a directory, so that killing the process is a power cut:
+
+    state.json    running version and slot, the staged transfer (hash, size); replaced atomically (temp + rename)
+    slot-a.bin    the two image slots; the staged image is appended to the slot not running,
+    slot-b.bin    one write per DATA frame, so its length is exactly what the hub holds (and acknowledges)
+
+Before activating, the hub makes its own checks: the Manufacturer Image hash it was given, its manufacturer and
+model, its hardware range, and the signature against the keys it trusts for that manufacturer. Activation reboots it
+(`reboot_delay_s`); the new slot becomes the running one only once the reboot is over, so a hub that never comes back
+still runs the old image after a power cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
+
+from drivers.deframer import Deframer
+from drivers.errors import FrameError
+from drivers.frame import (
+    BAUD_CONFIRM_S,
+    PROTOCOL_VERSION,
+    ActivationCode,
+    Compression,
+    Frame,
+    HubState,
+    MessageType,
+    NakReason,
+    RefuseReason,
+)
+from drivers.transfer import DICTIONARY_SIZE
+from drivers.transport import Transport
+from firmware_catalog.errors import ImageFormatError
+from firmware_catalog.hub import HubIdentity
+from firmware_catalog.image import UpgradeImage, parse_image
+from simulators.fault import Faults
+
+__all__ = [
+    "BaudSetter",
+    "HubOptions",
+    "IdentityFileError",
+    "SimulatedHub",
+    "load_identity",
+    "serve_hub",
+]
+
+_ERROR_UNEXPECTED = 1
+_ERROR_MALFORMED = 2
+
+
+class IdentityFileError(ValueError):
+    """An identity file that cannot be read as a HubIdentity; names the file and the field."""
+
+
+def load_identity(path: str | Path) -> HubIdentity:
+    """Read a hub identity from JSON with the keys of `reflash jig identify --json`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise IdentityFileError(f"{path}: cannot read identity file: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise IdentityFileError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    try:
+        return HubIdentity.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(document)"
+        raise IdentityFileError(f"{path}: field {where}: {first['msg']}") from exc
+
+
+class BaudSetter(Protocol):
+    """What the hub needs to change its UART rate; the simulated link's ends provide it."""
+
+    baud: int
+
+    async def set_baud(self, baud: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """How one simulated hub is built. `trusted_keys` maps a manufacturer code to the keys it accepts for it."""
+
+    identity: HubIdentity
+    state_dir: Path
+    trusted_keys: Mapping[int, Sequence[ec.EllipticCurvePublicKey]] = field(default_factory=dict)
+    faults: Faults = field(default_factory=Faults)
+    max_payload: int = 8192
+    window: int = 16
+    baud_rates: tuple[int, ...] = (115_200, 921_600, 3_000_000)
+    reboot_delay_s: float = 0.05
+    flash_bytes_per_s: float | None = None
+    capacity: int = 16 * 1024 * 1024
+
+
+class _PowerLost(Exception):
+    pass
+
+
+class SimulatedHub:
+    """One hub. `serve(transport)` speaks the protocol until the link goes; the state directory outlives it."""
+
+    def __init__(self, options: HubOptions) -> None:
+        self.options = options
+        self.identity = options.identity
+        self.faults = options.faults
+        self.powered = True
+        self.frames_received = 0
+        self.frames_sent = 0
+        self._dir = Path(options.state_dir)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._state = self._load_state()
+        self._receiving = False
+        self._silent = False
+        self._hung = False
+        self._disconnect_done = False
+        self._seq = 0
+        self._last: tuple[int, MessageType, Frame] | None = None
+        self._nak_sent_for: int | None = None
+        self._ignore_until = 0.0
+        self._tail = b""
+        self._baud_deadline: float | None = None
+        self._baud_previous = 0
+
+    # state on disk
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self._dir / "state.json"
+        if path.exists():
+            state: dict[str, Any] = json.loads(path.read_text())
+            return state
+        return {
+            "running_version": self.identity.firmware_version,
+            "running_sha256": None,
+            "active_slot": "a",
+            "staged": None,
+        }
+
+    def _save_state(self) -> None:
+        path = self._dir / "state.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            json.dump(self._state, out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    @property
+    def _staging_slot(self) -> Path:
+        return self._dir / ("slot-b.bin" if self._state["active_slot"] == "a" else "slot-a.bin")
+
+    @property
+    def held(self) -> int:
+        """Bytes of the staged image the hub holds."""
+        staged = self._state["staged"]
+        if staged is None or not self._staging_slot.exists():
+            return 0
+        return min(self._staging_slot.stat().st_size, int(staged["total_size"]))
+
+    @property
+    def running_version(self) -> str:
+        return str(self._state["running_version"])
+
+    def _staged_image(self) -> UpgradeImage | None:
+        staged = self._state["staged"]
+        if staged is None or self.held != staged["total_size"]:
+            return None
+        try:
+            return parse_image(self._staging_slot.read_bytes())
+        except ImageFormatError:
+            return None
+
+    def _erase_staged(self) -> None:
+        self._state["staged"] = None
+        self._save_state()
+        self._staging_slot.write_bytes(b"")
+        self._tail = b""
+        self._receiving = False
+
+    # the link
+
+    async def serve(self, transport: Transport, baud: BaudSetter | None = None) -> None:
+        """Answer the station on `transport` until it closes, the hub loses power, or a fault drops the link."""
+        frames: asyncio.Queue[tuple[float, Frame] | None] = asyncio.Queue()
+        deframer = Deframer()
+        loop = asyncio.get_running_loop()
+
+        async def receive() -> None:
+            try:
+                while data := await transport.reader.read(65536):
+                    for frame in deframer.feed(data):
+                        frames.put_nowait((loop.time(), frame))
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                frames.put_nowait(None)
+
+        receiver = asyncio.create_task(receive(), name="hub-receive")
+        self._baud_deadline = None
+        try:
+            while self.powered:
+                try:
+                    item = await asyncio.wait_for(frames.get(), timeout=self._baud_wait(loop))
+                except TimeoutError:
+                    await self._revert_baud(baud, deframer)
+                    continue
+                if item is None:
+                    break
+                arrived, frame = item
+                if self._hung or arrived < self._ignore_until:
+                    continue
+                self._baud_deadline = None
+                self.frames_received += 1
+                try:
+                    await self._handle(frame, transport, baud, deframer)
+                except _PowerLost:
+                    self.powered = False
+                    transport.writer.transport.abort()
+                    break
+                except (ConnectionError, OSError):
+                    break
+        finally:
+            # A transfer belongs to one session: a new link must begin it again (and resumes).
+            self._receiving = False
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    def _baud_wait(self, loop: asyncio.AbstractEventLoop) -> float | None:
+        if self._baud_deadline is None:
+            return None
+        return max(0.0, self._baud_deadline - loop.time())
+
+    async def _revert_baud(self, baud: BaudSetter | None, deframer: Deframer) -> None:
+        # Nothing valid arrived at the new rate: go back, as the protocol promises the station.
+        self._baud_deadline = None
+        if baud is not None:
+            await baud.set_baud(self._baud_previous)
+        deframer.clear()
+
+    async def _send(self, transport: Transport, frame: Frame) -> None:
+        if self._silent or self._hung:
+            return
+        self.frames_sent += 1
+        data = frame.encode()
+        every = self.faults.corrupt_every
+        if every and self.frames_sent % every == 0:
+            flipped = bytearray(data)
+            flipped[len(data) // 2] ^= 0x40
+            data = bytes(flipped)
+        transport.writer.write(data)
+        await transport.writer.drain()
+
+    def _reply(self, request: Frame, kind: MessageType, **fields: Any) -> Frame:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return Frame.of(kind, self._seq, request.seq, **fields)
+
+    async def _answer(self, transport: Transport, request: Frame, kind: MessageType, **fields: Any) -> None:
+        reply = self._reply(request, kind, **fields)
+        self._last = (request.seq, request.type, reply)
+        await self._send(transport, reply)
+
+    async def _handle(self, frame: Frame, transport: Transport, baud: BaudSetter | None, deframer: Deframer) -> None:
+        if frame.type == MessageType.DATA:
+            await self._data(frame, transport)
+            return
+        if self._last is not None and self._last[:2] == (frame.seq, frame.type):
+            # A retransmitted request: its answer was lost. Repeat the answer, never the action.
+            await self._send(transport, self._last[2])
+            return
+        try:
+            message = frame.message()
+        except FrameError as exc:
+            await self._answer(transport, frame, MessageType.ERROR, code=_ERROR_MALFORMED, detail=str(exc)[:250])
+            return
+        kind = frame.type
+        if kind == MessageType.IDENTIFY:
+            await self._answer(transport, frame, MessageType.IDENTITY, **self._identity_fields())
+        elif kind == MessageType.BEGIN_TRANSFER:
+            await self._begin(frame, message, transport)
+        elif kind == MessageType.VERIFY:
+            await self._answer(transport, frame, MessageType.VERIFY_RESULT, **self._verify_fields())
+        elif kind == MessageType.ACTIVATE:
+            await self._activate(frame, message.sha256, transport)
+        elif kind == MessageType.READ_VERSION:
+            staged = self._staged_image()
+            await self._answer(
+                transport,
+                frame,
+                MessageType.VERSION,
+                running_version=int(self.running_version, 16),
+                staged=int(staged is not None),
+                staged_version=staged.file_version if staged else 0,
+            )
+        elif kind == MessageType.BAUD_SWITCH:
+            await self._switch_baud(frame, message.baud, transport, baud, deframer)
+        elif kind == MessageType.KEEPALIVE:
+            await self._answer(transport, frame, MessageType.ALIVE, state=self._hub_state(), held=self.held)
+        elif kind == MessageType.ABORT:
+            self._receiving = False
+            await self._answer(transport, frame, MessageType.DONE)
+        elif kind == MessageType.ERASE:
+            self._erase_staged()
+            await self._answer(transport, frame, MessageType.DONE)
+        elif kind == MessageType.RESET:
+            await self._answer(transport, frame, MessageType.DONE)
+            await self._reboot()
+        else:
+            detail = f"{kind.name} is not a request a hub accepts"
+            await self._answer(transport, frame, MessageType.ERROR, code=_ERROR_UNEXPECTED, detail=detail)
+
+    def _hub_state(self) -> HubState:
+        if self._receiving:
+            return HubState.RECEIVING
+        return HubState.HOLDS_IMAGE if self._staged_image() is not None else HubState.IDLE
+
+    def _identity_fields(self) -> dict[str, Any]:
+        ident = self.identity
+        staged = self._staged_image()
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "max_payload": self.options.max_payload,
+            "window": self.options.window,
+            "manufacturer": int(ident.manufacturer, 16),
+            "model": int(ident.model, 16),
+            "hardware_version": int(ident.hardware_version, 16),
+            "firmware_version": int(self.running_version, 16),
+            "staged": int(staged is not None),
+            "staged_version": staged.file_version if staged else 0,
+            "chf_id": bytes.fromhex(ident.chf_id.replace("-", "")) if ident.chf_id else bytes(8),
+            "gpf_id": bytes.fromhex(ident.gpf_id.replace("-", "")) if ident.gpf_id else bytes(8),
+            "han_variant": ident.han_variant or "",
+            "chts_version": ident.chts_version or "",
+            "serial": ident.serial or "",
+            "baud_rates": list(self.options.baud_rates),
+        }
+
+    async def _begin(self, frame: Frame, message: Any, transport: Transport) -> None:
+        sha = bytes(message.sha256).hex()
+        refusal: tuple[RefuseReason, str] | None = None
+        if self.faults.refuse_image:
+            refusal = (RefuseReason.REFUSED_BY_HUB, "this hub refuses the image")
+        elif message.compression not in set(Compression):
+            refusal = (RefuseReason.UNSUPPORTED_COMPRESSION, f"compression {message.compression} is not supported")
+        elif message.total_size > self.options.capacity or message.total_size == 0:
+            refusal = (RefuseReason.TOO_LARGE, f"{message.total_size} bytes; a slot holds {self.options.capacity}")
+        if refusal is not None:
+            await self._answer(transport, frame, MessageType.REFUSE, reason=refusal[0], detail=refusal[1])
+            return
+        staged = self._state["staged"]
+        if staged is None or staged["sha256"] != sha or staged["total_size"] != message.total_size:
+            # A different image: whatever was held is forgotten.
+            self._staging_slot.write_bytes(b"")
+            self._state["staged"] = {"sha256": sha, "total_size": message.total_size}
+            self._save_state()
+        held = self.held
+        self._tail = self._read_tail(held)
+        self._receiving = True
+        self._nak_sent_for = None
+        await self._answer(transport, frame, MessageType.ACCEPT, resume_offset=held)
+
+    async def _data(self, frame: Frame, transport: Transport) -> None:
+        held = self.held
+        try:
+            message = frame.message()
+        except FrameError:
+            await self._nak(frame, transport, held, NakReason.BAD_DATA)
+            return
+        if not self._receiving:
+            await self._nak(frame, transport, held, NakReason.NO_TRANSFER, always=True)
+            return
+        if message.offset < held:
+            await self._send(transport, self._reply(frame, MessageType.ACK, next_offset=held))
+            return
+        if message.offset > held:
+            await self._nak(frame, transport, held, NakReason.OUT_OF_ORDER)
+            return
+        total = int(self._state["staged"]["total_size"])
+        if held + message.raw_length > total:
+            await self._nak(frame, transport, held, NakReason.BEYOND_END)
+            return
+        chunk = self._decode(message)
+        if chunk is None:
+            await self._nak(frame, transport, held, NakReason.BAD_DATA)
+            return
+        await self._write(held, chunk, transport)
+        self._nak_sent_for = None
+        await self._send(transport, self._reply(frame, MessageType.ACK, next_offset=self.held))
+
+    def _decode(self, message: Any) -> bytes | None:
+        if message.encoding == Compression.NONE:
+            data = bytes(message.data)
+        elif message.encoding == Compression.DEFLATE:
+            inflater = zlib.decompressobj(-15, zdict=self._tail) if self._tail else zlib.decompressobj(-15)
+            try:
+                data = inflater.decompress(bytes(message.data), message.raw_length + 1)
+            except zlib.error:
+                return None
+            if not inflater.eof or inflater.unused_data:
+                return None
+        else:
+            return None
+        return data if len(data) == message.raw_length else None
+
+    async def _write(self, held: int, chunk: bytes, transport: Transport) -> None:
+        faults = self.faults
+        end = held + len(chunk)
+        if faults.power_loss is not None and held < faults.power_loss <= end:
+            # The flash keeps what was written before the power went.
+            self._append(chunk[: faults.power_loss - held])
+            raise _PowerLost
+        if self.options.flash_bytes_per_s:
+            await asyncio.sleep(len(chunk) / self.options.flash_bytes_per_s)
+        self._append(chunk)
+        if faults.disconnect is not None and not self._disconnect_done and held < faults.disconnect <= end:
+            self._disconnect_done = True
+            transport.writer.transport.abort()
+            raise ConnectionResetError("fault disconnect")
+        if faults.silent_after is not None and held < faults.silent_after <= end:
+            self._silent = True
+
+    def _read_tail(self, held: int) -> bytes:
+        with open(self._staging_slot, "rb") as slot:
+            slot.seek(max(0, held - DICTIONARY_SIZE))
+            return slot.read(held - slot.tell())
+
+    def _append(self, chunk: bytes) -> None:
+        # One write() per chunk on an unbuffered file: a killed process leaves whole chunks or nothing after them.
+        with open(self._staging_slot, "ab", buffering=0) as slot:
+            slot.write(chunk)
+        self._tail = (self._tail + chunk)[-DICTIONARY_SIZE:]
+
+    async def _nak(
+        self, frame: Frame, transport: Transport, held: int, reason: NakReason, always: bool = False
+    ) -> None:
+        # Go-back-N: one NAK per gap; the station's timer covers a lost NAK.
+        if not always and self._nak_sent_for == held:
+            return
+        self._nak_sent_for = held
+        await self._send(transport, self._reply(frame, MessageType.NAK, next_offset=held, reason=reason))
+
+    def _verify_fields(self) -> dict[str, Any]:
+        staged = self._state["staged"]
+        held = self.held
+        image = self._staged_image()
+        signature_ok = image is not None and self._signature_ok(image)
+        return {
+            "held": held,
+            "total_size": int(staged["total_size"]) if staged else 0,
+            "sha256": bytes.fromhex(image.manufacturer_image_sha256) if image else bytes(32),
+            "signature_ok": int(signature_ok),
+        }
+
+    def _signature_ok(self, image: UpgradeImage) -> bool:
+        return any(image.verify(key) for key in self.options.trusted_keys.get(image.manufacturer, ()))
+
+    def _activation_refusal(self, image: UpgradeImage) -> bool:
+        ident = self.identity
+        return (
+            image.manufacturer != int(ident.manufacturer, 16)
+            or image.image_type != int(ident.model, 16)
+            or not image.min_hardware_version <= int(ident.hardware_version, 16) <= image.max_hardware_version
+            or not self._signature_ok(image)
+        )
+
+    async def _activate(self, frame: Frame, sha256: bytes, transport: Transport) -> None:
+        wanted = bytes(sha256).hex()
+        image = self._staged_image()
+
+        async def result(code: ActivationCode) -> None:
+            await self._answer(
+                transport, frame, MessageType.ACTIVATE_RESULT, code=code, running_version=int(self.running_version, 16)
+            )
+
+        if image is None:
+            # Asked again after a reboot that already activated it: the answer is the same.
+            same = self._state["running_sha256"] == wanted
+            await result(ActivationCode.SUCCESS if same else ActivationCode.NO_IMAGE_HELD)
+            return
+        if image.manufacturer_image_sha256 != wanted:
+            await result(ActivationCode.HASH_MISMATCH)
+            return
+        if self._activation_refusal(image):
+            await result(ActivationCode.ACTIVATION_FAILURE)
+            return
+        if self.faults.stuck:
+            self._hung = True
+            return
+        await self._reboot()
+        if self.faults.activation_fail:
+            await result(ActivationCode.ACTIVATION_FAILURE)
+            return
+        if not self.faults.old_version_after_reboot:
+            self._state["active_slot"] = "b" if self._state["active_slot"] == "a" else "a"
+            self._state["running_version"] = f"{image.file_version:08X}"
+            self._state["running_sha256"] = wanted
+            self._state["staged"] = None
+            self._save_state()
+        await result(ActivationCode.SUCCESS)
+
+    async def _reboot(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.options.reboot_delay_s)
+        # What arrived while the hub was rebooting was never heard.
+        self._ignore_until = loop.time()
+        self._receiving = False
+        self._last = None
+
+    async def _switch_baud(
+        self, frame: Frame, rate: int, transport: Transport, baud: BaudSetter | None, deframer: Deframer
+    ) -> None:
+        if baud is None or rate not in self.options.baud_rates:
+            current = baud.baud if baud is not None else 0
+            await self._answer(transport, frame, MessageType.BAUD_RESULT, accepted=0, baud=current)
+            return
+        await self._answer(transport, frame, MessageType.BAUD_RESULT, accepted=1, baud=rate)
+        # The answer must leave at the old rate before the UART changes.
+        await asyncio.sleep(transport.writer.transport.get_write_buffer_size() * 10 / baud.baud + 0.001)
+        self._baud_previous = baud.baud
+        await baud.set_baud(rate)
+        deframer.clear()
+        self._baud_deadline = asyncio.get_running_loop().time() + BAUD_CONFIRM_S
+
+
+async def serve_hub(options: HubOptions, transport: Transport, baud: BaudSetter | None = None) -> SimulatedHub:
+    """Power up a hub from `options` and serve it on `transport` until the link goes; returns it for inspection.
+
+    To serve connection after connection to one powered hub (its memory kept), keep a `SimulatedHub` and call its
+    `serve` for each.
+    """
+    hub = SimulatedHub(options)
+    await hub.serve(transport, baud)
+    return hub

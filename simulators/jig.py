@@ -1,0 +1,101 @@
+"""A simulated jig: one simulated hub on an emulated link, behind the same driver the real jigs use.
+
+The jig powers the hub. When the hub has lost power (a `power-loss@N` fault), the next connection powers it up again
+from its state directory, as an operator re-seating it would; `power_cycle()` does the same on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from drivers.jig import MaintenancePortJig, OpenedLink
+from drivers.maintenance_port import SessionSettings
+from firmware_catalog.hub import HubIdentity
+from simulators.fault import Faults, parse_faults
+from simulators.hub import HubOptions, SimulatedHub, load_identity
+from simulators.link import Link, LinkSettings
+
+__all__ = ["SimJig"]
+
+
+class SimJig(MaintenancePortJig):
+    """The `sim` driver: `MaintenancePortJig` over an in-memory link to a `SimulatedHub`."""
+
+    def __init__(
+        self,
+        hub: HubOptions,
+        link: LinkSettings | None = None,
+        settings: SessionSettings | None = None,
+        baud: int | None = None,
+    ) -> None:
+        super().__init__(self._open, settings, baud)
+        self.hub_options = hub
+        self.link_settings = link or LinkSettings()
+        self.hub = SimulatedHub(hub)
+        self.links: list[Link] = []
+        self._serving: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> SimJig:
+        """Keys: state_dir (required), identity (file) or manufacturer/model/hardware/firmware, fault, baud,
+        latency_ms, reboot_delay_s."""
+        if "identity" in options:
+            identity = load_identity(options["identity"])
+        else:
+            identity = HubIdentity(
+                manufacturer=options.get("manufacturer", "1072"),
+                model=options.get("model", "0102"),
+                hardware_version=options.get("hardware", "0100"),
+                firmware_version=options.get("firmware", "04000007"),
+            )
+        hub = HubOptions(
+            identity=identity,
+            state_dir=Path(options["state_dir"]),
+            faults=parse_faults(str(options.get("fault", ""))),
+            reboot_delay_s=float(options.get("reboot_delay_s", 0.5)),
+        )
+        latency = float(options.get("latency_ms", 1)) / 1000
+        link = LinkSettings(
+            baud=int(options.get("baud", 921_600)), latency_to_hub_s=latency, latency_to_station_s=latency
+        )
+        return cls(hub, link)
+
+    @property
+    def bytes_to_hub(self) -> int:
+        """Every byte the station has written to the hub, over every link this jig has opened."""
+        return sum(link.station_end.bytes_written for link in self.links)
+
+    async def power_cycle(self, faults: Faults | None = None) -> None:
+        """Cut the hub's power and restore it, from its state directory; optionally with different faults."""
+        await self._drop()
+        await self._stop_serving()
+        if faults is not None:
+            self.hub_options = replace(self.hub_options, faults=faults)
+        self.hub = SimulatedHub(self.hub_options)
+
+    async def _stop_serving(self) -> None:
+        if self._serving is not None:
+            self._serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serving
+            self._serving = None
+        for link in self.links:
+            link.cut()
+
+    async def _open(self) -> OpenedLink:
+        await self._stop_serving()
+        if not self.hub.powered:
+            self.hub = SimulatedHub(self.hub_options)
+        link = Link(self.link_settings)
+        self.links.append(link)
+        self._serving = asyncio.create_task(self.hub.serve(link.hub, link.hub_end), name="simulated hub")
+        return OpenedLink(link.station, link.station_end)
+
+    async def close(self) -> None:
+        await super().close()
+        await self._stop_serving()

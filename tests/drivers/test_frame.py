@@ -1,0 +1,128 @@
+"""The wire format: build/parse round trips, and strict errors that name the field and byte offset."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.errors import FrameError
+from drivers.frame import (
+    FRAME_OVERHEAD,
+    MAX_PAYLOAD,
+    Flag,
+    Frame,
+    MessageType,
+    decode_message,
+    encode_message,
+    parse_frame,
+)
+
+frames = st.builds(
+    Frame,
+    type=st.sampled_from(list(MessageType)),
+    seq=st.integers(0, 0xFFFF),
+    ack=st.integers(0, 0xFFFF),
+    payload=st.binary(max_size=2048),
+    flags=st.sampled_from(list(Flag)),
+)
+
+
+@given(frames)
+def test_frame_round_trip(frame: Frame) -> None:
+    data = frame.encode()
+    assert len(data) == FRAME_OVERHEAD + len(frame.payload)
+    assert parse_frame(data) == frame
+
+
+@given(
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from([0, 1]),
+    st.binary(max_size=512),
+)
+def test_data_message_round_trip(offset: int, raw_length: int, encoding: int, data: bytes) -> None:
+    fields = {"offset": offset, "raw_length": raw_length, "encoding": encoding, "data": data}
+    decoded = decode_message(MessageType.DATA, encode_message(MessageType.DATA, **fields))
+    assert {k: decoded[k] for k in fields} == fields
+
+
+@given(
+    st.text(max_size=40),
+    st.text(max_size=40),
+    st.lists(st.integers(1, 0xFFFFFFFF), max_size=8),
+    st.binary(min_size=8, max_size=8),
+)
+def test_identity_round_trip(han: str, serial: str, bauds: list[int], chf: bytes) -> None:
+    fields = {
+        "protocol_version": 1,
+        "max_payload": 4096,
+        "window": 16,
+        "manufacturer": 0x1072,
+        "model": 0x0102,
+        "hardware_version": 0x0110,
+        "firmware_version": 0x04000007,
+        "staged": 0,
+        "staged_version": 0,
+        "chf_id": chf,
+        "gpf_id": bytes(8),
+        "han_variant": han[:20],
+        "chts_version": "V1.3",
+        "serial": serial[:20],
+        "baud_rates": bauds,
+    }
+    decoded = decode_message(MessageType.IDENTITY, encode_message(MessageType.IDENTITY, **fields))
+    assert {k: decoded[k] for k in fields} == fields
+
+
+@given(st.sampled_from(list(MessageType)), st.binary(max_size=300))
+def test_decode_message_raises_only_frame_error(kind: MessageType, payload: bytes) -> None:
+    offset = None
+    try:
+        decode_message(kind, payload)
+    except FrameError as exc:
+        offset = exc.offset
+    assert offset is None or offset >= FRAME_OVERHEAD - 4
+
+
+def test_truncated_message_names_field_and_offset() -> None:
+    payload = encode_message(MessageType.BEGIN_TRANSFER, total_size=1000, sha256=bytes(32), compression=1)[:10]
+    with pytest.raises(FrameError) as caught:
+        decode_message(MessageType.BEGIN_TRANSFER, payload)
+    assert caught.value.field == "sha256"
+    assert caught.value.offset == 14 + 4
+    assert "BEGIN_TRANSFER: sha256 at byte 18" in str(caught.value)
+
+
+def test_trailing_bytes_are_refused() -> None:
+    with pytest.raises(FrameError, match="1 trailing bytes"):
+        decode_message(MessageType.ACK, encode_message(MessageType.ACK, next_offset=5) + b"x")
+
+
+def test_frame_errors_name_the_field() -> None:
+    good = Frame.of(MessageType.ACK, 1, 2, next_offset=3).encode()
+    cases = {
+        "sof": b"\x00" + good[1:],
+        "header_crc": good[:10] + bytes([good[10] ^ 1]) + good[11:],
+        "payload_crc": good[:-1] + bytes([good[-1] ^ 1]),
+        "end": good + b"\x00",
+    }
+    for field, data in cases.items():
+        with pytest.raises(FrameError) as caught:
+            parse_frame(data)
+        assert caught.value.field == field
+
+
+def test_unknown_type_is_refused_with_its_offset() -> None:
+    from drivers.frame import FRAME
+
+    data = FRAME.build(
+        {"header": {"value": {"sof": b"\xa5\x5a", "type": 0x70, "flags": 0, "seq": 0, "ack": 0}}, "payload": b""}
+    )
+    with pytest.raises(FrameError, match="type at byte 2: unknown message type 0x70"):
+        parse_frame(data)
+
+
+def test_payload_larger_than_a_frame_holds_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        Frame(MessageType.DATA, 0, 0, bytes(MAX_PAYLOAD + 1)).encode()
