@@ -144,7 +144,10 @@ class MaintenancePortJig(JigDriver):
 
 # Config name -> "module:Class". Imported on first use so that `drivers` depends on no provider package.
 _REGISTRY: dict[str, str | type[JigDriver]] = {
+    "serial": "drivers.url_jig:UrlJig",
     "sim": "simulators.jig:SimJig",
+    "tcp": "drivers.url_jig:UrlJig",
+    "usb": "drivers.url_jig:UrlJig",
 }
 
 

@@ -26,7 +26,15 @@ from firmware_catalog.keys import generate_key, load_private_key, load_public_ke
 from firmware_catalog.policy import Decision, decide
 from firmware_catalog.reason import ReasonCode
 
-__all__ = ["CONFIG_DIR", "DemoResult", "DemoScenario", "manufacturer_image", "run_catalog_demo"]
+__all__ = [
+    "CONFIG_DIR",
+    "DemoResult",
+    "DemoScenario",
+    "DemoWorld",
+    "build_demo_world",
+    "manufacturer_image",
+    "run_catalog_demo",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 MARKER = ".reflash-demo"
@@ -88,8 +96,24 @@ def _prepare(workdir: Path) -> None:
     (workdir / MARKER).write_text("made by `reflash demo`; deleted and remade on every run\n")
 
 
-def run_catalog_demo(workdir: Path, config_dir: Path = CONFIG_DIR) -> list[DemoResult]:
-    """Generate keys and images, build and load the catalog, decide for every example hub."""
+@dataclass(frozen=True)
+class DemoWorld:
+    """What the demo generated: keys, images and a signed catalog in `workdir`."""
+
+    workdir: Path
+    scenario: DemoScenario
+    catalog_dir: Path
+
+    def key(self, name: str) -> Path:
+        return self.workdir / "keys" / name
+
+    @property
+    def authority_pub(self) -> Path:
+        return self.key("authority.pub")
+
+
+def build_demo_world(workdir: Path, config_dir: Path = CONFIG_DIR) -> DemoWorld:
+    """Generate keys and images, and build and sign the example catalog, in `workdir` (made afresh)."""
     scenario = DemoScenario.load(config_dir / "demo.toml")
     source_path = config_dir / scenario.catalog_source
     source = read_source(source_path)
@@ -110,8 +134,15 @@ def run_catalog_demo(workdir: Path, config_dir: Path = CONFIG_DIR) -> list[DemoR
             header_string=spec.header_string,
         )
         (workdir / spec.path).write_bytes(data)
-    now = datetime.now(UTC)
     catalog_dir = workdir / "catalog"
-    build_catalog(source_path, load_private_key(workdir / "keys" / "authority.key"), catalog_dir, now, base=workdir)
-    catalog = load_catalog(catalog_dir, load_public_key(workdir / "keys" / "authority.pub"), now)
-    return [DemoResult(hub, decide(hub.identity, catalog, now)) for hub in scenario.hubs]
+    authority = load_private_key(workdir / "keys" / "authority.key")
+    build_catalog(source_path, authority, catalog_dir, datetime.now(UTC), base=workdir)
+    return DemoWorld(workdir, scenario, catalog_dir)
+
+
+def run_catalog_demo(workdir: Path, config_dir: Path = CONFIG_DIR) -> list[DemoResult]:
+    """Build the demo world, load the catalog as the station would, and decide for every example hub."""
+    world = build_demo_world(workdir, config_dir)
+    now = datetime.now(UTC)
+    catalog = load_catalog(world.catalog_dir, load_public_key(world.authority_pub), now)
+    return [DemoResult(hub, decide(hub.identity, catalog, now)) for hub in world.scenario.hubs]

@@ -77,7 +77,12 @@ def _add_hub(req: OrderRequest, raw: Any, line: int, seen: dict[str, int]) -> No
 
 
 def _read_csv(text: str, source: str, digest: str) -> OrderRequest:
-    rows = list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[list[str]] = []
+    try:
+        rows.extend(reader)
+    except csv.Error as exc:
+        raise OrderImportError(source, [f"line {reader.line_num}: not CSV: {exc}"]) from exc
     if not rows:
         raise OrderImportError(source, ["line 1: the file is empty"])
     header = [cell.strip() for cell in rows[0]]

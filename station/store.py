@@ -594,6 +594,24 @@ class Store:
             )
             return job_id
 
+    def suspend_job(self, job_id: int, cause: str) -> None:
+        """A job that stops without an outcome (the station is stopping, no catalog is in force): it is marked
+        interrupted, never done, and is resumed when its hub is seen again."""
+        with self.transaction() as cur:
+            cur.execute("UPDATE jobs SET state = 'interrupted' WHERE id = ? AND state = 'running'", (job_id,))
+            cur.execute(
+                "UPDATE attempts SET finished_at = ?, result = 'interrupted', detail = ? "
+                "WHERE job_id = ? AND finished_at IS NULL",
+                (self.now(), cause, job_id),
+            )
+            self._append_audit(cur, "job_interrupted", {"job_id": job_id, "cause": cause})
+
+    def final_job(self, chf_id: str, order_ref: str) -> JobRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE chf_id = ? AND order_ref = ? AND state = 'final'", (chf_id, order_ref)
+        ).fetchone()
+        return None if row is None else _job(row)
+
     def begin_attempt(self, job_id: int, detail: str = "") -> int:
         with self.transaction() as cur:
             query = "SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE job_id = ?"

@@ -8,6 +8,7 @@ from station.cli.audit import audit
 from station.cli.catalog import catalog
 from station.cli.demo import demo
 from station.cli.orders import orders
+from station.cli.run import run, status
 from station.cli.sim import sim
 
 __all__ = ["main"]
@@ -24,3 +25,5 @@ main.add_command(demo)
 main.add_command(orders)
 main.add_command(audit)
 main.add_command(sim)
+main.add_command(run)
+main.add_command(status)

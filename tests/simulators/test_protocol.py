@@ -138,7 +138,7 @@ async def test_malformed_request_gets_an_error_naming_the_field(make_jig: Jigs) 
 
 def test_registry_names_the_sim_driver() -> None:
     assert driver_class("sim") is SimJig
-    with pytest.raises(KeyError, match="unknown jig driver 'ftp'; known: sim"):
+    with pytest.raises(KeyError, match="unknown jig driver 'ftp'; known: serial, sim, tcp, usb"):
         driver_class("ftp")
 
 
