@@ -16,6 +16,7 @@ from typing import Any
 from drivers.jig import MaintenancePortJig, OpenedLink
 from drivers.maintenance_port import SessionSettings
 from firmware_catalog.hub import HubIdentity
+from firmware_catalog.keys import load_public_key
 from simulators.fault import Faults, parse_faults
 from simulators.hub import HubOptions, SimulatedHub, load_identity
 from simulators.link import Link, LinkSettings
@@ -42,8 +43,9 @@ class SimJig(MaintenancePortJig):
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> SimJig:
-        """Keys: state_dir (required), identity (file) or manufacturer/model/hardware/firmware, fault, baud,
-        latency_ms, reboot_delay_s."""
+        """Keys: state_dir (required), identity (file) or manufacturer/model/hardware/firmware/chf_id/gpf_id,
+        trusted_keys ({manufacturer: [public key files]}: what the hub's own signature check accepts), fault, baud,
+        latency_ms, reboot_delay_s. `url` (every slot has one) is ignored: the link is in memory."""
         if "identity" in options:
             identity = load_identity(options["identity"])
         else:
@@ -52,10 +54,17 @@ class SimJig(MaintenancePortJig):
                 model=options.get("model", "0102"),
                 hardware_version=options.get("hardware", "0100"),
                 firmware_version=options.get("firmware", "04000007"),
+                chf_id=options.get("chf_id"),
+                gpf_id=options.get("gpf_id"),
             )
+        trusted = {
+            int(manufacturer, 16): [load_public_key(path) for path in paths]
+            for manufacturer, paths in dict(options.get("trusted_keys", {})).items()
+        }
         hub = HubOptions(
             identity=identity,
             state_dir=Path(options["state_dir"]),
+            trusted_keys=trusted,
             faults=parse_faults(str(options.get("fault", ""))),
             reboot_delay_s=float(options.get("reboot_delay_s", 0.5)),
         )

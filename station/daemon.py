@@ -58,7 +58,7 @@ def _emitter(log_format: str, quiet: bool) -> Any:
         if log_format == "json":
             line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
             print(json.dumps(line, default=str), flush=True)
-        elif not quiet:
+        elif log_format == "text" and not quiet:
             details = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
             print(f"{datetime.now().strftime('%H:%M:%S')} {event} {details}", flush=True)
 
@@ -104,7 +104,10 @@ def _build_drivers(config: StationConfig) -> dict[str, JigDriver]:
             if key in options:
                 options[key] = str(config.resolve(Path(options[key])))
         if "trusted_keys" in options:
-            options["trusted_keys"] = [str(config.resolve(Path(p))) for p in options["trusted_keys"]]
+            options["trusted_keys"] = {
+                manufacturer: [str(config.resolve(Path(p))) for p in paths]
+                for manufacturer, paths in dict(options["trusted_keys"]).items()
+            }
         built[slot.name] = driver_class(slot.driver).from_config(options)
     return built
 

@@ -1,9 +1,8 @@
-"""The demo: everything a newcomer needs to see the station decide, generated in a working folder.
+"""The demo's world: everything a newcomer needs, generated in a working folder.
 
-It makes fresh keys (the catalog authority, two manufacturers, a rogue key and a revoked one), Upgrade Images
-whose Manufacturer Images derive from a seed (so the committed catalog source can list their hashes), builds and
-signs the example catalog from config/, loads it as the station would, and decides for every example hub,
-comparing each decision with the code the scenario expects.
+Fresh keys (the catalog authority, two manufacturers, a rogue key, a revoked one, the station's), Upgrade Images
+whose Manufacturer Images derive from a seed (so the committed catalog source can list their hashes), and the
+example catalog from config/, built and signed. `station/showcase.py` runs the demo bench on it.
 """
 
 from __future__ import annotations
@@ -14,27 +13,15 @@ import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from firmware_catalog.catalog import load_catalog
 from firmware_catalog.catalog_source import build_catalog, read_source
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import build_signed_image
-from firmware_catalog.keys import generate_key, load_private_key, load_public_key, write_keypair
-from firmware_catalog.policy import Decision, decide
-from firmware_catalog.reason import ReasonCode
+from firmware_catalog.keys import generate_key, load_private_key, write_keypair
 
-__all__ = [
-    "CONFIG_DIR",
-    "DemoResult",
-    "DemoScenario",
-    "DemoWorld",
-    "build_demo_world",
-    "manufacturer_image",
-    "run_catalog_demo",
-]
+__all__ = ["CONFIG_DIR", "DemoHub", "DemoScenario", "DemoWorld", "build_demo_world", "device_id", "manufacturer_image"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 MARKER = ".reflash-demo"
@@ -50,9 +37,12 @@ class DemoImage(BaseModel):
 
 class DemoHub(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = "stock hub on 1.0"
     identity: HubIdentity
-    expect: ReasonCode
+    fault: str = ""
+    in_order: bool = True
+    expect: tuple[str, str]
+    after: str | None = None
 
 
 class DemoScenario(BaseModel):
@@ -61,24 +51,18 @@ class DemoScenario(BaseModel):
     keys: list[str]
     images: list[DemoImage]
     hubs: list[DemoHub]
+    filler: DemoHub
 
     @classmethod
     def load(cls, path: Path) -> DemoScenario:
         with path.open("rb") as handle:
             return cls.model_validate(tomllib.load(handle))
 
-
-@dataclass(frozen=True)
-class DemoResult:
-    hub: DemoHub
-    decision: Decision
-
-    @property
-    def as_expected(self) -> bool:
-        return self.decision.code is self.hub.expect
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.hub.name, "expect": self.hub.expect.value, **self.decision.describe()}
+    def bench(self, slots: int | None) -> list[DemoHub]:
+        """The scenario's hubs, cut to `slots` or filled up to it with stock hubs."""
+        count = len(self.hubs) if slots is None else slots
+        extra = [self.filler.model_copy(update={"name": f"stock hub {n}"}) for n in range(count - len(self.hubs))]
+        return (self.hubs + extra)[:count]
 
 
 def manufacturer_image(seed: str, size: int) -> bytes:
@@ -140,9 +124,7 @@ def build_demo_world(workdir: Path, config_dir: Path = CONFIG_DIR) -> DemoWorld:
     return DemoWorld(workdir, scenario, catalog_dir)
 
 
-def run_catalog_demo(workdir: Path, config_dir: Path = CONFIG_DIR) -> list[DemoResult]:
-    """Build the demo world, load the catalog as the station would, and decide for every example hub."""
-    world = build_demo_world(workdir, config_dir)
-    now = datetime.now(UTC)
-    catalog = load_catalog(world.catalog_dir, load_public_key(world.authority_pub), now)
-    return [DemoResult(hub, decide(hub.identity, catalog, now)) for hub in world.scenario.hubs]
+def device_id(n: int, role: int) -> str:
+    """Demo device IDs: CHF (role 1) and GPF (role 2) of hub n, in the DUIS form."""
+    raw = f"00DB{role:02X}DE{n:08X}"
+    return "-".join(raw[i : i + 2] for i in range(0, 16, 2))

@@ -1,8 +1,8 @@
-"""`reflash demo`: the README's first command. Today it shows the catalog and the policy deciding for a set of
-example hubs; later issues grow it into a whole simulated bench."""
+"""`reflash demo`: the README's first command. The whole station on a simulated bench, with nothing to configure."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -11,49 +11,53 @@ from rich.table import Table
 
 from firmware_catalog.errors import CatalogError
 from station.cli.output import EXIT_INPUT, console, print_json
-from station.demo import run_catalog_demo
+from station.mosquitto import MosquittoMissing
+from station.showcase import run_demo
 
 __all__ = ["demo"]
 
-_STYLE = {"flash": "green", "none": "cyan", "refuse": "red"}
+_STYLE = {"REFLASHED": "green", "ALREADY_CURRENT": "cyan", "REFUSED": "yellow", "SCRAP": "magenta"}
 
 
 @click.command()
 @click.option("--workdir", default="work/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON")
-def demo(workdir: str, as_json: bool) -> None:
-    """Generate keys, images and a signed catalog, then show the policy's decision for each example hub.
+@click.option("--slots", type=click.IntRange(1, 256), help="Bench size (default: the scenario's hubs)")
+@click.option("--json", "as_json", is_flag=True, help="Print the final table as JSON")
+@click.option("--live/--no-live", default=None, help="Live bench table (default: when stdout is a terminal)")
+def demo(workdir: str, slots: int | None, as_json: bool, live: bool | None) -> None:
+    """Keys, images, a signed catalog, a private Mosquitto, a simulated bench, the station and the DSP bridge:
+    run an order and show each hub's outcome beside the SMI.
 
-    Exits 0 only when every decision is the one the scenario (config/demo.toml) expects.
+    Exits 0 only when every hub has the outcome config/demo.toml expects and the SMI agrees.
     """
     try:
-        results = run_catalog_demo(Path(workdir))
-    except (CatalogError, FileExistsError) as exc:
+        results = asyncio.run(run_demo(Path(workdir), slots, live=False if as_json else live, quiet=as_json))
+    except (CatalogError, FileExistsError, MosquittoMissing) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     ok = all(r.as_expected for r in results)
     if as_json:
         print_json({"workdir": workdir, "as_expected": ok, "hubs": [r.describe() for r in results]})
-    else:
-        table = Table(title=f"Re-flash decisions (catalog built in {workdir}/catalog)")
-        for column in ("#", "mfr/model", "hw", "firmware", "decision", "code", "target", "expected"):
-            table.add_column(column, no_wrap=True)
-        for number, r in enumerate(results, 1):
-            hub, decision = r.hub.identity, r.decision.describe()
-            target = decision["target"]["firmware_version"] if decision["target"] else ""
-            style = _STYLE[decision["decision"]]
-            table.add_row(
-                str(number),
-                f"{hub.manufacturer}/{hub.model}",
-                hub.hardware_version,
-                hub.firmware_version,
-                f"[{style}]{decision['decision']}[/]",
-                decision["code"],
-                target,
-                "yes" if r.as_expected else f"[red]NO: {r.hub.expect.value}[/]",
-            )
-        out = console()
-        out.print(table)
-        for number, r in enumerate(results, 1):
-            out.print(f"{number:>2}. {r.hub.name}: {r.decision.message}", soft_wrap=True)
+        sys.exit(0 if ok else 1)
+    table = Table(title="Demo bench: each hub's outcome, and the firmware the DSP's SMI now holds")
+    for column in ("slot", "CHF ID", "outcome", "reason", "firmware", "SMI CHF", "SMI GPF", "ok"):
+        table.add_column(column, no_wrap=True)
+    for n, r in enumerate(results, 1):
+        style = _STYLE.get(r.outcome or "", "red")
+        changed = r.firmware_after and r.firmware_after != r.firmware_before
+        table.add_row(
+            f"S{n:02d}", r.chf_id, f"[{style}]{r.outcome}[/]", r.reason or "",
+            f"{r.firmware_before}->{r.firmware_after}" if changed else r.firmware_before,
+            r.smi_chf_firmware or "-", r.smi_gpf_firmware or "-", "yes" if r.as_expected else "[red]NO[/]",
+        )  # fmt: skip
+    out = console()
+    out.print(table)
+    for n, r in enumerate(results, 1):
+        wrong = "" if r.as_expected else f"  [red]expected {r.hub.expect[0]} {r.hub.expect[1]}[/]"
+        out.print(f"  S{n:02d} {r.hub.name}{wrong}")
+    out.print(
+        f"{sum(r.as_expected for r in results)}/{len(results)} hubs as expected. Files: {workdir} "
+        f"(station.toml, state/station.db, smi.db, order.csv). Try: reflash orders report {'DCC-DEMO-0001'} "
+        f"--config {workdir}/station.toml; reflash audit verify --config {workdir}/station.toml"
+    )
     sys.exit(0 if ok else 1)

@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def console() -> Console:
     # Piped output (CI logs, `| less`) gets a width that fits our tables instead of rich's 80-column default.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def print_json(payload: Any) -> None:
