@@ -27,7 +27,7 @@ from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.store import Actor, Store
 
-__all__ = ["DemoOutcome", "run_demo"]
+__all__ = ["ORDER_REF", "DemoOutcome", "run_demo", "write_order", "write_station_config"]
 
 ORDER_REF = "DCC-DEMO-0001"
 STATION = "demo-station-01"
@@ -86,7 +86,8 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str) -> Path:
+def write_station_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str | None, baud: int = 460_800) -> Path:
+    """A station configuration for a simulated bench of `hubs` in the demo world (no MQTT without a broker)."""
     lines = [
         "# Written by `reflash demo`: a station over a simulated bench, a private broker.",
         "[station]",
@@ -106,11 +107,9 @@ def _write_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str) -> Pat
         'currency = "GBP"',
         'REFLASHED = "9.80"',
         "",
-        "[mqtt]",
-        f'url = "{broker_url}"',
-        "republish_after_s = 5",
-        "",
     ]
+    if broker_url is not None:
+        lines += ["[mqtt]", f'url = "{broker_url}"', "republish_after_s = 5", ""]
     for n, hub in enumerate(hubs, 1):
         ident = hub.identity
         lines += [
@@ -127,7 +126,7 @@ def _write_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str) -> Pat
             f'chf_id = "{device_id(n, 1)}"',
             f'gpf_id = "{device_id(n, 2)}"',
             f"fault = {_toml_string(hub.fault)}",
-            "baud = 460800",
+            f"baud = {baud}",
             "reboot_delay_s = 0.2",
             'trusted_keys = { "121D" = ["keys/maker-121D.pub"], "1072" = ["keys/maker-1072.pub"] }',
             "",
@@ -137,7 +136,7 @@ def _write_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str) -> Pat
     return path
 
 
-def _write_order(world: DemoWorld, hubs: list[DemoHub]) -> Path:
+def write_order(world: DemoWorld, hubs: list[DemoHub]) -> Path:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["order_ref", "requesting_party", "csp_region", "chf_id"])
@@ -157,10 +156,10 @@ async def run_demo(
     hubs = world.scenario.bench(slots)
     logging.getLogger("station.reporter").setLevel(logging.ERROR)
     with Mosquitto(workdir / "mosquitto") as broker:
-        config = load_config(_write_config(world, hubs, broker.url))
+        config = load_config(write_station_config(world, hubs, broker.url))
         # The operator's part before the bench runs: import the DCC request and scan the box of hubs in.
         store = Store.from_config(config)
-        store.import_order(read_order_file(_write_order(world, hubs)))
+        store.import_order(read_order_file(write_order(world, hubs)))
         for n, _ in enumerate(hubs, 1):
             store.receive(ORDER_REF, device_id(n, 1))
         store.close()

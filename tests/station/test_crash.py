@@ -1,0 +1,98 @@
+"""kill -9 the station mid-batch, at several points, and start it again: nothing lost, nothing done twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from station.cli import main
+from station.config import load_config
+from station.demo import build_demo_world
+from station.orders import read_order_file
+from station.showcase import write_order, write_station_config
+from station.store import Store
+
+SLOTS = 6
+
+
+def start_station(config: Path, watch: bool = True) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from station.cli import main; main()", "run", "--config", str(config),
+         "--once", "--log-format", "json", "--no-live"],
+        stdout=subprocess.PIPE if watch else subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_for_event(process: subprocess.Popen[bytes], event: str, within: float = 30.0) -> dict[str, object]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + within
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if not ready:
+            continue
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            record = json.loads(line)
+            if record["event"] == event:
+                return dict(record)
+    raise AssertionError(f"the station never logged {event!r}")
+
+
+def test_sigkill_mid_batch_then_restart(tmp_path: Path) -> None:
+    world = build_demo_world(tmp_path / "world")
+    hubs = [world.scenario.filler.model_copy(update={"name": f"hub {n}"}) for n in range(SLOTS)]
+    # Slow links (115200 baud, 96 KiB images: about 9 s each) so the kills land mid-transfer.
+    config_path = write_station_config(world, hubs, broker_url=None, baud=115_200)
+    config = load_config(config_path)
+    store = Store.from_config(config)
+    store.import_order(read_order_file(write_order(world, hubs)))
+    store.close()
+
+    kills = 0
+    for delay in (0.3, 1.5, 2.5):
+        process = start_station(config_path)
+        try:
+            wait_for_event(process, "job_started")
+            time.sleep(delay)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            assert process.stdout is not None
+            process.stdout.close()
+        kills += 1
+
+    final = start_station(config_path, watch=False)
+    try:
+        assert final.wait(120) == 0
+    finally:
+        final.kill()
+
+    store = Store.from_config(config)
+    jobs = store.jobs()
+    assert len(jobs) == SLOTS, "a restarted job must be resumed, not started again"
+    assert all(job.state == "final" and job.outcome == "REFLASHED" for job in jobs)
+    interrupted = store.rows("SELECT COUNT(*) FROM attempts WHERE result = 'interrupted'")[0][0]
+    assert interrupted >= SLOTS  # every kill left each running transfer interrupted, recorded at the next start
+    resumed = [r["detail"] for r in store.rows("SELECT detail FROM attempts WHERE result = 'ok'")]
+    assert any("resumed from 0," not in detail for detail in resumed), resumed
+    assert store.rows("SELECT COUNT(*) FROM outbox")[0][0] == SLOTS
+    assert store.rows("SELECT COUNT(*) FROM charges")[0][0] == SLOTS
+    kinds = [entry.kind for entry in store.audit_entries()]
+    assert kinds.count("station_started") == kills + 1
+    store.close()
+    verify = CliRunner().invoke(main, ["audit", "verify", "--config", str(config_path)])
+    assert verify.exit_code == 0, verify.output
