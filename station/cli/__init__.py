@@ -7,6 +7,7 @@ import click
 from station.cli.audit import audit
 from station.cli.catalog import catalog
 from station.cli.demo import demo
+from station.cli.jig import jig
 from station.cli.orders import orders
 from station.cli.run import run, status
 from station.cli.sim import sim
@@ -27,3 +28,4 @@ main.add_command(audit)
 main.add_command(sim)
 main.add_command(run)
 main.add_command(status)
+main.add_command(jig)

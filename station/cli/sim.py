@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
+from firmware_catalog.errors import KeyFileError
+from firmware_catalog.hub import HubIdentity
+from firmware_catalog.keys import load_public_key
 from simulators.dsp_bridge import DspBridge, SmiStore
+from simulators.fault import FaultSpecError, parse_faults
+from simulators.hub import HubOptions, IdentityFileError, load_identity
+from simulators.hub_server import HubServer
+from simulators.link import LinkSettings
 from station.cli.output import console, print_json
 
 __all__ = ["sim"]
@@ -63,3 +73,163 @@ def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, a
         await bridge.run()
 
     asyncio.run(serve())
+
+
+def _trusted(specs: tuple[str, ...]) -> dict[int, list[ec.EllipticCurvePublicKey]]:
+    trusted: dict[int, list[ec.EllipticCurvePublicKey]] = {}
+    for spec in specs:
+        manufacturer, sep, path = spec.partition("=")
+        if not sep or len(manufacturer) != 4:
+            raise click.BadParameter(f"{spec!r}: expected MFR=KEY.pub, e.g. 121D=maker.pub", param_hint="--trust")
+        try:
+            trusted.setdefault(int(manufacturer, 16), []).append(load_public_key(path))
+        except (ValueError, KeyFileError) as exc:
+            raise click.BadParameter(f"{spec!r}: {exc}", param_hint="--trust") from exc
+    return trusted
+
+
+def _link(baud: int, latency_ms: float) -> LinkSettings:
+    return LinkSettings(baud=baud, latency_to_hub_s=latency_ms / 1000, latency_to_station_s=latency_ms / 1000)
+
+
+def _serve_until_signalled(start: Callable[[], Awaitable[Any]]) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        handle = await start()
+        try:
+            await stop.wait()
+        finally:
+            close = getattr(handle, "close", None)
+            if close is not None:
+                await close()
+
+    asyncio.run(main())
+
+
+def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fault: str) -> HubOptions:
+    try:
+        faults = parse_faults(fault)
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from exc
+    return HubOptions(identity=identity, state_dir=state, trusted_keys=_trusted(trust), faults=faults)
+
+
+@sim.command()
+@click.option("--tcp", "tcp", metavar="HOST:PORT", help="Serve on a TCP port (port 0: any free one)")
+@click.option("--pty", "pty", is_flag=True, help="Serve on a new pty and print its path")
+@click.option("--identity", "identity_file", type=click.Path(exists=True, dir_okay=False), help="Identity JSON")
+@click.option("--manufacturer", default="121D", show_default=True)
+@click.option("--model", default="0000", show_default=True)
+@click.option("--hardware", default="1200", show_default=True)
+@click.option("--firmware", default="01000000", show_default=True)
+@click.option("--chf-id", default="00-DB-12-34-56-78-90-A0", show_default=True)
+@click.option("--gpf-id", default="00-DB-12-34-56-78-90-A1", show_default=True)
+@click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hub's own signature check accepts")
+@click.option("--baud", default=921_600, show_default=True, type=click.IntRange(300, 12_000_000))
+@click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))
+@click.option("--fault", default="", help="Fault spec, e.g. power-loss@65536,corrupt-every=7 (docs/simulator.md)")
+@click.option("--state", "state", default="work/sim-hub", show_default=True, type=click.Path(file_okay=False))
+def hub(
+    tcp: str | None, pty: bool, identity_file: str | None, manufacturer: str, model: str, hardware: str,
+    firmware: str, chf_id: str, gpf_id: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
+    state: str,
+) -> None:  # fmt: skip
+    """Serve one simulated hub until stopped, on a pty (`--pty` prints the path to open) or a TCP port."""
+    if bool(tcp) == pty:
+        raise click.UsageError("give exactly one of --tcp HOST:PORT or --pty")
+    try:
+        identity = (
+            load_identity(identity_file)
+            if identity_file
+            else HubIdentity(
+                manufacturer=manufacturer,
+                model=model,
+                hardware_version=hardware,
+                firmware_version=firmware,
+                chf_id=chf_id,
+                gpf_id=gpf_id,
+                han_variant="Single Band",
+                chts_version="V1.3",
+                serial=f"SIM-{chf_id.replace('-', '')}",
+            )
+        )
+    except (IdentityFileError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    server = HubServer(_hub_options(Path(state), identity, trust, fault), _link(baud, latency_ms))
+
+    async def start() -> Any:
+        if pty:
+            port, task = await server.serve_pty()
+            click.echo(port.path, nl=True)
+
+            class Served:
+                async def close(self) -> None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    await port.close()
+
+            return Served()
+        host, _, port_text = (tcp or "").rpartition(":")
+        listening = await server.serve_tcp(host or "127.0.0.1", int(port_text or 0))
+        click.echo(listening.url)
+        return listening
+
+    _serve_until_signalled(start)
+
+
+@sim.command()
+@click.option("--slots", required=True, type=click.IntRange(1, 256))
+@click.option("--write-config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--manufacturer", default="121D", show_default=True)
+@click.option("--model", default="0000", show_default=True)
+@click.option("--hardware", default="1200", show_default=True)
+@click.option("--firmware", default="01000000", show_default=True)
+@click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hubs' signature check accepts")
+@click.option("--baud", default=921_600, show_default=True, type=click.IntRange(300, 12_000_000))
+@click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))
+@click.option("--fault", default="", help="Fault spec for every hub")
+@click.option("--state", "state", default="work/sim-bench", show_default=True, type=click.Path(file_okay=False))
+@click.option("--catalog", "catalog_dir", default="catalog", show_default=True, help="For the written config")
+@click.option("--authority", default="keys/authority.pub", show_default=True, help="For the written config")
+def bench(
+    slots: int, config_path: str, manufacturer: str, model: str, hardware: str, firmware: str,
+    trust: tuple[str, ...], baud: int, latency_ms: float, fault: str, state: str, catalog_dir: str, authority: str,
+) -> None:  # fmt: skip
+    """Serve N simulated hubs on TCP ports and write a station config whose slots reach them."""
+    servers = []
+    for n in range(1, slots + 1):
+        raw = f"00DB5100{n:08X}"
+        chf = "-".join(raw[i : i + 2] for i in range(0, 16, 2))
+        gpf = "-".join(f"00DB5200{n:08X}"[i : i + 2] for i in range(0, 16, 2))
+        identity = HubIdentity(
+            manufacturer=manufacturer, model=model, hardware_version=hardware, firmware_version=firmware,
+            chf_id=chf, gpf_id=gpf, han_variant="Single Band", chts_version="V1.3", serial=f"SIM-{n:05d}",
+        )  # fmt: skip
+        servers.append(
+            HubServer(_hub_options(Path(state) / f"hub-{n:03d}", identity, trust, fault), _link(baud, latency_ms))
+        )
+
+    async def start() -> Any:
+        listening = [await server.serve_tcp() for server in servers]
+        lines = [
+            "# Written by `reflash sim bench`: slots reaching simulated hubs over TCP. Set [station] for real use.",
+            "[station]", 'id = "sim-station"', 'region = "North"', 'operator = "sim-operator"',
+            'facility_approval = "SSC-SIM"', 'store = "state/station.db"', "",
+            "[catalog]", f'folder = "{catalog_dir}"', f'authority_key = "{authority}"', "",
+        ]  # fmt: skip
+        for n, server in enumerate(listening, 1):
+            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{server.url}"', ""]
+        Path(config_path).write_text("\n".join(lines))  # noqa: ASYNC240 -- once, before serving
+        click.echo(f"serving {slots} hubs; wrote {config_path}")
+
+        class Closer:
+            async def close(self) -> None:
+                for server in listening:
+                    await server.close()
+
+        return Closer()
+
+    _serve_until_signalled(start)

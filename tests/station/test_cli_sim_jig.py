@@ -1,0 +1,147 @@
+"""The simulator and jig commands as people use them: a hub on a real pty, a bench on TCP, the station over it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from station.cli import main
+from station.demo import DemoWorld, build_demo_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
+    return build_demo_world(tmp_path_factory.mktemp("cli") / "world")
+
+
+def catalog_args(world: DemoWorld) -> list[str]:
+    return ["--catalog", str(world.catalog_dir), "--authority", str(world.authority_pub)]
+
+
+def reflash(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from station.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.fixture
+def pty_hub(world: DemoWorld, tmp_path: Path) -> Iterator[str]:
+    process = reflash(
+        "sim", "hub", "--pty", "--trust", f"121D={world.key('maker-121D.pub')}", "--state", str(tmp_path / "hub"),
+    )  # fmt: skip
+    assert process.stdout is not None
+    path = process.stdout.readline().decode().strip()
+    assert path.startswith("/dev/"), process.stderr.read() if process.stderr else path
+    yield path
+    process.send_signal(signal.SIGTERM)
+    process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream:
+            stream.close()
+
+
+def test_identify_and_flash_over_a_real_pty(pty_hub: str, world: DemoWorld) -> None:
+    runner = CliRunner()
+    identity = json.loads(runner.invoke(main, ["jig", "identify", pty_hub, "--json"]).output)
+    assert set(identity) >= {
+        "chf_id", "gpf_id", "manufacturer", "model", "hardware_version", "firmware_version", "han_variant",
+        "chts_version", "serial",
+    }  # fmt: skip
+    assert identity["firmware_version"] == "01000000"
+    result = runner.invoke(
+        main,
+        [
+            "jig",
+            "flash",
+            pty_hub,
+            "--catalog",
+            str(world.catalog_dir),
+            "--authority",
+            str(world.authority_pub),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.output)
+    assert (outcome["outcome"], outcome["firmware_after"]) == ("REFLASHED", "01020000")
+    again = json.loads(runner.invoke(main, ["jig", "identify", pty_hub, "--json"]).output)
+    assert again["firmware_version"] == "01020000"
+    # The same policy as the station: nothing left to do now.
+    second = runner.invoke(
+        main,
+        [
+            "jig",
+            "flash",
+            pty_hub,
+            "--catalog",
+            str(world.catalog_dir),
+            "--authority",
+            str(world.authority_pub),
+            "--json",
+        ],
+    )
+    assert json.loads(second.output)["outcome"] == "ALREADY_CURRENT"
+
+
+def test_jig_flash_refuses_what_the_policy_refuses(tmp_path: Path, world: DemoWorld) -> None:
+    process = reflash("sim", "hub", "--pty", "--hardware", "1300", "--state", str(tmp_path / "hub"))
+    assert process.stdout is not None
+    path = process.stdout.readline().decode().strip()
+    try:
+        result = CliRunner().invoke(
+            main,
+            ["jig", "flash", path, "--catalog", str(world.catalog_dir), "--authority", str(world.authority_pub),
+             "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 1
+        assert json.loads(result.output)["reason"] == "HARDWARE_OUT_OF_RANGE"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+        process.stdout.close()
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_sim_bench_over_tcp_then_the_station_runs_it(tmp_path: Path, world: DemoWorld) -> None:
+    config = tmp_path / "bench.toml"
+    process = reflash(
+        "sim", "bench", "--slots", "3", "--write-config", str(config), "--trust",
+        f"121D={world.key('maker-121D.pub')}", "--state", str(tmp_path / "hubs"), "--catalog",
+        str(world.catalog_dir), "--authority", str(world.authority_pub),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not config.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = config.read_text()
+        assert text.count('driver = "tcp"') == 3
+        order = tmp_path / "order.csv"
+        ids = [f"00-DB-51-00-00-00-00-0{n}" for n in (1, 2, 3)]
+        order.write_text("order_ref,requesting_party,csp_region,chf_id\n" + "".join(f"B-1,S,North,{i}\n" for i in ids))
+        runner = CliRunner()
+        assert runner.invoke(main, ["orders", "import", str(order), "--config", str(config)]).exit_code == 0
+        result = runner.invoke(main, ["run", "--config", str(config), "--once", "--log-format", "json", "--no-live"])
+        assert result.exit_code == 0, result.output
+        finished = [json.loads(line) for line in result.output.splitlines() if '"job_finished"' in line]
+        assert sorted(f["outcome"] for f in finished) == ["REFLASHED"] * 3
+        status = json.loads(runner.invoke(main, ["status", "--config", str(config), "--json"]).output)
+        assert status["totals"]["hubs"] == 3
+        report = json.loads(runner.invoke(main, ["orders", "report", "B-1", "--json", "--config", str(config)]).output)
+        assert report["totals"]["processed"] == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
