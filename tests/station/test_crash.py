@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from simulators.dsp_bridge import SmiStore
 from station.cli import main
 from station.config import load_config
 from station.demo import build_demo_world
+from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.showcase import write_order, write_station_config
 from station.store import Store
@@ -23,13 +26,16 @@ from station.store import Store
 SLOTS = 6
 
 
-def start_station(config: Path, watch: bool = True) -> subprocess.Popen[bytes]:
+def reflash_process(*args: str, watch: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from station.cli import main; main()", "run", "--config", str(config),
-         "--once", "--log-format", "json", "--no-live"],
+        [sys.executable, "-c", "from station.cli import main; main()", *args],
         stdout=subprocess.PIPE if watch else subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
+
+
+def start_station(config: Path, watch: bool = True) -> subprocess.Popen[bytes]:
+    return reflash_process("run", "--config", str(config), "--once", "--log-format", "json", "--no-live", watch=watch)
 
 
 def wait_for_event(process: subprocess.Popen[bytes], event: str, within: float = 30.0) -> dict[str, object]:
@@ -52,11 +58,16 @@ def wait_for_event(process: subprocess.Popen[bytes], event: str, within: float =
     raise AssertionError(f"the station never logged {event!r}")
 
 
-def test_sigkill_mid_batch_then_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_broker", [False, True], ids=["no-broker", "broker-and-bridge"])
+def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosquitto: Mosquitto) -> None:
     world = build_demo_world(tmp_path / "world")
     hubs = [world.scenario.filler.model_copy(update={"name": f"hub {n}"}) for n in range(SLOTS)]
     # Slow links (115200 baud, 96 KiB images: about 9 s each) so the kills land mid-transfer.
-    config_path = write_station_config(world, hubs, broker_url=None, baud=115_200)
+    broker_url = mosquitto.url if with_broker else None
+    config_path = write_station_config(world, hubs, broker_url=broker_url, baud=115_200)
+    bridge = None
+    if with_broker:
+        bridge = reflash_process("sim", "dsp-bridge", "--broker", mosquitto.url, "--db", str(tmp_path / "smi.db"))
     config = load_config(config_path)
     store = Store.from_config(config)
     store.import_order(read_order_file(write_order(world, hubs)))
@@ -96,3 +107,14 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path) -> None:
     store.close()
     verify = CliRunner().invoke(main, ["audit", "verify", "--config", str(config_path)])
     assert verify.exit_code == 0, verify.output
+    if bridge is not None:
+        # Every result reached the SMI exactly once, through the kills (the last run waits for the DSP's acks).
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(10)
+        smi = SmiStore(tmp_path / "smi.db")
+        assert smi.applied_count() == SLOTS
+        assert len(smi.devices()) == 2 * SLOTS
+        smi.close()
+        store = Store.from_config(config)
+        assert store.outbox_counts()["confirmed"] == SLOTS
+        store.close()
