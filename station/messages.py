@@ -36,6 +36,7 @@ __all__ = [
     "SlotProgress",
     "StationStatus",
     "hub_result",
+    "order_summary",
     "topic",
 ]
 
@@ -206,6 +207,30 @@ def hub_result(
             "operator": job.operator,
             "facility": job.facility,
             "audit_hash": audit_hash,
+        }
+    )
+    payload: dict[str, Any] = message.model_dump(mode="json", by_alias=True)
+    return payload
+
+
+def order_summary(
+    report: dict[str, Any], message_id: str, *, station: str, region: str, closed_at: str
+) -> dict[str, Any]:
+    """The OrderSummary payload for a closed order, from its reconciliation report."""
+    totals = report["totals"]
+    message = OrderSummary.model_validate(
+        {
+            "schema": "reflash.order-summary/1",
+            "message_id": message_id,
+            "station": station,
+            "region": region,
+            "order_ref": report["order_ref"],
+            "kind": report["kind"],
+            "requesting_party": report["requesting_party"],
+            "closed_at": closed_at,
+            "totals": {k: totals[k] for k in ("named", "processed", "outcomes", "charge", "currency")},
+            "never_received": report["never_received"],
+            "unasked": [hub["chf_id"] for hub in report["unasked"]],
         }
     )
     payload: dict[str, Any] = message.model_dump(mode="json", by_alias=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,15 +33,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from station.config import MqttConfig
-from station.messages import DspAck, StationStatus, topic
+from station.config import MqttConfig, StationConfig
+from station.messages import CHANNELS, DspAck, StationStatus, topic
 from station.store import OutboxRow, Store
 
-__all__ = ["Reporter", "client_settings"]
+__all__ = ["Reporter", "client_settings", "publish_outbox"]
 
 log = logging.getLogger(__name__)
 HUB_RESULT = "hub_result"
 ORDER_SUMMARY = "order_summary"
+_RETAIN = {channel.name: channel.retain for channel in CHANNELS}
 
 
 def _iso(moment: datetime) -> str:
@@ -111,14 +114,13 @@ class Reporter:
         )
         return status.model_dump_json(by_alias=True).encode()
 
-    def _topic_for(self, row: OutboxRow) -> str:
+    def _topic_for(self, row: OutboxRow) -> tuple[str, bool]:
+        """Where a row goes, and whether the broker retains it (docs/mqtt-api.md)."""
         if row.kind == ORDER_SUMMARY:
-            import json
-
-            return topic(
-                "order", region=self.region, station=self.station, order_ref=json.loads(row.payload)["order_ref"]
-            )
-        return topic("result", region=self.region, station=self.station)
+            order_ref = json.loads(row.payload)["order_ref"]
+            channel = "order"
+            return topic(channel, region=self.region, station=self.station, order_ref=order_ref), _RETAIN[channel]
+        return topic("result", region=self.region, station=self.station), _RETAIN["result"]
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
@@ -227,7 +229,8 @@ class Reporter:
 
         async def one(row: OutboxRow) -> OutboxRow:
             async with limit:
-                await client.publish(self._topic_for(row), row.payload.encode(), qos=1)
+                where, retain = self._topic_for(row)
+                await client.publish(where, row.payload.encode(), qos=1, retain=retain)
                 return row
 
         results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
@@ -238,3 +241,24 @@ class Reporter:
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             raise failure
+
+
+async def publish_outbox(store: Store, config: StationConfig, within_s: float) -> bool:
+    """Run a reporter until nothing is pending (PUBACK for every row), or `within_s` passes. For commands that
+    queue a message outside `reflash run` (an order summary on close)."""
+    assert config.mqtt is not None
+    section = config.station
+    birth = {"software_version": version("reflash-station"), "facility": section.facility_approval, "slots": 0}
+    reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
+                        resolve=config.resolve)  # fmt: skip
+    task = asyncio.create_task(reporter.run())
+    try:
+        async with asyncio.timeout(within_s):
+            while store.outbox_counts()["pending"]:  # noqa: ASYNC110 -- the store is the thing to watch
+                await asyncio.sleep(0.05)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        reporter.stop()
+        await task

@@ -510,14 +510,25 @@ class Store:
             self._append_audit(cur, "hub_dispatched", {"order_ref": order_ref, "chf_id": chf_id, "outcome": outcome})
             return outcome
 
-    def close_order(self, ref: str, summary: dict[str, Any]) -> AuditEntry:
+    def close_order(
+        self, ref: str, summary: dict[str, Any], message: Callable[[str, str], dict[str, Any]] | None = None
+    ) -> AuditEntry:
+        """Close an order; `message(message_id, closed_at)` builds the order summary queued in the same transaction."""
         with self.transaction() as cur:
             order = cur.execute("SELECT state FROM orders WHERE ref = ?", (ref,)).fetchone()
             if order is None:
                 raise StoreError(f"no order {ref!r}")
             if order["state"] == "closed":
                 raise StoreError(f"order {ref} is already closed")
-            cur.execute("UPDATE orders SET state = 'closed', closed_at = ? WHERE ref = ?", (self.now(), ref))
+            closed_at = self.now()
+            cur.execute("UPDATE orders SET state = 'closed', closed_at = ? WHERE ref = ?", (closed_at, ref))
+            if message is not None:
+                message_id = str(uuid.uuid4())
+                cur.execute(
+                    "INSERT INTO outbox (message_id, job_id, kind, payload, state, created_at) "
+                    "VALUES (?, NULL, 'order_summary', ?, 'pending', ?)",
+                    (message_id, json.dumps(message(message_id, closed_at), sort_keys=True), closed_at),
+                )
             return self._append_audit(cur, "order_closed", {"order_ref": ref, **summary})
 
     # -- jobs -----------------------------------------------------------------------------------------------------
@@ -706,15 +717,6 @@ class Store:
             return record
 
     # -- outbox ---------------------------------------------------------------------------------------------------
-
-    def enqueue(self, kind: str, payload: dict[str, Any], message_id: str, job_id: int | None = None) -> None:
-        """A message that is not a job's result (an order summary): queued like one, published by the reporter."""
-        with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO outbox (message_id, job_id, kind, payload, state, created_at) "
-                "VALUES (?,?,?,?, 'pending', ?)",
-                (message_id, job_id, kind, json.dumps(payload, sort_keys=True), self.now()),
-            )
 
     def outbox_due(self, limit: int, republish_before: str) -> list[OutboxRow]:
         """Rows to publish: never published, or published before `republish_before` and still not confirmed."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, print_json
 from station.cli.station_options import config_option, open_store
+from station.messages import order_summary
 from station.orders import OrderImportError, read_order_file
 from station.reconciliation import order_report, report_csv, write_report
+from station.reporter import publish_outbox
 from station.store import StoreError
 
 __all__ = ["orders"]
@@ -88,17 +92,32 @@ def dispatch(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for ORDER.json and ORDER.csv (default: reports/)")
 @config_option
 def close(order_ref: str, out: str | None, config_path: str) -> None:
-    """Close an order and write its reconciliation report as JSON and CSV."""
+    """Close an order, write its reconciliation report as JSON and CSV, and publish its summary."""
     config, store = open_store(config_path)
+    section = config.station
     try:
-        summary = order_report(store, order_ref)["totals"]
-        store.close_order(order_ref, summary)
+        report = order_report(store, order_ref)
+
+        def summary(message_id: str, closed_at: str) -> dict[str, Any]:
+            return order_summary(
+                order_report(store, order_ref) | {"state": "closed"}, message_id, station=section.id,
+                region=section.region, closed_at=closed_at,
+            )  # fmt: skip
+
+        store.close_order(order_ref, report["totals"], summary)
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     folder = Path(out) if out else config.resolve(Path("reports"))
     json_path, csv_path = write_report(order_report(store, order_ref), folder)
     click.echo(f"closed order {order_ref}; report: {json_path} {csv_path}")
+    if config.mqtt is not None:
+        published = asyncio.run(publish_outbox(store, config, within_s=10))
+        click.echo(
+            "order summary published"
+            if published
+            else "broker not reachable: the order summary waits in the outbox for the station's reporter"
+        )
 
 
 @orders.command()

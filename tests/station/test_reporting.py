@@ -205,3 +205,36 @@ async def test_malformed_results_are_rejected_and_kept(running: Running, private
     assert ack["reason"]
     await eventually(lambda: len(running.bridge.smi.rejected()) == 2, what="both kept for inspection")
     assert smi_rows(running.smi_path) == {}
+
+
+def test_order_close_publishes_a_retained_summary(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    from click.testing import CliRunner
+
+    from firmware_catalog.keys import generate_key, write_keypair
+    from station.cli import main
+    from station.messages import OrderSummary
+
+    write_keypair(generate_key(), tmp_path / "authority")
+    config = tmp_path / "station.toml"
+    config.write_text(
+        '[station]\nid = "st-close-1"\nregion = "South"\noperator = "op-1"\nfacility_approval = "SSC-1"\n'
+        f'[catalog]\nfolder = "catalog"\nauthority_key = "authority.pub"\n[mqtt]\nurl = "{mosquitto.url}"\n'
+    )
+    order = tmp_path / "order.csv"
+    order.write_text(f"order_ref,requesting_party,csp_region,chf_id\nC-1,SUP,South,{hub_id(1)}\n")
+    runner = CliRunner()
+    assert runner.invoke(main, ["orders", "import", str(order), "--config", str(config)]).exit_code == 0
+    result = runner.invoke(main, ["orders", "close", "C-1", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "order summary published" in result.output
+
+    async def retained() -> bytes:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"check-{uuid.uuid4()}") as client:
+            await client.subscribe(topic("order", region="South", station="st-close-1", order_ref="C-1"), qos=1)
+            async with asyncio.timeout(10):
+                message = await anext(aiter(client.messages))
+                return bytes(message.payload)
+
+    summary = OrderSummary.model_validate_json(asyncio.run(retained()))
+    assert summary.order_ref == "C-1"
+    assert summary.never_received == [hub_id(1)]
