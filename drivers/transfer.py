@@ -180,17 +180,19 @@ class TransferEngine:
             self._progress(self._acked, total)
         while self._acked < total:
             await self._fill(loop)
-            oldest = self._inflight[0].sent_at if self._inflight else loop.time()
-            wait = max(self._progress_at, oldest) + self._rto - loop.time()
-            try:
-                item = await asyncio.wait_for(self._inbox.get(), timeout=max(0.0, wait))
-            except TimeoutError:
-                # A starved event loop fires the timer and delivers the late ACKs in the same turn: let them in first.
-                await asyncio.sleep(0)
-                if self._inbox.empty():
-                    self._expire()
-                continue
-            self._take(item, loop)
+            if self._inbox.empty():
+                oldest = self._inflight[0].sent_at if self._inflight else loop.time()
+                wait = max(self._progress_at, oldest) + self._rto - loop.time()
+                try:
+                    self._take(await asyncio.wait_for(self._inbox.get(), timeout=max(0.0, wait)), loop)
+                except TimeoutError:
+                    # A starved event loop fires the timer and delivers late ACKs in the same turn: let them in
+                    # first. (They must be read from the queue directly: with a zero timeout wait_for never
+                    # returns a queued item, which would spin here forever.)
+                    await asyncio.sleep(0)
+                    if self._inbox.empty():
+                        self._expire()
+                        continue
             while not self._inbox.empty():
                 self._take(self._inbox.get_nowait(), loop)
         self.stats.elapsed_s = time.perf_counter() - started
