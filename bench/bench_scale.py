@@ -1,0 +1,174 @@
+"""A bench of N simulated hubs at 921600 baud: hubs per hour, link efficiency, station CPU per MiB moved.
+
+    python -m bench.bench_scale [--slots 1,8,32,64] [--image-kib 256] [--baud 921600] [--json]
+
+Each case runs the simulated hubs in a process of their own (`reflash sim bench`, TCP, each hub behind an emulated
+UART paced at baud/10 bytes per second with 1 ms latency each way) and the station in another (`reflash run
+--once`), so that the station's CPU is measured alone (os.wait4 on its process). The image is random, so
+compression does not help: the figure is the link's.
+
+- hubs/h: hubs finished per hour of wall time for the whole batch (identify to outcome)
+- efficiency: image bytes / (transfer seconds x baud/10), averaged over the hubs (as in bench/link_efficiency.py)
+- station CPU s/MiB: station process CPU seconds per MiB of image delivered
+- station cores: station CPU seconds / wall seconds (below 1.0 means less than one core)
+
+The simple way, stop-and-wait (window 1), runs on 8 slots for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from firmware_catalog.catalog_source import build_catalog
+from firmware_catalog.image import build_signed_image
+from firmware_catalog.keys import generate_key, write_keypair
+from station.config import load_config
+from station.orders import OrderRequest
+from station.store import Store
+
+REFLASH = [sys.executable, "-c", "from station.cli import main; main()"]
+
+
+def make_world(root: Path, image_size: int) -> None:
+    (root / "keys").mkdir(parents=True)
+    authority, maker = generate_key(), generate_key()
+    write_keypair(authority, root / "keys/authority")
+    write_keypair(maker, root / "keys/maker")
+    body = os.urandom(image_size)
+    image = build_signed_image(
+        maker, manufacturer=0x121D, image_type=0, file_version=0x01020000, min_hardware_version=0x1111,
+        max_hardware_version=0x1211, manufacturer_image=body,
+    )  # fmt: skip
+    (root / "image.bin").write_bytes(image)
+    (root / "source.toml").write_text(
+        f"""serial = 1
+valid_days = 30
+[[keys]]
+id = "maker"
+public_key = "keys/maker.pub"
+manufacturers = ["121D"]
+[[entries]]
+cpl_id = "CPL-BENCH"
+manufacturer = "121D"
+model = "0000"
+firmware_version = "01020000"
+min_hardware_version = "1111"
+max_hardware_version = "1211"
+manufacturer_image_sha256 = "{hashlib.sha256(body).hexdigest()}"
+chts_version = "V1.3"
+installation_validity_end = 2031-12-31
+maintenance_end = 2034-12-31
+upgrade_from = ["01000000"]
+status = "active"
+certificate_expiry = 2030-12-31
+image = "image.bin"
+"""
+    )
+    build_catalog(root / "source.toml", authority, root / "catalog", datetime.now(UTC))
+
+
+def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_world(root, image_size)
+        config = root / "bench.toml"
+        sim = subprocess.Popen(
+            [*REFLASH, "sim", "bench", "--slots", str(slots), "--baud", str(baud), "--write-config", str(config),
+             "--trust", f"121D={root / 'keys/maker.pub'}", "--state", str(root / "hubs"),
+             "--catalog", str(root / "catalog"), "--authority", str(root / "keys/authority.pub")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not config.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)  # the file is written before the servers' first connection is accepted
+            if window != 8:
+                config.write_text(
+                    config.read_text().replace('driver = "tcp"', f'driver = "tcp"\noptions = {{ window = {window} }}')
+                )
+            station_config = load_config(config)
+            store = Store.from_config(station_config)
+            ids = [(f"00-DB-51-00-{n >> 24 & 255:02X}-{n >> 16 & 255:02X}-{n >> 8 & 255:02X}-{n & 255:02X}", n)
+                   for n in range(1, slots + 1)]  # fmt: skip
+            store.import_order(OrderRequest("BENCH", "stock", None, "North", ids, "bench", "0" * 64))
+            store.close()
+            start = time.perf_counter()
+            station = subprocess.Popen(
+                [*REFLASH, "run", "--config", str(config), "--once", "--log-format", "json", "--no-live"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            _, status, usage = os.wait4(station.pid, 0)
+            wall = time.perf_counter() - start
+            station.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            sim.send_signal(signal.SIGTERM)
+            sim.wait(30)
+        store = Store.from_config(station_config)
+        outcomes = [job.outcome for job in store.jobs()]
+        transfers = [entry.data for entry in store.audit_entries() if entry.kind == "transfer_ended"]
+        store.close()
+    image_total = image_size + 126
+    efficiencies = [image_total / (t["elapsed_s"] * baud / 10) for t in transfers if t["elapsed_s"] > 0]
+    cpu = usage.ru_utime + usage.ru_stime
+    mib = len(transfers) * image_total / 2**20
+    return {
+        "slots": slots,
+        "window": window,
+        "baud": baud,
+        "image_bytes": image_total,
+        "hubs": len(outcomes),
+        "reflashed": outcomes.count("REFLASHED"),
+        "exit_status": station.returncode,
+        "wall_s": round(wall, 2),
+        "hubs_per_hour": round(len(outcomes) / wall * 3600, 0),
+        "efficiency": round(sum(efficiencies) / len(efficiencies), 3) if efficiencies else 0.0,
+        "station_cpu_s": round(cpu, 2),
+        "station_cpu_s_per_mib": round(cpu / mib, 3) if mib else None,
+        "station_cores": round(cpu / wall, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", default="1,8,32,64")
+    parser.add_argument("--baud", type=int, default=921_600)
+    parser.add_argument("--image-kib", type=int, default=256)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    size = args.image_kib * 1024
+    cases = [run_case(int(n), args.baud, size, 8) for n in args.slots.split(",")]
+    cases.append(run_case(8, args.baud, size, 1))
+    machine = {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "note": "station and simulated hubs in separate processes on the same cores; random (incompressible) image",
+    }
+    if args.json:
+        print(json.dumps({**machine, "cases": cases}, indent=2))
+        return
+    print(f"bench scale at {args.baud} baud, {args.image_kib} KiB image ({machine['date']}, {machine['machine']})")
+    header = ("slots", "window", "hubs", "ok", "wall s", "hubs/h", "efficiency", "CPU s", "CPU s/MiB", "cores")
+    print(" ".join(f"{h:>10}" for h in header))
+    for c in cases:
+        row = (c["slots"], c["window"], c["hubs"], c["reflashed"], c["wall_s"], c["hubs_per_hour"], c["efficiency"],
+               c["station_cpu_s"], c["station_cpu_s_per_mib"], c["station_cores"])  # fmt: skip
+        print(" ".join(f"{v:>10}" for v in row))
+
+
+if __name__ == "__main__":
+    main()
