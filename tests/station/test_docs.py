@@ -1,0 +1,22 @@
+"""docs/station.md says what the code does: the job reason codes and their outcomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from station.outcome import JOB_REASONS
+
+DOC = Path(__file__).parents[2] / "docs" / "station.md"
+
+
+def test_job_reason_table_matches_the_code() -> None:
+    lines = DOC.read_text().splitlines()
+    start = lines.index("| code | outcome | when |")
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    assert [(r[0].strip("`"), r[1], r[2]) for r in rows] == [
+        (code.value, outcome.value, meaning) for code, (outcome, meaning) in JOB_REASONS.items()
+    ]
