@@ -118,3 +118,33 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosqu
         store = Store.from_config(config)
         assert store.outbox_counts()["confirmed"] == SLOTS
         store.close()
+
+
+def test_sigterm_drains_and_records_interrupted_never_done(tmp_path: Path) -> None:
+    world = build_demo_world(tmp_path / "world")
+    hubs = [world.scenario.filler.model_copy(update={"name": f"hub {n}"}) for n in range(2)]
+    config_path = write_station_config(world, hubs, broker_url=None, baud=115_200)
+    config = load_config(config_path)
+    store = Store.from_config(config)
+    store.import_order(read_order_file(write_order(world, hubs)))
+    store.close()
+    process = start_station(config_path)
+    try:
+        wait_for_event(process, "job_started")
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 1  # stopped before every hub had an outcome
+    finally:
+        process.kill()
+        assert process.stdout is not None
+        process.stdout.close()
+    store = Store.from_config(config)
+    jobs = store.jobs()
+    assert jobs
+    assert {job.state for job in jobs} == {"interrupted"}
+    assert all(job.outcome is None for job in jobs)
+    kinds = [entry.kind for entry in store.audit_entries()]
+    assert kinds[-1] == "station_stopped"
+    assert "job_interrupted" in kinds
+    assert store.audit_checkpoints()[-1].seq == len(kinds)  # the tail is signed at shutdown
+    store.close()

@@ -116,3 +116,16 @@ def test_checkpoints_are_written_and_verify(store: Store, run_job: RunJob) -> No
     report = verify_chain(store.audit_entries(), store.audit_checkpoints(), store.public_key)
     assert report.ok, report.problem
     assert report.checkpoints >= 3
+
+
+@pytest.mark.parametrize("missing", ["operator", "facility_approval"])
+def test_station_refuses_config_without_operator_or_facility(tmp_path: Path, missing: str) -> None:
+    from station.config import ConfigError, load_config
+
+    fields = {"id": '"st-1"', "region": '"North"', "operator": '"op-1"', "facility_approval": '"SSC-1"'}
+    fields.pop(missing)
+    body = "\n".join(f"{k} = {v}" for k, v in fields.items())
+    path = tmp_path / "station.toml"
+    path.write_text(f'[station]\n{body}\n[catalog]\nfolder = "c"\nauthority_key = "a.pub"\n')
+    with pytest.raises(ConfigError, match=rf"station\.toml: station\.{missing}: Field required"):
+        load_config(path)
