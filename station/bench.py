@@ -133,6 +133,21 @@ class Bench:
             if once:
                 return
 
+    def progress(self) -> list[dict[str, Any]]:
+        """Slot progress for telemetry: the slots that have a hub on them."""
+        return [
+            {
+                "slot": view.name,
+                "state": view.state,
+                "chf_id": view.chf_id,
+                "bytes_done": view.bytes_done,
+                "bytes_total": view.bytes_total,
+                "bytes_per_s": round(view.bytes_per_s, 1),
+            }
+            for view in self.views.values()
+            if view.chf_id is not None
+        ]
+
     def describe(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
         done = sum(self.outcomes.values())

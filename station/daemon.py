@@ -178,6 +178,8 @@ async def run_station(
         status_file=status_path(config),
         on_result=(lambda: reporter.wake.set()) if reporter else None,
     )
+    if reporter is not None:
+        reporter.telemetry = bench.progress
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, bench.stop)

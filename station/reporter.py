@@ -34,7 +34,7 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from station.config import MqttConfig, StationConfig
-from station.messages import CHANNELS, DspAck, StationStatus, topic
+from station.messages import CHANNELS, DspAck, SlotProgress, StationStatus, topic
 from station.store import OutboxRow, Store
 
 __all__ = ["Reporter", "client_settings", "publish_outbox"]
@@ -85,6 +85,8 @@ class Reporter:
         birth: dict[str, Any],
         resolve: Callable[[Path], Path] = lambda p: p,
         batch: int = 500,
+        telemetry: Callable[[], list[dict[str, Any]]] | None = None,
+        telemetry_interval_s: float = 1.0,
     ) -> None:
         self.store = store
         self.config = config
@@ -92,6 +94,8 @@ class Reporter:
         self.region = region
         self.birth = birth
         self.batch = batch
+        self.telemetry = telemetry
+        self.telemetry_interval_s = telemetry_interval_s
         self._settings = client_settings(config, resolve)
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
@@ -182,6 +186,8 @@ class Reporter:
             asyncio.create_task(self._publish_loop(client), name="reporter-publish"),
             asyncio.create_task(self._stopping.wait(), name="reporter-stop"),
         ]
+        if self.telemetry is not None:
+            tasks.append(asyncio.create_task(self._telemetry(client), name="reporter-telemetry"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -193,6 +199,18 @@ class Reporter:
                 raise task.exception()  # type: ignore[misc]
         if self._stopping.is_set():
             await client.publish(status_topic, self._status("offline", session), qos=1, retain=True, timeout=5)
+
+    async def _telemetry(self, client: aiomqtt.Client) -> None:
+        """Slot progress at QoS 0: lossy by design, never queued, never in the outbox."""
+        assert self.telemetry is not None
+        while True:
+            for view in self.telemetry():
+                progress = SlotProgress.model_validate(
+                    {"schema": "reflash.slot-progress/1", "station": self.station, "at": datetime.now(UTC), **view}
+                )
+                where = topic("slot", region=self.region, station=self.station, slot=progress.slot)
+                await client.publish(where, progress.model_dump_json(by_alias=True).encode(), qos=0)
+            await asyncio.sleep(self.telemetry_interval_s)
 
     async def _acks(self, client: aiomqtt.Client) -> None:
         pending: list[tuple[str, str, str | None]] = []

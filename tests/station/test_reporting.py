@@ -238,3 +238,26 @@ def test_order_close_publishes_a_retained_summary(tmp_path: Path, mosquitto: Mos
     summary = OrderSummary.model_validate_json(asyncio.run(retained()))
     assert summary.order_ref == "C-1"
     assert summary.never_received == [hub_id(1)]
+
+
+async def test_slot_progress_telemetry_at_qos0(store: Store, mosquitto: Mosquitto) -> None:
+    from station.messages import SlotProgress
+
+    view = {"slot": "A1", "state": "transferring", "chf_id": hub_id(1), "bytes_done": 10, "bytes_total": 100,
+            "bytes_per_s": 5.0}  # fmt: skip
+    birth = {"software_version": "test", "facility": ACTOR.facility, "slots": 1}
+    config = MqttConfig(url=mosquitto.url)
+    reporter = Reporter(store, config, station="st-telemetry", region=REGION, birth=birth,
+                        telemetry=lambda: [view], telemetry_interval_s=0.1)  # fmt: skip
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"watch-{uuid.uuid4()}") as client:
+        await client.subscribe(topic("slot", region=REGION, station="st-telemetry", slot="A1"), qos=0)
+        task = asyncio.create_task(reporter.run())
+        try:
+            async with asyncio.timeout(10):
+                message = await anext(aiter(client.messages))
+        finally:
+            reporter.stop()
+            await task
+    progress = SlotProgress.model_validate_json(bytes(message.payload))
+    assert (progress.slot, progress.bytes_done, progress.chf_id) == ("A1", 10, hub_id(1))
+    assert message.qos == 0
