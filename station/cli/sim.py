@@ -6,7 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -117,19 +117,38 @@ def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fau
     return HubOptions(identity=identity, state_dir=state, trusted_keys=_trusted(trust), faults=faults)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _hub_type_options(func: F) -> F:
+    """What kind of hub to simulate: the four codes the policy reads."""
+    for option in reversed(
+        (
+            click.option("--manufacturer", default="121D", show_default=True),
+            click.option("--model", default="0000", show_default=True),
+            click.option("--hardware", default="1200", show_default=True),
+            click.option("--firmware", default="01000000", show_default=True),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def _link_options(func: F) -> F:
+    """The emulated UART between the jig and the hub."""
+    func = click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))(func)
+    return click.option("--baud", default=921_600, show_default=True, type=click.IntRange(300, 12_000_000))(func)
+
+
 @sim.command()
 @click.option("--tcp", "tcp", metavar="HOST:PORT", help="Serve on a TCP port (port 0: any free one)")
 @click.option("--pty", "pty", is_flag=True, help="Serve on a new pty and print its path")
 @click.option("--identity", "identity_file", type=click.Path(exists=True, dir_okay=False), help="Identity JSON")
-@click.option("--manufacturer", default="121D", show_default=True)
-@click.option("--model", default="0000", show_default=True)
-@click.option("--hardware", default="1200", show_default=True)
-@click.option("--firmware", default="01000000", show_default=True)
+@_hub_type_options
 @click.option("--chf-id", default="00-DB-12-34-56-78-90-A0", show_default=True)
 @click.option("--gpf-id", default="00-DB-12-34-56-78-90-A1", show_default=True)
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hub's own signature check accepts")
-@click.option("--baud", default=921_600, show_default=True, type=click.IntRange(300, 12_000_000))
-@click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))
+@_link_options
 @click.option("--fault", default="", help="Fault spec, e.g. power-loss@65536,corrupt-every=7 (docs/simulator.md)")
 @click.option("--state", "state", default="work/sim-hub", show_default=True, type=click.Path(file_okay=False))
 def hub(
@@ -183,13 +202,9 @@ def hub(
 @sim.command()
 @click.option("--slots", required=True, type=click.IntRange(1, 256))
 @click.option("--write-config", "config_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--manufacturer", default="121D", show_default=True)
-@click.option("--model", default="0000", show_default=True)
-@click.option("--hardware", default="1200", show_default=True)
-@click.option("--firmware", default="01000000", show_default=True)
+@_hub_type_options
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hubs' signature check accepts")
-@click.option("--baud", default=921_600, show_default=True, type=click.IntRange(300, 12_000_000))
-@click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))
+@_link_options
 @click.option("--fault", default="", help="Fault spec for every hub")
 @click.option("--state", "state", default="work/sim-bench", show_default=True, type=click.Path(file_okay=False))
 @click.option("--catalog", "catalog_dir", default="catalog", show_default=True, help="For the written config")
