@@ -20,3 +20,13 @@ def test_job_reason_table_matches_the_code() -> None:
     assert [(r[0].strip("`"), r[1], r[2]) for r in rows] == [
         (code.value, outcome.value, meaning) for code, (outcome, meaning) in JOB_REASONS.items()
     ]
+
+
+def test_example_station_config_loads() -> None:
+    from station.config import load_config
+
+    config = load_config(Path(__file__).parents[2] / "config" / "station.example.toml")
+    assert config.station.operator
+    assert config.mqtt is not None
+    assert [slot.driver for slot in config.slots] == ["serial", "usb", "tcp"]
+    assert config.tariff.pence("REFLASHED") == 980
