@@ -126,6 +126,16 @@ class Bench:
                 self.ctx.emit("slot_error", slot=name, error=str(exc))
                 await self._pause()
                 continue
+            except Exception as exc:
+                # A fault in our own code must not take the other slots down; the job stays unfinished and is
+                # resumed when the hub is seen again.
+                log.exception("slot %s: job failed unexpectedly", name)
+                view.begin("error", message=f"internal error: {exc}")
+                self.ctx.emit("slot_error", slot=name, error=f"internal error: {exc!r}")
+                if once:
+                    return
+                await self._pause()
+                continue
             if record is not None:
                 self.outcomes[record.outcome or "?"] = self.outcomes.get(record.outcome or "?", 0) + 1
                 self.on_result()
