@@ -24,3 +24,20 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hardware",
+        action="store_true",
+        help="also run tests marked `hardware`, against a real jig (REFLASH_HW_URL, e.g. /dev/ttyUSB0)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--hardware"):
+        return
+    skip = pytest.mark.skip(reason="needs a real jig: run with --hardware and REFLASH_HW_URL")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
