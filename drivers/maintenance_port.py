@@ -208,12 +208,18 @@ class MaintenancePort:
         **fields: Any,
     ) -> Any:
         """Send a request and return the decoded answer of type `expect`, retransmitting on silence."""
-        return await self.exchange(Frame.of(kind, self._next_seq(), **fields), expect, wait_s=wait_s, retries=retries)
+        frame = Frame.of(kind, self._next_seq(), **fields)
+        return (await self.exchange(frame, {expect}, wait_s=wait_s, retries=retries)).message()
 
     async def exchange(
-        self, frame: Frame, expect: MessageType, *, wait_s: float | None = None, retries: int | None = None
-    ) -> Any:
-        """Send an already built request frame and wait for its answer (`request` builds the frame for you)."""
+        self,
+        frame: Frame,
+        expect: set[MessageType],
+        *,
+        wait_s: float | None = None,
+        retries: int | None = None,
+    ) -> Frame:
+        """Send a built request frame; return its answer, which must be one of `expect` (ERROR raises)."""
         await self.start()
         kind = frame.type
         timeout = self.settings.reply_timeout_s if wait_s is None else wait_s
@@ -235,14 +241,13 @@ class MaintenancePort:
                 )
         finally:
             self._pending.pop(frame.seq, None)
-        message = reply.message()
         if reply.type == MessageType.ERROR:
-            raise ProtocolError(f"hub answered {kind.name} with error {message.code}: {message.detail}")
-        if reply.type == MessageType.REFUSE and kind == MessageType.BEGIN_TRANSFER:
-            return reply
-        if reply.type != expect:
-            raise ProtocolError(f"hub answered {kind.name} with {reply.type.name}, expected {expect.name}")
-        return message
+            error = reply.message()
+            raise ProtocolError(f"hub answered {kind.name} with error {error.code}: {error.detail}")
+        if reply.type not in expect:
+            wanted = " or ".join(sorted(t.name for t in expect))
+            raise ProtocolError(f"hub answered {kind.name} with {reply.type.name}, expected {wanted}")
+        return reply
 
     # the protocol
 
@@ -288,19 +293,21 @@ class MaintenancePort:
             await self.identify()
         raw = image.raw
         compression = choose_compression(raw) if self.settings.compression else Compression.NONE
-        reply = await self.request(
+        begin = Frame.of(
             MessageType.BEGIN_TRANSFER,
-            MessageType.ACCEPT,
+            self._next_seq(),
             total_size=len(raw),
             sha256=bytes.fromhex(image.manufacturer_image_sha256),
             compression=compression,
         )
-        if isinstance(reply, Frame):
-            refusal = reply.message()
+        answer = await self.exchange(begin, {MessageType.ACCEPT, MessageType.REFUSE})
+        if answer.type == MessageType.REFUSE:
+            refusal = answer.message()
             if refusal.reason == RefuseReason.UNSUPPORTED_COMPRESSION and compression != Compression.NONE:
                 self.settings = replace(self.settings, compression=False)
                 return await self.transfer(image, progress)
             raise TransferRefused(refusal.reason, refusal.detail)
+        reply = answer.message()
         if reply.resume_offset > len(raw):
             raise ProtocolError(f"hub offers to resume at byte {reply.resume_offset} of a {len(raw)}-byte image")
         self._inbox = asyncio.Queue()

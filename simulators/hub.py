@@ -210,11 +210,15 @@ class SimulatedHub:
         self._baud_deadline = None
         try:
             while self.powered:
-                try:
-                    item = await asyncio.wait_for(frames.get(), timeout=self._baud_wait(loop))
-                except TimeoutError:
-                    await self._revert_baud(baud, deframer)
-                    continue
+                if frames.empty():
+                    try:
+                        item = await asyncio.wait_for(frames.get(), timeout=self._baud_wait(loop))
+                    except TimeoutError:
+                        await self._revert_baud(baud, deframer)
+                        continue
+                else:
+                    # Never through wait_for: with a deadline already passed it would time out on a queued frame.
+                    item = frames.get_nowait()
                 if item is None:
                     break
                 arrived, frame = item

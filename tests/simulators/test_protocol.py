@@ -131,7 +131,7 @@ async def test_malformed_request_gets_an_error_naming_the_field(make_jig: Jigs) 
     reply = await port.request(MessageType.KEEPALIVE, MessageType.ALIVE)
     assert reply.state == HubState.IDLE
     with pytest.raises(ProtocolError, match="error 2: BEGIN_TRANSFER: total_size at byte 14"):
-        await port.exchange(Frame(MessageType.BEGIN_TRANSFER, 1000, 0, b"\x01\x02"), MessageType.ACCEPT)
+        await port.exchange(Frame(MessageType.BEGIN_TRANSFER, 1000, 0, b"\x01\x02"), {MessageType.ACCEPT})
     with pytest.raises(ValueError, match="cannot build BEGIN_TRANSFER"):
         await port.request(MessageType.BEGIN_TRANSFER, MessageType.ACCEPT, total_size=1, sha256=b"", compression=0)
 
