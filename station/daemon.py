@@ -146,6 +146,8 @@ async def run_station(
         emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial, message=offer.message)
 
     offer_catalog()
+    if section.key is None:
+        emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes unnoticed")
     if holder.current is None:
         print(f"error: no acceptable catalog in {folder}; the station flashes nothing without one", file=sys.stderr)
         store.close()
