@@ -142,7 +142,9 @@ async def run_station(
 
     def offer_catalog() -> None:
         offer = holder.offer(folder, datetime.now(UTC))
-        store.record_catalog(offer.accepted, offer.code.value, offer.message, holder.pin, str(folder))
+        store.record_catalog(
+            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(folder)
+        )
         emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial, message=offer.message)
 
     offer_catalog()

@@ -31,6 +31,11 @@ def test_demo_runs_the_bench_and_the_smi_agrees(tmp_path: Path) -> None:
     # What the demo leaves behind is a working station: its audit trail verifies.
     verify = CliRunner().invoke(main, ["audit", "verify", "--config", str(workdir / "station.toml")])
     assert verify.exit_code == 0, verify.output
+    # The bridge's view of the SMI: CHF and GPF rows for every hub whose firmware is known.
+    shown = CliRunner().invoke(main, ["sim", "dsp-bridge", "--db", str(workdir / "smi.db"), "--show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    known = [h for h in hubs if h["outcome"] in ("REFLASHED", "ALREADY_CURRENT")]
+    assert len(json.loads(shown.output)["devices"]) == 2 * len(known)
     # Private keys are generated at run time in the working folder.
     assert (workdir / "keys/authority.key").exists()
 
