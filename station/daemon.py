@@ -84,6 +84,8 @@ def render_status(status: dict[str, Any]) -> Table:
         eta = f"{slot['eta_s']:.0f}s" if slot["eta_s"] is not None else ""
         last = slot["last_outcome"] or ""
         style = _OUTCOME_STYLE.get(last, "")
+        reason = slot["last_reason"] or ""
+        outcome_text = f"[{style}]{last}[/]" + (f" {reason}" if reason and reason != last else "") if last else ""
         table.add_row(
             slot["name"],
             slot["chf_id"] or "",
@@ -91,7 +93,7 @@ def render_status(status: dict[str, Any]) -> Table:
             bar,
             f"{slot['bytes_per_s'] / 1024:.0f}" if slot["bytes_per_s"] else "",
             eta,
-            f"[{style}]{last}[/] {slot['last_reason'] or ''}" if last else "",
+            outcome_text,
         )
     return table
 
