@@ -137,6 +137,9 @@ def test_sim_bench_over_tcp_then_the_station_runs_it(tmp_path: Path, world: Demo
         assert sorted(f["outcome"] for f in finished) == ["REFLASHED"] * 3
         status = json.loads(runner.invoke(main, ["status", "--config", str(config), "--json"]).output)
         assert status["totals"]["hubs"] == 3
+        table = runner.invoke(main, ["status", "--config", str(config)]).output
+        assert "S001" in table
+        assert "REFLASHED" in table
         report = json.loads(runner.invoke(main, ["orders", "report", "B-1", "--json", "--config", str(config)]).output)
         assert report["totals"]["processed"] == 3
     finally:
