@@ -192,18 +192,34 @@ async def test_malformed_results_are_rejected_and_kept(running: Running, private
     result_topic = topic("result", region=REGION, station=ACTOR.station)
     ack_topic = topic("ack", region=REGION, station=ACTOR.station)
     bad_id = str(uuid.uuid4())
+    acks: dict[str, dict[str, Any]] = {}
     async with aiomqtt.Client("127.0.0.1", private_mosquitto.port, identifier=f"probe-{uuid.uuid4()}") as client:
         await client.subscribe(ack_topic, qos=1)
         await client.publish(result_topic, json.dumps({"message_id": bad_id, "chf_id": "nonsense"}).encode(), qos=1)
+        # Valid in every field but one: a finish time that is no date-time.
+        late_id = str(uuid.uuid4())
+        job = JobRecord(
+            id=1, chf_id=hub_id(900), gpf_id=hub_id(901), order_ref=None, slot="A1", state="final",
+            outcome="REFLASHED", reason="REFLASHED", manufacturer="121D", model="0000", hardware_version="1200",
+            firmware_before="01000000", firmware_after="01020000", target_version="01020000", image_sha256="ab" * 32,
+            hub_sha256="ab" * 32, attempts=1, started_at="2026-11-23T10:00:00Z", finished_at="2026-11-23T10:01:00Z",
+            operator="op", facility="f", audit_hash="cd" * 32,
+        )  # fmt: skip
+        good = hub_result(job, "cd" * 32, late_id, station=ACTOR.station, region=REGION, requesting_party=None)
+        bad_time = good | {"finished_at": "yesterday"}
+        await client.publish(result_topic, json.dumps(bad_time).encode(), qos=1)
         await client.publish(result_topic, b"\xff not json", qos=1)
         async with asyncio.timeout(10):
             async for message in client.messages:
                 ack = json.loads(message.payload)
-                if ack["message_id"] == bad_id:
+                acks[ack["message_id"]] = ack
+                if {bad_id, late_id} <= set(acks):
                     break
-    assert ack["result"] == "rejected"
-    assert ack["reason"]
-    await eventually(lambda: len(running.bridge.smi.rejected()) == 2, what="both kept for inspection")
+    assert acks[bad_id]["result"] == "rejected"
+    assert acks[bad_id]["reason"]
+    assert acks[late_id]["result"] == "rejected"
+    assert "finished_at" in acks[late_id]["reason"]
+    await eventually(lambda: len(running.bridge.smi.rejected()) == 3, what="all three kept for inspection")
     assert smi_rows(running.smi_path) == {}
 
 
