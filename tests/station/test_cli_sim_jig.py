@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from station.cli import main
 from station.demo import DemoWorld, build_demo_world
@@ -24,6 +24,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
 
 def catalog_args(world: DemoWorld) -> list[str]:
     return ["--catalog", str(world.catalog_dir), "--authority", str(world.authority_pub)]
+
+
+def jig_flash(url: str, world: DemoWorld) -> Result:
+    return CliRunner().invoke(main, ["jig", "flash", url, *catalog_args(world), "--json"])
 
 
 def reflash(*args: str) -> subprocess.Popen[bytes]:
@@ -58,38 +62,14 @@ def test_identify_and_flash_over_a_real_pty(pty_hub: str, world: DemoWorld) -> N
         "chts_version", "serial",
     }  # fmt: skip
     assert identity["firmware_version"] == "01000000"
-    result = runner.invoke(
-        main,
-        [
-            "jig",
-            "flash",
-            pty_hub,
-            "--catalog",
-            str(world.catalog_dir),
-            "--authority",
-            str(world.authority_pub),
-            "--json",
-        ],
-    )
+    result = jig_flash(pty_hub, world)
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.output)
     assert (outcome["outcome"], outcome["firmware_after"]) == ("REFLASHED", "01020000")
     again = json.loads(runner.invoke(main, ["jig", "identify", pty_hub, "--json"]).output)
     assert again["firmware_version"] == "01020000"
     # The same policy as the station: nothing left to do now.
-    second = runner.invoke(
-        main,
-        [
-            "jig",
-            "flash",
-            pty_hub,
-            "--catalog",
-            str(world.catalog_dir),
-            "--authority",
-            str(world.authority_pub),
-            "--json",
-        ],
-    )
+    second = jig_flash(pty_hub, world)
     assert json.loads(second.output)["outcome"] == "ALREADY_CURRENT"
 
 
@@ -98,11 +78,7 @@ def test_jig_flash_refuses_what_the_policy_refuses(tmp_path: Path, world: DemoWo
     assert process.stdout is not None
     path = process.stdout.readline().decode().strip()
     try:
-        result = CliRunner().invoke(
-            main,
-            ["jig", "flash", path, "--catalog", str(world.catalog_dir), "--authority", str(world.authority_pub),
-             "--json"],
-        )  # fmt: skip
+        result = jig_flash(path, world)
         assert result.exit_code == 1
         assert json.loads(result.output)["reason"] == "HARDWARE_OUT_OF_RANGE"
     finally:
