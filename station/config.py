@@ -101,6 +101,16 @@ class MqttConfig(_Section):
         return url
 
 
+class JobSettings(_Section):
+    """How patient a job is with a hub (docs/station.md)."""
+
+    link_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    readback_tries: int = Field(default=10, ge=1)
+    readback_interval_s: float = Field(default=0.5, ge=0)
+    max_steps: int = Field(default=4, ge=1, le=16)
+
+
 class SlotConfig(_Section):
     name: NonBlank
     driver: NonBlank
@@ -113,6 +123,7 @@ class StationConfig(_Section):
     catalog: CatalogConfig
     tariff: Tariff = Tariff()
     mqtt: MqttConfig | None = None
+    job: JobSettings = JobSettings()
     slots: tuple[SlotConfig, ...] = ()
     source: Path = Path("station.toml")
 

@@ -30,8 +30,8 @@ from drivers.jig import JigDriver, driver_class
 from firmware_catalog.catalog import CatalogHolder
 from firmware_catalog.keys import load_public_key
 from station.bench import Bench, BenchSettings
-from station.config import StationConfig
-from station.job import JobContext, JobSettings
+from station.config import JobSettings, StationConfig
+from station.job import JobContext
 from station.reporter import Reporter
 from station.store import Store
 
@@ -174,7 +174,7 @@ async def run_station(
         tariff=config.tariff,
         station=section.id,
         region=section.region,
-        settings=job_settings or JobSettings(),
+        settings=job_settings or config.job,
         emit=emit,
     )
     bench = Bench(

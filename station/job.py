@@ -24,7 +24,7 @@ from firmware_catalog.hub import HubIdentity
 from firmware_catalog.policy import Decision, decide
 from firmware_catalog.reason import ReasonCode
 from station.audit import AuditEntry
-from station.config import Tariff
+from station.config import JobSettings, Tariff
 from station.messages import hub_result
 from station.outcome import JobReason, Outcome
 from station.slot import SlotView
@@ -46,15 +46,6 @@ _ACTIVATION_REASONS = {
     ActivationCode.HASH_MISMATCH: JobReason.ACTIVATION_HASH_MISMATCH,
     ActivationCode.ACTIVATION_FAILURE: JobReason.ACTIVATION_FAILURE,
 }
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    link_retries: int = 5  # transfer attempts after the first, each resuming where the hub is
-    retry_backoff_s: float = 0.5
-    readback_tries: int = 10  # after activation the hub reboots; how many times to ask what it runs
-    readback_interval_s: float = 0.5
-    max_steps: int = 4  # flashes in one visit when the upgrade pathway needs intermediate versions
 
 
 @dataclass

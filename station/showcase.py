@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from simulators.dsp_bridge import DspBridge, SmiStore
-from station.config import load_config
+from station.config import JobSettings, load_config
 from station.daemon import run_station
 from station.demo import CONFIG_DIR, DemoHub, DemoWorld, build_demo_world, device_id
-from station.job import JobSettings
 from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.store import Actor, Store

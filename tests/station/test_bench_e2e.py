@@ -20,9 +20,9 @@ from simulators.jig import SimJig
 from simulators.link import LinkSettings
 from station.audit import verify_chain
 from station.bench import Bench
-from station.config import Tariff
+from station.config import JobSettings, Tariff
 from station.demo import DemoWorld, build_demo_world
-from station.job import JobContext, JobSettings
+from station.job import JobContext
 from station.orders import OrderRequest
 from station.reconciliation import order_report
 from station.store import Store

@@ -30,3 +30,6 @@ def test_example_station_config_loads() -> None:
     assert config.mqtt is not None
     assert [slot.driver for slot in config.slots] == ["serial", "usb", "tcp"]
     assert config.tariff.pence("REFLASHED") == 980
+    from station.config import JobSettings
+
+    assert config.job == JobSettings()  # the example shows the defaults
