@@ -40,6 +40,7 @@ __all__ = [
     "EntryFields",
     "KeyStanding",
     "RevokedKey",
+    "StrictModel",
     "TrustedKey",
     "format_validation_error",
     "load_catalog",
@@ -67,11 +68,13 @@ Sha256Hex = Annotated[str, AfterValidator(_sha256_hex)]
 RelativePath = Annotated[str, AfterValidator(_relative_posix)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Catalog schemas refuse unknown fields and are immutable once read."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EntryFields(_Strict):
+class EntryFields(StrictModel):
     """The fields a CPL entry carries, shared by the catalog source and the built catalog."""
 
     cpl_id: str = Field(min_length=1)
@@ -104,14 +107,14 @@ class CatalogEntry(EntryFields):
     signed_by: Sha256Hex | None
 
 
-class TrustedKey(_Strict):
+class TrustedKey(StrictModel):
     id: str = Field(min_length=1)
     fingerprint: Sha256Hex
     public_key_pem: str
     manufacturers: tuple[Hex4, ...] = Field(min_length=1)
 
 
-class RevokedKey(_Strict):
+class RevokedKey(StrictModel):
     id: str = Field(min_length=1)
     fingerprint: Sha256Hex
     # Kept so that an image signed by a revoked key is recognised as such (KEY_REVOKED), not merely unknown.
@@ -119,7 +122,7 @@ class RevokedKey(_Strict):
     reason: str = ""
 
 
-class CatalogDocument(_Strict):
+class CatalogDocument(StrictModel):
     format: Literal["reflash-catalog/1"]
     serial: int = Field(ge=1)
     issued_at: AwareDatetime

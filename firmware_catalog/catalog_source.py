@@ -29,8 +29,8 @@ from firmware_catalog.catalog import (
     CatalogEntry,
     EntryFields,
     RevokedKey,
+    StrictModel,
     TrustedKey,
-    _Strict,
     format_validation_error,
 )
 from firmware_catalog.errors import CatalogError, CatalogFormatError, ImageFormatError, KeyFileError
@@ -42,19 +42,19 @@ from firmware_catalog.keys import fingerprint, load_public_key, public_key_pem, 
 __all__ = ["BuildReport", "CatalogSource", "build_catalog", "read_source"]
 
 
-class SourceKey(_Strict):
+class SourceKey(StrictModel):
     id: str = Field(min_length=1)
     public_key: str
     manufacturers: tuple[Hex4, ...] = Field(min_length=1)
 
 
-class SourceRevokedKey(_Strict):
+class SourceRevokedKey(StrictModel):
     id: str = Field(min_length=1)
     public_key: str
     reason: str = ""
 
 
-class CatalogSource(_Strict):
+class CatalogSource(StrictModel):
     serial: int = Field(ge=1)
     expires: AwareDatetime | None = None
     valid_days: int | None = Field(default=None, ge=1)

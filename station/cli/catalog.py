@@ -21,7 +21,7 @@ from firmware_catalog.catalog_source import build_catalog
 from firmware_catalog.errors import CatalogRefused, ImageFormatError
 from firmware_catalog.hexcode import format_hex, parse_hex
 from firmware_catalog.hub import HubIdentity
-from firmware_catalog.image import build_signed_image, read_image
+from firmware_catalog.image import UpgradeImage, build_signed_image, read_image
 from firmware_catalog.keys import fingerprint, generate_key, load_private_key, load_public_key, write_keypair
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
@@ -178,7 +178,7 @@ def verify(
     _finish_verify(result, as_json)
 
 
-def _verify_with_catalog(image: Any, catalog_dir: str, authority: str | None) -> dict[str, Any]:
+def _verify_with_catalog(image: UpgradeImage, catalog_dir: str, authority: str | None) -> dict[str, Any]:
     if authority is None:
         raise click.UsageError(f"--catalog needs the catalog authority's public key: --authority or ${AUTHORITY_ENV}")
     loaded = load_catalog(catalog_dir, load_public_key(authority), datetime.now(UTC))
