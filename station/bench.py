@@ -98,6 +98,14 @@ class Bench:
                     return
                 await self._pause()
                 continue
+            except (OSError, LookupError) as exc:
+                # The jig itself is not reachable (unplugged, port missing, controller down): keep asking.
+                view.begin("error", message=f"jig not reachable: {exc}")
+                if once:
+                    self.ctx.emit("slot_error", slot=name, error=str(exc))
+                    return
+                await self._pause()
+                continue
             except ProtocolError as exc:
                 view.begin("error", message=f"identify: {exc}")
                 self.ctx.emit("slot_error", slot=name, error=str(exc))
@@ -120,8 +128,9 @@ class Bench:
                 record = await job
             except asyncio.CancelledError:
                 return
-            except (LinkError, ProtocolError) as exc:
-                # A link that fails outside a transfer (identify, verify): the hub stays; try again shortly.
+            except (LinkError, ProtocolError, OSError) as exc:
+                # A link that fails outside a transfer (verify, read back) or a jig that goes away: the job stays
+                # unfinished and resumes when the hub is seen again.
                 view.begin("error", message=str(exc))
                 self.ctx.emit("slot_error", slot=name, error=str(exc))
                 await self._pause()

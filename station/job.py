@@ -103,6 +103,11 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
         return None
     except ProtocolError as exc:
         ending = _Ending(Outcome.QUARANTINED, JobReason.PROTOCOL_ERROR, str(exc))
+    except (LinkError, OSError) as exc:
+        # The link failed outside the transfer's own retries, or the jig went away: no outcome yet.
+        store.suspend_job(job_id, f"link failed: {exc}")
+        slot.begin("held", message=f"link failed: {exc}")
+        raise
     return _record(ctx, job_id, order_ref, slot, ending)
 
 

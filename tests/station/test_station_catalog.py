@@ -34,3 +34,20 @@ async def test_rollback_refused_after_restart(tmp_path: Path) -> None:
     store.close()
     assert [(o["code"], o["serial"]) for o in offers][-2:] == [("OK", 2), ("CATALOG_ROLLBACK", None)]
     assert "serial 1 is older than serial 2" in offers[-1]["message"]
+
+
+async def test_a_jig_that_is_not_there_does_not_stop_the_others(tmp_path: Path) -> None:
+    from station.mosquitto import free_port
+
+    world = build_demo_world(tmp_path / "world")
+    path = write_station_config(world, [world.scenario.filler], broker_url=None)
+    # A second slot whose jig controller does not answer (nothing listens on that port).
+    path.write_text(
+        path.read_text() + f'\n[[slots]]\nname = "GONE"\ndriver = "tcp"\nurl = "tcp://127.0.0.1:{free_port()}"\n'
+    )
+    config = load_config(path)
+    assert await run_station(config, once=True, log_format="json", live=False) == 1  # one slot unfinished
+    store = Store.from_config(config)
+    jobs = store.jobs()
+    store.close()
+    assert [(job.slot, job.outcome) for job in jobs] == [("S01", "UNEXPECTED")]  # processed (no order named it)
