@@ -106,7 +106,8 @@ class Bench:
                     return
                 await self._pause()
                 continue
-            except ProtocolError as exc:
+            except (ProtocolError, ValueError) as exc:
+                # A hub that answers nonsense (bad frames, an identity that does not validate) is not processed.
                 view.begin("error", message=f"identify: {exc}")
                 self.ctx.emit("slot_error", slot=name, error=str(exc))
                 if once:
