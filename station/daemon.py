@@ -98,6 +98,12 @@ def render_status(status: dict[str, Any]) -> Table:
     return table
 
 
+def _report_reporter_failure(task: asyncio.Task[None]) -> None:
+    # The bench keeps flashing if reporting dies; say so loudly rather than lose it in a task.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the MQTT reporter stopped: %r; results wait in the outbox", task.exception())
+
+
 def _build_drivers(config: StationConfig) -> dict[str, JigDriver]:
     built: dict[str, JigDriver] = {}
     for slot in config.slots:
@@ -166,8 +172,13 @@ async def run_station(
             "slots": len(config.slots),
             "catalog_serial": holder.current.serial,
         }
-        reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
-                            resolve=config.resolve)  # fmt: skip
+        try:
+            reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
+                                resolve=config.resolve)  # fmt: skip
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            print(f"error: [mqtt] in {config.source}: {exc}", file=sys.stderr)
+            store.close()
+            return 2
     ctx = JobContext(
         store=store,
         catalog=lambda: holder.current,
@@ -192,6 +203,8 @@ async def run_station(
     loop.add_signal_handler(signal.SIGHUP, offer_catalog)
     emit("station_started", station=section.id, slots=len(drivers), once=once, interrupted_jobs=len(interrupted))
     reporter_task = asyncio.create_task(reporter.run(), name="reporter") if reporter else None
+    if reporter_task is not None:
+        reporter_task.add_done_callback(_report_reporter_failure)
     try:
         if live:
             with Live(render_status(bench.describe()), console=Console(), refresh_per_second=4) as screen:
