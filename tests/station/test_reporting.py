@@ -277,3 +277,30 @@ async def test_slot_progress_telemetry_at_qos0(store: Store, mosquitto: Mosquitt
     progress = SlotProgress.model_validate_json(bytes(message.payload))
     assert (progress.slot, progress.bytes_done, progress.chf_id) == ("A1", 10, hub_id(1))
     assert message.qos == 0
+
+
+async def test_two_bridges_share_the_results_and_apply_each_once(
+    store: Store, private_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    smi = tmp_path / "shared-smi.db"
+    bridges = [DspBridge(private_mosquitto.url, smi, name=f"bridge-{n}") for n in (1, 2)]
+    tasks = [asyncio.create_task(bridge.run()) for bridge in bridges]
+    await asyncio.gather(*(asyncio.wait_for(b.subscribed.wait(), 10) for b in bridges))
+    birth = {"software_version": "test", "facility": ACTOR.facility, "slots": 0}
+    reporter = Reporter(store, MqttConfig(url=private_mosquitto.url), station=ACTOR.station, region=REGION,
+                        birth=birth)  # fmt: skip
+    reporter_task = asyncio.create_task(reporter.run())
+    try:
+        finish_jobs(store, 1, 40)
+        reporter.wake.set()
+        await eventually(lambda: store.outbox_counts()["confirmed"] == 40, what="40 confirmations")
+    finally:
+        reporter.stop()
+        for bridge in bridges:
+            bridge.stop()
+        await asyncio.gather(reporter_task, *tasks)
+    acks = [json.loads(row["ack"]) for row in store.rows("SELECT ack FROM outbox")]
+    assert {ack["result"] for ack in acks} == {"applied"}
+    assert applied_count(smi) == 40
+    for bridge in bridges:
+        bridge.smi.close()
