@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 
+from firmware_catalog.hub import format_eui64
 from simulators.dsp_bridge import SmiStore
 from station.config import MqttConfig
 from station.messages import hub_result
@@ -44,8 +45,7 @@ ACTOR = Actor("bench-station", "op-bench", "SSC-BENCH")
 def fill(store: Store, count: int) -> None:
     identity = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": "01000000"}
     for n in range(count):
-        chf = "-".join(f"{n:016X}"[i : i + 2] for i in range(0, 16, 2))
-        gpf = "-".join(f"{n + 2**40:016X}"[i : i + 2] for i in range(0, 16, 2))
+        chf, gpf = format_eui64(n), format_eui64(n + 2**40)
         job_id = store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity)
         store.finish_job(
             job_id,

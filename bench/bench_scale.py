@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from firmware_catalog.catalog_source import build_catalog
+from firmware_catalog.hub import format_eui64
 from firmware_catalog.image import build_signed_image
 from firmware_catalog.keys import generate_key, write_keypair
 from station.config import load_config
@@ -103,8 +104,7 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
                 )
             station_config = load_config(config)
             store = Store.from_config(station_config)
-            ids = [(f"00-DB-51-00-{n >> 24 & 255:02X}-{n >> 16 & 255:02X}-{n >> 8 & 255:02X}-{n & 255:02X}", n)
-                   for n in range(1, slots + 1)]  # fmt: skip
+            ids = [(format_eui64(0x00DB510000000000 | n), n) for n in range(1, slots + 1)]
             store.import_order(OrderRequest("BENCH", "stock", None, "North", ids, "bench", "0" * 64))
             store.close()
             start = time.perf_counter()

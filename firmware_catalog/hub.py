@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from firmware_catalog.hexcode import parse_hex
 
-__all__ = ["Eui64", "Hex4", "Hex8", "HubIdentity", "normalise_eui64"]
+__all__ = ["Eui64", "Hex4", "Hex8", "HubIdentity", "format_eui64", "normalise_eui64"]
 
 _EUI64 = re.compile(r"[0-9A-F]{2}(-[0-9A-F]{2}){7}")
 
@@ -22,6 +22,13 @@ def normalise_eui64(text: str) -> str:
     out = "-".join(compact[i : i + 2] for i in range(0, 16, 2))
     assert _EUI64.fullmatch(out)
     return out
+
+
+def format_eui64(value: int) -> str:
+    """A device ID from its 64-bit number, in the DUIS form `00-DB-12-34-56-78-90-A0`."""
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"an EUI-64 is 64 bits, got {value:#x}")
+    return normalise_eui64(f"{value:016X}")
 
 
 def _hex(digits: int) -> AfterValidator:

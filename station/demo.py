@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from firmware_catalog.catalog_source import build_catalog, read_source
-from firmware_catalog.hub import HubIdentity
+from firmware_catalog.hub import HubIdentity, format_eui64
 from firmware_catalog.image import build_signed_image
 from firmware_catalog.keys import generate_key, load_private_key, write_keypair
 
@@ -126,5 +126,4 @@ def build_demo_world(workdir: Path, config_dir: Path = CONFIG_DIR) -> DemoWorld:
 
 def device_id(n: int, role: int) -> str:
     """Demo device IDs: CHF (role 1) and GPF (role 2) of hub n, in the DUIS form."""
-    raw = f"00DB{role:02X}DE{n:08X}"
-    return "-".join(raw[i : i + 2] for i in range(0, 16, 2))
+    return format_eui64(0x00DB00DE00000000 | role << 40 | n)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rich.table import Table
 
 from firmware_catalog.errors import KeyFileError
-from firmware_catalog.hub import HubIdentity
+from firmware_catalog.hub import HubIdentity, format_eui64
 from firmware_catalog.keys import load_public_key
 from simulators.dsp_bridge import DspBridge, SmiStore
 from simulators.fault import FaultSpecError, parse_faults
@@ -216,9 +216,7 @@ def bench(
     """Serve N simulated hubs on TCP ports and write a station config whose slots reach them."""
     servers = []
     for n in range(1, slots + 1):
-        raw = f"00DB5100{n:08X}"
-        chf = "-".join(raw[i : i + 2] for i in range(0, 16, 2))
-        gpf = "-".join(f"00DB5200{n:08X}"[i : i + 2] for i in range(0, 16, 2))
+        chf, gpf = format_eui64(0x00DB510000000000 | n), format_eui64(0x00DB520000000000 | n)
         identity = HubIdentity(
             manufacturer=manufacturer, model=model, hardware_version=hardware, firmware_version=firmware,
             chf_id=chf, gpf_id=gpf, han_variant="Single Band", chts_version="V1.3", serial=f"SIM-{n:05d}",

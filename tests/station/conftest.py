@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from firmware_catalog.hub import format_eui64
 from firmware_catalog.keys import generate_key
 from station.audit import AuditEntry
 from station.outcome import Outcome
@@ -17,8 +18,7 @@ ACTOR = Actor(station="st-north-01", operator="op-0042", facility="SSC-TRIAGE-20
 
 
 def hub_id(n: int) -> str:
-    raw = f"00DB1234{n:08X}"
-    return "-".join(raw[i : i + 2] for i in range(0, 16, 2))
+    return format_eui64(0x00DB123400000000 | n)
 
 
 def simple_report(job: JobRecord, entry: AuditEntry, message_id: str) -> dict[str, Any]:
