@@ -99,10 +99,8 @@ def close(order_ref: str, out: str | None, config_path: str) -> None:
         report = order_report(store, order_ref)
 
         def summary(message_id: str, closed_at: str) -> dict[str, Any]:
-            return order_summary(
-                order_report(store, order_ref) | {"state": "closed"}, message_id, station=section.id,
-                region=section.region, closed_at=closed_at,
-            )  # fmt: skip
+            # Closing changes the order's state, not its hubs: the report just made is the summary's source.
+            return order_summary(report, message_id, station=section.id, region=section.region, closed_at=closed_at)
 
         store.close_order(order_ref, report["totals"], summary)
     except StoreError as exc:
