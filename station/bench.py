@@ -187,7 +187,7 @@ class Bench:
     def _dump_status(self) -> None:
         if self.status_file is not None:
             self.status_file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.status_file, json.dumps(self.describe(), indent=1))
+            write_atomically(self.status_file, json.dumps(self.describe(), indent=1), durable=False)
 
     async def _write_status(self) -> None:
         while True:
