@@ -30,7 +30,6 @@ from firmware_catalog.reason import ReasonCode
 
 __all__ = [
     "CATALOG_FILE",
-    "FORMAT",
     "SIGNATURE_FILE",
     "Catalog",
     "CatalogDocument",
@@ -46,7 +45,6 @@ __all__ = [
     "load_catalog",
 ]
 
-FORMAT = "reflash-catalog/1"
 CATALOG_FILE = "catalog.json"
 SIGNATURE_FILE = "catalog.sig"
 

@@ -100,7 +100,6 @@ class Reporter:
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.connects = 0
 
     # -- topics and payloads ----------------------------------------------------------------------------------------
 
@@ -158,7 +157,6 @@ class Reporter:
             client.pending_calls_threshold = self.config.max_in_flight + 1
             try:
                 async with client:
-                    self.connects += 1
                     backoff = 0.25
                     await self._serve(client, session)
             except aiomqtt.MqttError as exc:
