@@ -117,6 +117,13 @@ class UpgradeImage:
         """The GBCS Manufacturer Image Hash, lowercase hex: what a hub checks before it activates."""
         return hashlib.sha256(self.manufacturer_image).hexdigest()
 
+    @cached_property
+    def upgrade_image_sha256(self) -> str:
+        """SHA-256 of the whole Upgrade Image file (header, Manufacturer Image, control byte, signature), lowercase
+        hex: the envelope the catalog pins and the hub must hold byte for byte. The MI hash alone does not cover the
+        header string, the control byte or the signature."""
+        return hashlib.sha256(self.raw).hexdigest()
+
     @property
     def signed_bytes(self) -> bytes:
         """Everything before the signature-length byte: header, Manufacturer Image and control byte."""
