@@ -37,8 +37,6 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 RESULTS = "reflash/v1/+/+/result"
 ACKS_IN_FLIGHT = 100
 
-# Outcomes after which the hub's firmware is known: the version read back, or the one it already ran.
-_FIRMWARE_KNOWN = {"REFLASHED": "firmware_after", "ALREADY_CURRENT": "firmware_before"}
 
 
 def _now() -> str:
@@ -96,8 +94,9 @@ class SmiStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for result in results:
-                field = _FIRMWARE_KNOWN.get(result["outcome"])
-                version = result[field] if field else None
+                # Whatever the outcome, `firmware_after` is what the station read from the hub as the job ended
+                # (docs/mqtt-api.md); null means it could not read it, or could not trust it: the SMI keeps its row.
+                version = result["firmware_after"]
                 inserted = self._db.execute(
                     "INSERT OR IGNORE INTO applied "
                     "(message_id, station, chf_id, outcome, firmware_version, applied_at) VALUES (?,?,?,?,?,?)",

@@ -1,34 +1,49 @@
-"""One hub's way through the station: identify, match to an order, decide, flash, verify, activate, read back,
-and the one transaction that records the outcome.
+"""One hub's way through the station: identify, match to an order, decide, flash, prove, activate, read back,
+prove again, and the one transaction that records the outcome.
 
-A hub counts as REFLASHED only when the version read back after activation is the target and the hub's own hash of
-what it holds equals the catalog's. A job that stops without an outcome (the station is stopping, no catalog is in
-force) is marked interrupted, never done, and resumes when its hub is seen again: the hub keeps what it holds and
-the transfer continues from there.
+What the station reports must be what the hub runs, and the hub in the record must be the hub on the jig:
+- The job pins the hub's identity on its driver: a connection that finds another hub raises HubSwapped before any
+  request reaches it, and the job stops without an outcome (the other hub gets a job of its own).
+- The hub's own word is not evidence. Before ACTIVATE the hub proves, under a fresh nonce, that it holds the
+  catalog's whole envelope; a failed proof erases and sends again once, then quarantines. After activation it must
+  read back the target AND prove it runs that envelope. Only then is it REFLASHED.
+- A flash step is remembered (target, envelope) before the first byte is sent. A job resumed after a stop whose
+  hub already runs that target goes straight to the post-activation checks and ends REFLASHED, never
+  ALREADY_CURRENT with the old version.
+- Every result carries the version read from the hub at the end of the job (`firmware_after`), or null when the
+  station could not read it or cannot trust what it read; the DSP applies it when it is not null.
+
+A job that stops without an outcome (the station is stopping, no catalog is in force, the link failed, another
+hub is on the jig) is marked interrupted, never done, and resumes when its hub is seen again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from drivers.errors import LinkError, ProtocolError, TransferRefused
-from drivers.frame import ActivationCode
+from drivers.errors import HubSwapped, LinkError, ProofFailed, ProtocolError, TransferRefused
+from drivers.frame import ActivationCode, ProofRegion
 from drivers.jig import JigDriver
+from drivers.maintenance_port import Verification
 from firmware_catalog.catalog import Catalog
+from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hub import HubIdentity
+from firmware_catalog.image import UpgradeImage, parse_image
 from firmware_catalog.policy import Decision, decide
 from firmware_catalog.reason import ReasonCode
+from station import crash_point
 from station.audit import AuditEntry
 from station.config import JobSettings, Tariff
 from station.messages import hub_result
-from station.outcome import JobReason, Outcome
+from station.outcome import Interruption, JobReason, Outcome
 from station.slot import SlotView
-from station.store import JobRecord, Store
+from station.store import FlashStep, JobRecord, Store
 
 __all__ = ["JobContext", "JobSettings", "run_job"]
 
@@ -69,6 +84,23 @@ class _Ending:
     target: str | None = None
     image_sha256: str | None = None
     hub_sha256: str | None = None
+    upgrade_image_sha256: str | None = None
+
+
+_Fail = Callable[..., _Ending]
+
+# Endings after which the hub is asked once more what it runs, so that the result carries it. Not after a dead
+# link (it would only time out), nor when the hub has shown that its answers cannot be trusted.
+_READ_AT_END = {
+    JobReason.TRANSFER_REFUSED_BY_HUB,
+    JobReason.HUB_HASH_MISMATCH,
+    JobReason.HUB_SIGNATURE_REJECTED,
+    JobReason.HUB_PROOF_FAILED,
+    JobReason.ACTIVATION_NO_IMAGE_HELD,
+    JobReason.ACTIVATION_HASH_MISMATCH,
+    JobReason.ACTIVATION_FAILURE,
+    JobReason.PROTOCOL_ERROR,
+}
 
 
 class _Held(Exception):
@@ -90,25 +122,54 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
         chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot.name, identity=identity.model_dump()
     )
     ctx.emit("job_started", slot=slot.name, chf_id=chf_id, order_ref=order_ref, job_id=job_id)
+    driver.expect(identity)
     try:
-        ending = await _process(driver, identity, slot, ctx, job_id, order_ref)
+        try:
+            ending = await _process(driver, identity, slot, ctx, job_id, order_ref)
+        except ProtocolError as exc:
+            ending = _Ending(Outcome.QUARANTINED, JobReason.PROTOCOL_ERROR, str(exc))
+        ending = await _read_at_end(driver, ending, ctx)
     except asyncio.CancelledError:
-        store.suspend_job(job_id, "station stopping")
+        store.suspend_job(job_id, "station stopping", code=Interruption.STATION_STOPPING.value)
         slot.begin("held", message="interrupted: station stopping")
         raise
     except _Held as held:
-        store.suspend_job(job_id, str(held))
+        store.suspend_job(job_id, str(held), code=Interruption.NO_CATALOG.value)
         slot.begin("held", message=str(held))
         ctx.emit("job_held", slot=slot.name, chf_id=chf_id, cause=str(held))
         return None
-    except ProtocolError as exc:
-        ending = _Ending(Outcome.QUARANTINED, JobReason.PROTOCOL_ERROR, str(exc))
+    except HubSwapped as swap:
+        # The facts gathered so far are the first hub's (every connection is checked before it is used), but it
+        # is no longer here to finish with: its job waits, without an outcome, for it to be seen again.
+        store.suspend_job(
+            job_id,
+            f"another hub is on the jig: {swap}",
+            code=Interruption.HUB_SWAPPED.value,
+            expected=swap.expected.model_dump(),
+            found=swap.found.model_dump(),
+        )
+        slot.begin("held", message=f"hub swapped: {chf_id} left, {swap.found.chf_id} is on the jig")
+        ctx.emit("hub_swapped", slot=slot.name, chf_id=chf_id, found=swap.found.chf_id, job_id=job_id)
+        return None
     except (LinkError, OSError) as exc:
         # The link failed outside the transfer's own retries, or the jig went away: no outcome yet.
-        store.suspend_job(job_id, f"link failed: {exc}")
+        store.suspend_job(job_id, f"link failed: {exc}", code=Interruption.LINK_FAILED.value)
         slot.begin("held", message=f"link failed: {exc}")
         raise
+    finally:
+        driver.expect(None)
     return _record(ctx, job_id, order_ref, slot, ending)
+
+
+async def _read_at_end(driver: JigDriver, ending: _Ending, ctx: JobContext) -> _Ending:
+    """The version the hub runs as the job ends, for the result (the DSP applies it). Best effort: null if not read."""
+    if ending.firmware_after is not None or ending.reason not in _READ_AT_END:
+        return ending
+    try:
+        version = await driver.read_version()
+    except (LinkError, ProtocolError, HubSwapped):
+        return ending
+    return dataclasses.replace(ending, firmware_after=version.running_version)
 
 
 def _record(ctx: JobContext, job_id: int, order_ref: str | None, slot: SlotView, ending: _Ending) -> JobRecord:
@@ -126,6 +187,7 @@ def _record(ctx: JobContext, job_id: int, order_ref: str | None, slot: SlotView,
         target_version=ending.target,
         image_sha256=ending.image_sha256,
         hub_sha256=ending.hub_sha256,
+        upgrade_image_sha256=ending.upgrade_image_sha256,
         charge_pence=ctx.tariff.pence(ending.outcome.value) if order_ref is not None else 0,
         currency=ctx.tariff.currency,
         report=report,
@@ -148,9 +210,19 @@ async def _process(
     driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx: JobContext, job_id: int, order_ref: str | None
 ) -> _Ending:
     if order_ref is None:
-        return _Ending(Outcome.UNEXPECTED, JobReason.NOT_IN_OPEN_ORDER, "no open order names this hub; held")
+        return _Ending(
+            Outcome.UNEXPECTED, JobReason.NOT_IN_OPEN_ORDER, "no open order names this hub; held",
+            identity.firmware_version,
+        )  # fmt: skip
     current = identity
     flashed: _Ending | None = None
+    step = ctx.store.flash_step(job_id)
+    if step is not None and current.firmware_version == step.target:
+        # This job began flashing this target before it stopped, and the hub now runs it: the activation went
+        # through. Finish that step with the post-activation checks, as if the job had never stopped.
+        flashed = await _resume_activated(driver, step, slot, ctx, job_id)
+        if flashed.outcome is not Outcome.REFLASHED:
+            return flashed
     for _ in range(ctx.settings.max_steps):
         catalog = ctx.catalog()
         if catalog is None:
@@ -178,11 +250,11 @@ async def _process(
         if not decision.flash:
             outcome = Outcome.SCRAP if decision.code is ReasonCode.TARGET_PAST_IVP else Outcome.REFUSED
             return _Ending(outcome, decision.code, decision.message, current.firmware_version)
-        step = await _flash(driver, decision, slot, ctx, job_id)
-        if step.outcome is not Outcome.REFLASHED:
-            return step
-        flashed = step
-        current = current.model_copy(update={"firmware_version": step.firmware_after})
+        step_ending = await _flash(driver, decision, slot, ctx, job_id)
+        if step_ending.outcome is not Outcome.REFLASHED:
+            return step_ending
+        flashed = step_ending
+        current = current.model_copy(update={"firmware_version": step_ending.firmware_after})
     return flashed or _Ending(Outcome.FAILED, JobReason.PROTOCOL_ERROR, "no step was taken")
 
 
@@ -197,77 +269,158 @@ async def _with_link_retries(call: Callable[[], Awaitable[_T]], tries: int, inte
     raise AssertionError("unreachable")
 
 
+def _catalog_image(catalog: Catalog, upgrade_image_sha256: str) -> UpgradeImage | None:
+    """The image file of the catalog in force whose whole-file hash is `upgrade_image_sha256`, if it holds one."""
+    for entry in catalog.document.entries:
+        if entry.upgrade_image_sha256 != upgrade_image_sha256:
+            continue
+        try:
+            image = parse_image((catalog.folder / entry.image).read_bytes())
+        except (OSError, ImageFormatError):
+            continue
+        if image.upgrade_image_sha256 == upgrade_image_sha256:
+            return image
+    return None
+
+
+async def _resume_activated(
+    driver: JigDriver, step: FlashStep, slot: SlotView, ctx: JobContext, job_id: int
+) -> _Ending:
+    catalog = ctx.catalog()
+    if catalog is None:
+        raise _Held("no catalog in force")
+    ctx.store.record_event(
+        job_id, "resumed_after_activation", target=step.target, upgrade_image_sha256=step.upgrade_image_sha256
+    )
+    image = _catalog_image(catalog, step.upgrade_image_sha256)
+    if image is None:
+        return _Ending(
+            Outcome.QUARANTINED,
+            JobReason.RUNNING_IMAGE_UNPROVEN,
+            f"the hub runs {step.target}, but the catalog in force no longer holds image "
+            f"{step.upgrade_image_sha256[:16]} to prove it against",
+            None, step.target, step.image_sha256, None, step.upgrade_image_sha256,
+        )  # fmt: skip
+    slot.begin("verifying", target=step.target)
+    return await _confirm_running(driver, image, step.target, ctx, job_id, hub_sha=None)
+
+
+async def _transfer(
+    driver: JigDriver, image: UpgradeImage, slot: SlotView, ctx: JobContext, job_id: int, fail: _Fail
+) -> _Ending | None:
+    """Send the image, resuming where the hub proves it is. Returns an ending when the transfer cannot be done."""
+    store, settings = ctx.store, ctx.settings
+    target = f"{image.file_version:08X}"
+    half = image.total_size // 2
+
+    def progress(done: int, total: int) -> None:
+        slot.progress(done, total)
+        if done >= half:
+            crash_point.reached("transfer_half")
+
+    slot.begin("transferring", target=target, bytes_done=0, bytes_total=image.total_size)
+    for attempt in range(settings.link_retries + 1):
+        number = store.begin_attempt(job_id, f"transfer to {target}")
+        try:
+            stats = await driver.transfer(image, progress)
+        except LinkError as exc:
+            store.end_attempt(job_id, number, "link_error", str(exc), 0)
+            ctx.emit("link_error", slot=slot.name, attempt=number, error=str(exc))
+            if attempt == settings.link_retries:
+                return fail(Outcome.FAILED, JobReason.LINK_RETRIES_EXHAUSTED, str(exc))
+            await asyncio.sleep(settings.retry_backoff_s * (attempt + 1))
+            continue
+        except TransferRefused as exc:
+            store.end_attempt(job_id, number, "refused", str(exc), 0)
+            return fail(Outcome.FAILED, JobReason.TRANSFER_REFUSED_BY_HUB, str(exc))
+        except ProofFailed as exc:
+            store.end_attempt(job_id, number, "proof_failed", str(exc), 0)
+            return fail(Outcome.QUARANTINED, JobReason.HUB_PROOF_FAILED, str(exc))
+        resumed = "" if stats.resume_proven is None else " (proven)"
+        store.end_attempt(
+            job_id,
+            number,
+            "ok",
+            f"resumed from {stats.resumed_from}{resumed}, {'erased an unproven prefix, ' if stats.erased else ''}"
+            f"{stats.compression.name}, {stats.retransmitted_frames} resent",
+            stats.data_bytes,
+        )
+        store.record_event(
+            job_id,
+            "transfer_ended",
+            resumed_from=stats.resumed_from,
+            resume_proven=stats.resume_proven,
+            erased=stats.erased,
+            data_bytes=stats.data_bytes,
+            frames=stats.frames,
+            retransmitted_frames=stats.retransmitted_frames,
+            compression=stats.compression.name,
+            elapsed_s=round(stats.elapsed_s, 3),
+        )
+        return None
+    raise AssertionError("unreachable")
+
+
 async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: JobContext, job_id: int) -> _Ending:
     store, settings = ctx.store, ctx.settings
     image, entry = decision.image, decision.entry
     assert image is not None
     assert entry is not None
-    target, sha = entry.firmware_version, entry.manufacturer_image_sha256
+    target, sha, envelope = entry.firmware_version, entry.manufacturer_image_sha256, image.upgrade_image_sha256
 
-    def ending(outcome: Outcome, reason: str, detail: str, hub_sha: str | None = None) -> _Ending:
-        return _Ending(outcome, reason, detail, None, target, sha, hub_sha)
+    def fail(outcome: Outcome, reason: str, detail: str, hub_sha: str | None = None) -> _Ending:
+        return _Ending(outcome, reason, detail, None, target, sha, hub_sha, envelope)
 
-    store.record_event(job_id, "transfer_started", target=target, image_sha256=sha, size=image.total_size)
-    slot.begin("transferring", target=target, bytes_done=0, bytes_total=image.total_size)
-    stats = None
-    for attempt in range(settings.link_retries + 1):
-        number = store.begin_attempt(job_id, f"transfer to {target}")
-        try:
-            stats = await driver.transfer(image, slot.progress)
-        except LinkError as exc:
-            store.end_attempt(job_id, number, "link_error", str(exc), 0)
-            ctx.emit("link_error", slot=slot.name, attempt=number, error=str(exc))
-            if attempt == settings.link_retries:
-                return ending(Outcome.FAILED, JobReason.LINK_RETRIES_EXHAUSTED, str(exc))
-            await asyncio.sleep(settings.retry_backoff_s * (attempt + 1))
-            continue
-        except TransferRefused as exc:
-            store.end_attempt(job_id, number, "refused", str(exc), 0)
-            return ending(Outcome.FAILED, JobReason.TRANSFER_REFUSED_BY_HUB, str(exc))
-        store.end_attempt(
-            job_id,
-            number,
-            "ok",
-            f"resumed from {stats.resumed_from}, {stats.compression.name}, {stats.retransmitted_frames} resent",
-            stats.data_bytes,
-        )
-        break
-    assert stats is not None
-    store.record_event(
-        job_id,
-        "transfer_ended",
-        resumed_from=stats.resumed_from,
-        data_bytes=stats.data_bytes,
-        frames=stats.frames,
-        retransmitted_frames=stats.retransmitted_frames,
-        compression=stats.compression.name,
-        elapsed_s=round(stats.elapsed_s, 3),
-    )
-
-    slot.begin("verifying")
+    store.begin_step(job_id, FlashStep(target, sha, envelope), size=image.total_size)
     tries, interval = settings.readback_tries, settings.readback_interval_s
-    verification = await _with_link_retries(driver.verify, tries, interval)
-    store.record_event(
-        job_id,
-        "verified",
-        held=verification.held,
-        total_size=verification.total_size,
-        hub_sha256=verification.sha256,
-        signature_ok=verification.signature_ok,
-    )
-    if verification.held != image.total_size or verification.sha256 != sha:
-        return ending(
-            Outcome.FAILED,
-            JobReason.HUB_HASH_MISMATCH,
-            f"hub holds {verification.held}/{image.total_size} bytes, hash {verification.sha256}",
-            verification.sha256,
+    verification: Verification | None = None
+    for round_ in range(2):
+        ended = await _transfer(driver, image, slot, ctx, job_id, fail)
+        if ended is not None:
+            return ended
+        slot.begin("verifying")
+        verification = await _with_link_retries(driver.verify, tries, interval)
+        store.record_event(
+            job_id,
+            "verified",
+            held=verification.held,
+            total_size=verification.total_size,
+            hub_sha256=verification.sha256,
+            signature_ok=verification.signature_ok,
         )
-    if not verification.signature_ok:
-        return ending(Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED, "hub's signature check failed")
+        if verification.held != image.total_size or verification.sha256 != sha:
+            return fail(
+                Outcome.FAILED,
+                JobReason.HUB_HASH_MISMATCH,
+                f"hub holds {verification.held}/{image.total_size} bytes, hash {verification.sha256}",
+                verification.sha256,
+            )
+        if not verification.signature_ok:
+            return fail(Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED, "hub's signature check failed")
+        # VERIFY is the hub's word; the proof is evidence: a MAC under a fresh nonce over every byte of the envelope.
+        proof = await _with_link_retries(lambda: driver.prove(image, ProofRegion.STAGED), tries, interval)
+        store.record_event(job_id, "proof", region="staged", ok=proof.ok, held=proof.held, length=proof.length)
+        if proof.ok:
+            break
+        if round_ == 1:
+            return fail(
+                Outcome.QUARANTINED,
+                JobReason.HUB_PROOF_FAILED,
+                f"the hub could not prove it holds the {image.total_size}-byte image after an erase and a fresh "
+                f"transfer (it holds {proof.held} bytes)",
+                verification.sha256,
+            )
+        # Flash that lost bytes, or a hub that lied: forget what it holds and send it all again, once.
+        await _with_link_retries(driver.erase, tries, interval)
+        store.record_event(job_id, "erased", cause="the staged image was not proven")
+    assert verification is not None
 
+    # The hub about to activate must still be the one this job decided for, even if the link never dropped.
+    await driver.identify()
     slot.begin("activating")
+    crash_point.reached("activating")
     try:
-        activation = await driver.activate(sha)
+        activation = await driver.activate(sha, envelope)
     except LinkError as exc:
         # The hub may be rebooting into the new image; what it runs now is the question that decides.
         store.record_event(job_id, "activate", code=None, error=str(exc))
@@ -275,21 +428,42 @@ async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: Job
         store.record_event(job_id, "activate", code=int(activation.code), running=activation.running_version)
         if activation.code is not ActivationCode.SUCCESS:
             reason = _ACTIVATION_REASONS[activation.code]
-            return ending(Outcome.QUARANTINED, reason, f"CS06 {int(activation.code)}", verification.sha256)
+            return fail(Outcome.QUARANTINED, reason, f"CS06 {int(activation.code)}", verification.sha256)
+    return await _confirm_running(driver, image, target, ctx, job_id, hub_sha=verification.sha256)
+
+
+async def _confirm_running(
+    driver: JigDriver, image: UpgradeImage, target: str, ctx: JobContext, job_id: int, hub_sha: str | None
+) -> _Ending:
+    """After activation: the hub must read back the target and prove it runs the envelope."""
+    store, settings = ctx.store, ctx.settings
+    tries, interval = settings.readback_tries, settings.readback_interval_s
+    sha, envelope = image.manufacturer_image_sha256, image.upgrade_image_sha256
+
+    def ending(outcome: Outcome, reason: str, detail: str, running: str | None) -> _Ending:
+        return _Ending(outcome, reason, detail, running, target, sha, hub_sha, envelope)
+
     try:
         version = await _with_link_retries(driver.read_version, tries, interval)
     except LinkError as exc:
         store.record_event(job_id, "read_back", running=None, error=str(exc))
-        return ending(Outcome.QUARANTINED, JobReason.HUB_UNRESPONSIVE_AFTER_ACTIVATE, str(exc), verification.sha256)
+        return ending(Outcome.QUARANTINED, JobReason.HUB_UNRESPONSIVE_AFTER_ACTIVATE, str(exc), None)
     store.record_event(job_id, "read_back", running=version.running_version, staged=version.staged_version)
     if version.running_version != target:
         return ending(
             Outcome.QUARANTINED,
             JobReason.VERSION_NOT_TARGET_AFTER_ACTIVATE,
             f"runs {version.running_version}, target {target}",
-            verification.sha256,
+            version.running_version,
         )
-    return _Ending(
-        Outcome.REFLASHED, JobReason.REFLASHED, f"runs {target}", version.running_version, target, sha,
-        verification.sha256,
-    )  # fmt: skip
+    proof = await _with_link_retries(lambda: driver.prove(image, ProofRegion.RUNNING), tries, interval)
+    store.record_event(job_id, "proof", region="running", ok=proof.ok, held=proof.held, length=proof.length)
+    if not proof.ok:
+        # It says it runs the target but cannot show the bytes: what it runs is unknown, so nothing is claimed.
+        return ending(
+            Outcome.QUARANTINED,
+            JobReason.RUNNING_IMAGE_UNPROVEN,
+            f"reports {version.running_version} but could not prove it runs image {envelope[:16]}",
+            None,
+        )
+    return ending(Outcome.REFLASHED, JobReason.REFLASHED, f"runs {target}, proven", version.running_version)

@@ -71,7 +71,10 @@ class HubResult(_Message):
     model: Hex4
     hardware_version: Hex4
     firmware_before: Hex8
-    firmware_after: Hex8 | None = Field(description="The version read back from the hub; null when not known")
+    firmware_after: Hex8 | None = Field(
+        description="The version the hub runs, read from it as the job ended: the SMI applies it whatever the "
+        "outcome. Null when the station could not read the hub or cannot trust its answer: the SMI keeps its row"
+    )
     image_sha256: Sha256 | None = Field(description="Manufacturer Image SHA-256 of the image flashed, if any")
     outcome: Outcome
     reason: str = Field(min_length=1, description="Stable reason code (docs/policy.md, docs/maintenance-port.md)")

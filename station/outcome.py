@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FINAL_OUTCOMES", "JOB_REASONS", "JobReason", "Outcome"]
+__all__ = ["FINAL_OUTCOMES", "INTERRUPTIONS", "JOB_REASONS", "Interruption", "JobReason", "Outcome"]
 
 
 class Outcome(StrEnum):
-    REFLASHED = "REFLASHED"  # version read back equals the target and the hub's hash equals the catalog's
+    REFLASHED = "REFLASHED"  # the hub proved it runs the catalog's envelope and reads back the target version
     ALREADY_CURRENT = "ALREADY_CURRENT"
     REFUSED = "REFUSED"  # the policy refused; the reason code says which rule
     FAILED = "FAILED"  # retries exhausted; the hub was left recoverable
@@ -29,17 +29,22 @@ class JobReason(StrEnum):
     LINK_RETRIES_EXHAUSTED = "LINK_RETRIES_EXHAUSTED"
     HUB_HASH_MISMATCH = "HUB_HASH_MISMATCH"
     HUB_SIGNATURE_REJECTED = "HUB_SIGNATURE_REJECTED"
+    HUB_PROOF_FAILED = "HUB_PROOF_FAILED"
     ACTIVATION_NO_IMAGE_HELD = "ACTIVATION_NO_IMAGE_HELD"
     ACTIVATION_HASH_MISMATCH = "ACTIVATION_HASH_MISMATCH"
     ACTIVATION_FAILURE = "ACTIVATION_FAILURE"
     HUB_UNRESPONSIVE_AFTER_ACTIVATE = "HUB_UNRESPONSIVE_AFTER_ACTIVATE"
     VERSION_NOT_TARGET_AFTER_ACTIVATE = "VERSION_NOT_TARGET_AFTER_ACTIVATE"
+    RUNNING_IMAGE_UNPROVEN = "RUNNING_IMAGE_UNPROVEN"
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
 
 
 # code -> (outcome, meaning); docs/station.md lists them and a test keeps the two equal.
 JOB_REASONS: dict[JobReason, tuple[Outcome, str]] = {
-    JobReason.REFLASHED: (Outcome.REFLASHED, "the version read back is the target and the hub's hash is the catalog's"),
+    JobReason.REFLASHED: (
+        Outcome.REFLASHED,
+        "the hub proved it runs the catalog's whole image and the version read back is the target",
+    ),
     JobReason.NOT_IN_OPEN_ORDER: (Outcome.UNEXPECTED, "no open order names the hub; held for the operator"),
     JobReason.TRANSFER_REFUSED_BY_HUB: (Outcome.FAILED, "the hub refused begin-transfer; nothing was changed"),
     JobReason.LINK_RETRIES_EXHAUSTED: (
@@ -48,6 +53,10 @@ JOB_REASONS: dict[JobReason, tuple[Outcome, str]] = {
     ),
     JobReason.HUB_HASH_MISMATCH: (Outcome.FAILED, "the hub holds other bytes than were sent; not activated"),
     JobReason.HUB_SIGNATURE_REJECTED: (Outcome.FAILED, "the hub's own signature check failed; not activated"),
+    JobReason.HUB_PROOF_FAILED: (
+        Outcome.QUARANTINED,
+        "the hub could not prove it holds the image, even after an erase and a fresh transfer; not activated",
+    ),
     JobReason.ACTIVATION_NO_IMAGE_HELD: (Outcome.QUARANTINED, "CS06 1 No Image Held"),
     JobReason.ACTIVATION_HASH_MISMATCH: (Outcome.QUARANTINED, "CS06 2 Hash Mismatch"),
     JobReason.ACTIVATION_FAILURE: (Outcome.QUARANTINED, "CS06 3 Activation Failure"),
@@ -59,5 +68,31 @@ JOB_REASONS: dict[JobReason, tuple[Outcome, str]] = {
         Outcome.QUARANTINED,
         "activation answered, but the version read back is not the target",
     ),
+    JobReason.RUNNING_IMAGE_UNPROVEN: (
+        Outcome.QUARANTINED,
+        "the hub reports the target version but could not prove it runs the catalog's image",
+    ),
     JobReason.PROTOCOL_ERROR: (Outcome.QUARANTINED, "the hub broke the maintenance-port protocol"),
+}
+
+
+class Interruption(StrEnum):
+    """Why a job stopped WITHOUT an outcome: it stays open (interrupted) and resumes when its hub is seen again,
+    and nothing is reported to the DSP for it until then."""
+
+    STATION_STOPPING = "STATION_STOPPING"
+    NO_CATALOG = "NO_CATALOG"
+    LINK_FAILED = "LINK_FAILED"
+    HUB_SWAPPED = "HUB_SWAPPED"
+
+
+# code -> meaning; docs/station.md lists them and a test keeps the two equal.
+INTERRUPTIONS: dict[Interruption, str] = {
+    Interruption.STATION_STOPPING: "the station was stopped (SIGTERM, SIGINT) or killed while the job ran",
+    Interruption.NO_CATALOG: "no catalog is in force, or the one in force is expired or refused",
+    Interruption.LINK_FAILED: "the link or the jig failed outside the transfer's own retries",
+    Interruption.HUB_SWAPPED: (
+        "another hub answered on the jig (CHF ID, GPF ID, manufacturer, model, hardware or serial differ); "
+        "that hub gets a job of its own"
+    ),
 }

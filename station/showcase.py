@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.store import Actor, Store
 
-__all__ = ["ORDER_REF", "DemoOutcome", "run_demo", "write_order", "write_station_config"]
+__all__ = ["ORDER_REF", "DemoOutcome", "hub_running_version", "run_demo", "write_order", "write_station_config"]
 
 ORDER_REF = "DCC-DEMO-0001"
 STATION = "demo-station-01"
@@ -43,20 +44,19 @@ class DemoOutcome:
     firmware_after: str | None
     smi_chf_firmware: str | None
     smi_gpf_firmware: str | None
+    hub_running: str  # what the simulated hub really runs, from its state on disk: the truth the SMI must match
 
     @property
     def smi_expected(self) -> str | None:
-        if self.hub.expect[0] == "REFLASHED":
-            return self.hub.after
-        if self.hub.expect[0] == "ALREADY_CURRENT":
-            return self.firmware_before
-        return None
+        # The contract (docs/mqtt-api.md): the SMI holds `firmware_after` whenever the station could read it.
+        return self.firmware_after
 
     @property
     def as_expected(self) -> bool:
         return (
             (self.outcome, self.reason) == tuple(self.hub.expect)
             and (self.hub.after is None or self.firmware_after == self.hub.after)
+            and self.firmware_after in (None, self.hub_running)
             and self.smi_chf_firmware == self.smi_expected
             and self.smi_gpf_firmware == self.smi_expected
         )
@@ -70,6 +70,7 @@ class DemoOutcome:
             "reason": self.reason,
             "firmware_before": self.firmware_before,
             "firmware_after": self.firmware_after,
+            "hub_running": self.hub_running,
             "smi_chf_firmware": self.smi_chf_firmware,
             "smi_gpf_firmware": self.smi_gpf_firmware,
             "expected": {
@@ -81,12 +82,30 @@ class DemoOutcome:
         }
 
 
+def hub_running_version(state_dir: Path, initial: str) -> str:
+    """What a simulated hub runs, read from its state directory (docs/simulator.md), independently of the station."""
+    try:
+        return str(json.loads((state_dir / "state.json").read_text())["running_version"])
+    except FileNotFoundError:
+        return initial
+
+
 def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_station_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str | None, baud: int = 460_800) -> Path:
-    """A station configuration for a simulated bench of `hubs` in the demo world (no MQTT without a broker)."""
+def write_station_config(
+    world: DemoWorld,
+    hubs: list[DemoHub],
+    broker_url: str | None,
+    baud: int = 460_800,
+    *,
+    first: int = 1,
+    name: str = "station",
+) -> Path:
+    """A station configuration for a simulated bench of `hubs` in the demo world (no MQTT without a broker), written
+    to `{name}.toml` with its store in `state/{name}.db`. Slot and hub numbers start at `first`, so that several
+    stations in one world have hubs of their own."""
     lines = [
         "# Written by `reflash demo`: a station over a simulated bench, a private broker.",
         "[station]",
@@ -94,7 +113,7 @@ def write_station_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str 
         'region = "North"',
         'operator = "demo-operator"',
         'facility_approval = "SSC-TRIAGE-DEMO-0001"',
-        'store = "state/station.db"',
+        f'store = "state/{name}.db"',
         'key = "keys/station.key"',
         "checkpoint_every = 50",
         "",
@@ -109,7 +128,7 @@ def write_station_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str 
     ]
     if broker_url is not None:
         lines += ["[mqtt]", f'url = "{broker_url}"', "republish_after_s = 5", ""]
-    for n, hub in enumerate(hubs, 1):
+    for n, hub in enumerate(hubs, first):
         ident = hub.identity
         lines += [
             "[[slots]]",
@@ -130,19 +149,19 @@ def write_station_config(world: DemoWorld, hubs: list[DemoHub], broker_url: str 
             'trusted_keys = { "121D" = ["keys/maker-121D.pub"], "1072" = ["keys/maker-1072.pub"] }',
             "",
         ]
-    path = world.workdir / "station.toml"
+    path = world.workdir / f"{name}.toml"
     path.write_text("\n".join(lines))
     return path
 
 
-def write_order(world: DemoWorld, hubs: list[DemoHub]) -> Path:
+def write_order(world: DemoWorld, hubs: list[DemoHub], *, first: int = 1, name: str = "order") -> Path:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["order_ref", "requesting_party", "csp_region", "chf_id"])
-    for n, hub in enumerate(hubs, 1):
+    for n, hub in enumerate(hubs, first):
         if hub.in_order:
             writer.writerow([ORDER_REF, "DEMO-SUPPLIER", "North", device_id(n, 1)])
-    path = world.workdir / "order.csv"
+    path = world.workdir / f"{name}.csv"
     path.write_text(out.getvalue())
     return path
 
@@ -196,6 +215,7 @@ async def run_demo(
                 firmware_after=job.firmware_after if job else None,
                 smi_chf_firmware=firmware.get(chf),
                 smi_gpf_firmware=firmware.get(gpf),
+                hub_running=hub_running_version(world.workdir / "hubs" / f"S{n:02d}", hub.identity.firmware_version),
             )
         )
     return results

@@ -26,12 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from firmware_catalog.catalog import CatalogPin
 from firmware_catalog.hub import normalise_eui64
 from firmware_catalog.keys import fingerprint, load_private_key
+from station import crash_point
 from station.audit import GENESIS, AuditEntry, Checkpoint, entry_hash, sign_checkpoint
 from station.config import StationConfig
 from station.orders import OrderImportError, OrderRequest
 from station.outcome import Outcome
 
-__all__ = ["Actor", "JobRecord", "OutboxRow", "Store", "StoreError"]
+__all__ = ["MIGRATIONS", "Actor", "FlashStep", "JobRecord", "OutboxRow", "Store", "StoreError"]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -154,6 +155,16 @@ MIGRATIONS: tuple[str, ...] = (
         accepted_at TEXT NOT NULL
     );
     """,
+    # The flash step a job has begun, written before the first byte goes to the hub: a job resumed after a stop
+    # must know that its hub may already run the target, so that it proves and records it rather than deciding
+    # afresh from the hub's new version (which would report ALREADY_CURRENT with the old version to the DSP).
+    # `upgrade_image_sha256` is the whole envelope flashed, beside the Manufacturer Image hash in `image_sha256`.
+    """
+    ALTER TABLE jobs ADD COLUMN step_target TEXT;
+    ALTER TABLE jobs ADD COLUMN step_image_sha256 TEXT;
+    ALTER TABLE jobs ADD COLUMN step_upgrade_image_sha256 TEXT;
+    ALTER TABLE jobs ADD COLUMN upgrade_image_sha256 TEXT;
+    """,
 )
 
 
@@ -180,6 +191,15 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class FlashStep:
+    """The flash a job began: target version, Manufacturer Image hash and whole-envelope hash."""
+
+    target: str
+    image_sha256: str
+    upgrade_image_sha256: str
+
+
+@dataclass(frozen=True)
 class JobRecord:
     id: int
     chf_id: str
@@ -203,6 +223,10 @@ class JobRecord:
     operator: str
     facility: str
     audit_hash: str | None
+    step_target: str | None = None
+    step_image_sha256: str | None = None
+    step_upgrade_image_sha256: str | None = None
+    upgrade_image_sha256: str | None = None
 
 
 def _utc_now() -> datetime:
@@ -226,6 +250,7 @@ class Store:
         self._key = key
         self._checkpoint_every = checkpoint_every
         self._clock = clock
+        self._appended: list[str] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so that each state change is exactly one.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -264,12 +289,15 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         cursor = self._db.cursor()
         cursor.execute("BEGIN IMMEDIATE")
+        self._appended = []
         try:
             yield cursor
         except BaseException:
             cursor.execute("ROLLBACK")
             raise
         cursor.execute("COMMIT")
+        for kind in self._appended:
+            crash_point.reached(f"after:{kind}")
 
     @property
     def schema_version(self) -> int:
@@ -312,6 +340,8 @@ class Store:
         )
         if self._key is not None and seq % self._checkpoint_every == 0:
             self._write_checkpoint(cur, seq, entry.hash)
+        self._appended.append(kind)
+        crash_point.reached(f"during:{kind}")
         return entry
 
     def _write_checkpoint(self, cur: sqlite3.Cursor, seq: int, hash_hex: str) -> None:
@@ -605,9 +635,10 @@ class Store:
             )
             return job_id
 
-    def suspend_job(self, job_id: int, cause: str) -> None:
-        """A job that stops without an outcome (the station is stopping, no catalog is in force): it is marked
-        interrupted, never done, and is resumed when its hub is seen again."""
+    def suspend_job(self, job_id: int, cause: str, **data: Any) -> None:
+        """A job that stops without an outcome (the station is stopping, no catalog is in force, another hub is on
+        the jig): it is marked interrupted, never done, and is resumed when its hub is seen again. `data` (a reason
+        code, the hubs involved) goes into the audit entry."""
         with self.transaction() as cur:
             cur.execute("UPDATE jobs SET state = 'interrupted' WHERE id = ? AND state = 'running'", (job_id,))
             cur.execute(
@@ -615,7 +646,34 @@ class Store:
                 "WHERE job_id = ? AND finished_at IS NULL",
                 (self.now(), cause, job_id),
             )
-            self._append_audit(cur, "job_interrupted", {"job_id": job_id, "cause": cause})
+            self._append_audit(cur, "job_interrupted", {"job_id": job_id, "cause": cause, **data})
+
+    def begin_step(self, job_id: int, step: FlashStep, **data: Any) -> AuditEntry:
+        """A flash step begins (before the first byte goes to the hub): the job remembers its target and envelope,
+        and the audit records `transfer_started`, in one transaction."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE jobs SET step_target = ?, step_image_sha256 = ?, step_upgrade_image_sha256 = ? WHERE id = ?",
+                (step.target, step.image_sha256, step.upgrade_image_sha256, job_id),
+            )
+            return self._append_audit(
+                cur,
+                "transfer_started",
+                {
+                    "job_id": job_id,
+                    "target": step.target,
+                    "image_sha256": step.image_sha256,
+                    "upgrade_image_sha256": step.upgrade_image_sha256,
+                    **data,
+                },
+            )
+
+    def flash_step(self, job_id: int) -> FlashStep | None:
+        """The last flash step the job began, if any."""
+        job = self.job(job_id)
+        if job.step_target is None or job.step_image_sha256 is None or job.step_upgrade_image_sha256 is None:
+            return None
+        return FlashStep(job.step_target, job.step_image_sha256, job.step_upgrade_image_sha256)
 
     def final_job(self, chf_id: str, order_ref: str) -> JobRecord | None:
         row = self._db.execute(
@@ -663,6 +721,7 @@ class Store:
         target_version: str | None,
         image_sha256: str | None,
         hub_sha256: str | None,
+        upgrade_image_sha256: str | None = None,
         charge_pence: int,
         currency: str,
         report: Callable[[JobRecord, AuditEntry, str], dict[str, Any]],
@@ -677,9 +736,10 @@ class Store:
             now = self.now()
             cur.execute(
                 "UPDATE jobs SET state = 'final', outcome = ?, reason = ?, firmware_after = ?, target_version = ?, "
-                "image_sha256 = ?, hub_sha256 = ?, finished_at = ? WHERE id = ?",
-                (outcome.value, reason, firmware_after, target_version, image_sha256, hub_sha256, now, job_id),
-            )
+                "image_sha256 = ?, hub_sha256 = ?, upgrade_image_sha256 = ?, finished_at = ? WHERE id = ?",
+                (outcome.value, reason, firmware_after, target_version, image_sha256, hub_sha256,
+                 upgrade_image_sha256, now, job_id),
+            )  # fmt: skip
             cur.execute(
                 "INSERT INTO custody (chf_id, order_ref, event, slot, operator, at) VALUES (?,?,?,?,?,?)",
                 (row["chf_id"], row["order_ref"], "processed", row["slot"], self.actor.operator, now),
@@ -696,6 +756,7 @@ class Store:
                     "firmware_before": row["firmware_before"],
                     "firmware_after": firmware_after,
                     "image_sha256": image_sha256,
+                    "upgrade_image_sha256": upgrade_image_sha256,
                     "hub_sha256": hub_sha256,
                 },
             )
@@ -740,6 +801,7 @@ class Store:
                 "WHERE message_id = ? AND state IN ('pending', 'at_broker')",
                 [(now, state, confirmed_at, message_id) for message_id in message_ids],
             )
+        crash_point.reached("after:published")
 
     def outbox_acked(self, acks: Sequence[tuple[str, str, str | None]]) -> int:
         """DSP acks (message_id, result, reason): confirmed (applied or duplicate) or rejected. One audit entry

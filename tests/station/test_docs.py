@@ -33,3 +33,16 @@ def test_example_station_config_loads() -> None:
     from station.config import JobSettings
 
     assert config.job == JobSettings()  # the example shows the defaults
+
+
+def test_interruption_table_matches_the_code() -> None:
+    from station.outcome import INTERRUPTIONS
+
+    lines = DOC.read_text().splitlines()
+    start = lines.index("| interruption | when |")
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    assert [(r[0].strip("`"), r[1]) for r in rows] == [(code.value, meaning) for code, meaning in INTERRUPTIONS.items()]
