@@ -149,9 +149,9 @@ class Bench:
             if record is not None:
                 self.outcomes[record.outcome or "?"] = self.outcomes.get(record.outcome or "?", 0) + 1
                 self.on_result()
+            # Even with `once`, look again: the hub on the slot now may not be the one just processed (it was
+            # swapped mid-job), and it is on the bench now. The same hub again ends the slot's work.
             last_done = identity.chf_id
-            if once:
-                return
 
     def progress(self) -> list[dict[str, Any]]:
         """Slot progress for telemetry: the slots that have a hub on them."""
