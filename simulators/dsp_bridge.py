@@ -38,7 +38,6 @@ RESULTS = "reflash/v1/+/+/result"
 ACKS_IN_FLIGHT = 100
 
 
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
