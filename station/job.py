@@ -416,7 +416,7 @@ async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: Job
     assert verification is not None
 
     # The hub about to activate must still be the one this job decided for, even if the link never dropped.
-    await driver.identify()
+    await _with_link_retries(driver.identify, tries, interval)
     slot.begin("activating")
     crash_point.reached("activating")
     try:

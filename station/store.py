@@ -30,7 +30,7 @@ from station import crash_point
 from station.audit import GENESIS, AuditEntry, Checkpoint, entry_hash, sign_checkpoint
 from station.config import StationConfig
 from station.orders import OrderImportError, OrderRequest
-from station.outcome import Outcome
+from station.outcome import Interruption, Outcome
 
 __all__ = ["MIGRATIONS", "Actor", "FlashStep", "JobRecord", "OutboxRow", "Store", "StoreError"]
 
@@ -574,7 +574,11 @@ class Store:
                     "WHERE job_id = ? AND finished_at IS NULL",
                     (self.now(), job_id),
                 )
-                self._append_audit(cur, "job_interrupted", {"job_id": job_id, "cause": "station restarted"})
+                self._append_audit(
+                    cur,
+                    "job_interrupted",
+                    {"job_id": job_id, "cause": "station restarted", "code": Interruption.STATION_STOPPING.value},
+                )
             return ids
 
     def start_job(
