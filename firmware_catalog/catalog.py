@@ -39,6 +39,7 @@ __all__ = [
     "EntryFields",
     "KeyStanding",
     "RevokedKey",
+    "Sha256Hex",
     "StrictModel",
     "TrustedKey",
     "format_validation_error",
