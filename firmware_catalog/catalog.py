@@ -262,7 +262,8 @@ def _parse_document(raw: bytes, source: Path) -> CatalogDocument:
             source,
             "format",
             f"{data['format']} is no longer loaded: {_RETIRED_FORMATS[data['format']]}. Rebuild the catalog from "
-            f"its source with `reflash catalog build` to get {current}",
+            f"its source with `reflash catalog build` to get {current}, with a higher serial (a station that "
+            f"accepted this one refuses its serial with other content)",
         )
     try:
         # JSON mode keeps dates and date-times given as strings; strict refuses every other type conversion.

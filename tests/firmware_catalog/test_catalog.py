@@ -223,6 +223,7 @@ def test_format_1_catalog_is_refused_with_rebuild_advice(world: World) -> None:
     assert caught.value.where == "format"
     assert "reflash-catalog/1 is no longer loaded" in str(caught.value)
     assert "reflash catalog build" in str(caught.value)
+    assert "higher serial" in str(caught.value)
     offer = CatalogHolder(world.authority.public_key()).offer(world.root / "catalog", NOW)
     assert (offer.accepted, offer.code) == (False, ReasonCode.CATALOG_MALFORMED)
 
