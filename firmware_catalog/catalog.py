@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from firmware_catalog.errors import CatalogError, CatalogFormatError, CatalogRefused
+from firmware_catalog.errors import CatalogError, CatalogFormatError, CatalogRefused, KeyFileError
 from firmware_catalog.hub import Hex4, Hex8
 from firmware_catalog.keys import fingerprint, public_key_from_pem, verify_raw
 from firmware_catalog.reason import ReasonCode
@@ -39,6 +39,7 @@ __all__ = [
     "EntryFields",
     "KeyStanding",
     "RevokedKey",
+    "Sha256Hex",
     "StrictModel",
     "TrustedKey",
     "format_validation_error",
@@ -100,6 +101,12 @@ class EntryFields(StrictModel):
 
 
 class CatalogEntry(EntryFields):
+    """An entry of the built catalog: the source's fields plus what the build learned from the image file."""
+
+    # SHA-256 of the whole Upgrade Image file the build checked (header, Manufacturer Image, control byte and
+    # signature). The Manufacturer Image Hash alone leaves the header string, the control byte and the signature
+    # free: another envelope of the same firmware would pass it. The build computes this; no one types it.
+    upgrade_image_sha256: Sha256Hex
     # Fingerprint of the catalog key (trusted or revoked) whose signature the image carries, found at build time;
     # None when no key in the catalog signs it. The policy verifies the signature again on every decision.
     signed_by: Sha256Hex | None
@@ -120,8 +127,14 @@ class RevokedKey(StrictModel):
     reason: str = ""
 
 
+# Formats this code once wrote and no longer loads, with why: the message tells the operator what to do.
+_RETIRED_FORMATS = {
+    "reflash-catalog/1": "it pins only the Manufacturer Image hash, not the whole Upgrade Image file",
+}
+
+
 class CatalogDocument(StrictModel):
-    format: Literal["reflash-catalog/1"]
+    format: Literal["reflash-catalog/2"]
     serial: int = Field(ge=1)
     issued_at: AwareDatetime
     expires_at: AwareDatetime
@@ -197,15 +210,64 @@ class Catalog:
         return KeyStanding.UNKNOWN, f"key {key_fingerprint[:16]} is not in this catalog"
 
 
+class _JsonObject(dict[str, Any]):
+    """A JSON object as read, remembering the keys it was given more than once (json keeps only the last)."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.repeated: list[str] = []
+        for key, value in pairs:
+            if key in self and key not in self.repeated:
+                self.repeated.append(key)
+            self[key] = value
+
+
+def _repeated_key(value: Any, where: str = "") -> str | None:
+    """Where the first key given twice is, like `entries[0].status`, or None."""
+    if isinstance(value, _JsonObject):
+        if value.repeated:
+            return f"{where}.{value.repeated[0]}" if where else value.repeated[0]
+        for key, item in value.items():
+            found = _repeated_key(item, f"{where}.{key}" if where else key)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _repeated_key(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def _parse_document(raw: bytes, source: Path) -> CatalogDocument:
+    """The signed bytes as a document, strictly: one value per key, JSON types exactly as the schema says.
+
+    Lax parsing would let the signed bytes say one thing and the loaded catalog another (a repeated key read as its
+    last value, `true` read as 1, `"7"` as 7); a reviewer reading catalog.json must see what the station loads.
+    """
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_JsonObject)
     except json.JSONDecodeError as exc:
         raise CatalogFormatError(source, f"line {exc.lineno} column {exc.colno}", exc.msg) from exc
     except UnicodeDecodeError as exc:
         raise CatalogFormatError(source, f"byte {exc.start}", "not UTF-8 text") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CatalogFormatError(source, "", f"not valid JSON: {exc}") from exc
+    repeated = _repeated_key(data)
+    if repeated is not None:
+        raise CatalogFormatError(source, repeated, "key given more than once; a catalog gives each key once")
+    if isinstance(data, dict) and isinstance(data.get("format"), str) and data["format"] in _RETIRED_FORMATS:
+        (current,) = get_args(CatalogDocument.model_fields["format"].annotation)
+        raise CatalogFormatError(
+            source,
+            "format",
+            f"{data['format']} is no longer loaded: {_RETIRED_FORMATS[data['format']]}. Rebuild the catalog from "
+            f"its source with `reflash catalog build` to get {current}, with a higher serial (a station that "
+            f"accepted this one refuses its serial with other content)",
+        )
     try:
-        return CatalogDocument.model_validate(data)
+        # JSON mode keeps dates and date-times given as strings; strict refuses every other type conversion.
+        return CatalogDocument.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         where, message = format_validation_error(exc)
         raise CatalogFormatError(source, where, message) from exc
@@ -216,7 +278,12 @@ def _check_consistency(document: CatalogDocument, source: Path) -> dict[str, ec.
     listed: list[tuple[str, TrustedKey | RevokedKey]] = [(f"keys[{i}]", k) for i, k in enumerate(document.keys)]
     listed += [(f"revoked_keys[{i}]", k) for i, k in enumerate(document.revoked_keys)]
     for where, key in listed:
-        public = public_key_from_pem(key.public_key_pem.encode(), f"{source}: {where}")
+        if not key.public_key_pem.isascii():
+            raise CatalogFormatError(source, f"{where}.public_key_pem", "a PEM key is ASCII text")
+        try:
+            public = public_key_from_pem(key.public_key_pem.encode(), "the key")
+        except KeyFileError as exc:
+            raise CatalogFormatError(source, f"{where}.public_key_pem", str(exc)) from exc
         if fingerprint(public) != key.fingerprint:
             raise CatalogFormatError(source, f"{where}.fingerprint", "does not match the key's public_key_pem")
         keys[key.fingerprint] = public

@@ -1,6 +1,9 @@
 """The catalog source: the readable TOML an authority edits, and `build_catalog`, which turns it into a signed
 catalog folder after checking every image against its entry.
 
+The built entry pins the whole image file the build checked (`upgrade_image_sha256`); the source does not carry that
+hash, because the build reads the very file and no person should have to copy a second hash by hand.
+
 The build refuses anything it can prove wrong (a missing or malformed image, a hash or header that differs from
 its entry, a bad key file) with the source file, line and field. An image that no listed key signs is built with
 `signed_by = null` and a warning: the policy then refuses it as UNTRUSTED_KEY on every hub, which is how a catalog
@@ -248,12 +251,12 @@ def build_catalog(
             raise fail(where, f"{entry.manufacturer}/{entry.model}/{entry.firmware_version} is listed twice")
         images[name] = raw
         fields = entry.model_dump()
-        fields.update(image=name, signed_by=signer)
+        fields.update(image=name, upgrade_image_sha256=image.upgrade_image_sha256, signed_by=signer)
         entries.append(CatalogEntry(**fields))
 
     expires = source.expires if source.expires is not None else now + timedelta(days=source.valid_days or 0)
     document = CatalogDocument(
-        format="reflash-catalog/1",
+        format="reflash-catalog/2",
         serial=source.serial,
         issued_at=now,
         expires_at=expires,

@@ -150,6 +150,7 @@ class UpgradeImage:
             "total_size": self.total_size,
             "manufacturer_image_size": self.manufacturer_image_size,
             "manufacturer_image_sha256": self.manufacturer_image_sha256,
+            "upgrade_image_sha256": self.upgrade_image_sha256,
             "control": self.control,
             "signature": self.signature.hex(),
         }

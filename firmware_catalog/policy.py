@@ -47,6 +47,7 @@ class Decision:
                 "cpl_id": self.entry.cpl_id,
                 "firmware_version": self.entry.firmware_version,
                 "manufacturer_image_sha256": self.entry.manufacturer_image_sha256,
+                "upgrade_image_sha256": self.entry.upgrade_image_sha256,
                 "image": self.entry.image,
             },
         }
@@ -127,6 +128,15 @@ def _image_decision(hub: HubIdentity, entry: CatalogEntry, catalog: Catalog) -> 
     assert entry.signed_by is not None
     if not image.verify(catalog.public_keys[entry.signed_by]):
         return refuse(ReasonCode.SIGNATURE_INVALID, f"{path}: signature does not verify under {why}")
+    # Last, so a changed file is first named by what the rules above find wrong with it. What reaches here is a
+    # consistent, validly signed envelope that is still not the file the catalog approved (another header string,
+    # control byte or signature over the same firmware); "signed by" in the audit must be about these bytes.
+    if image.upgrade_image_sha256 != entry.upgrade_image_sha256:
+        return refuse(
+            ReasonCode.IMAGE_FILE_MISMATCH,
+            f"{path}: Upgrade Image SHA-256 (the whole file) {image.upgrade_image_sha256} differs from "
+            f"{entry.cpl_id}'s {entry.upgrade_image_sha256}",
+        )
     return Decision(
         ReasonCode.OK,
         f"flash {hub.firmware_version} -> {entry.firmware_version} ({entry.cpl_id}, signed by {why})",

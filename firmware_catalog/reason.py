@@ -26,6 +26,7 @@ class ReasonCode(StrEnum):
     IMAGE_MISSING = "IMAGE_MISSING"
     IMAGE_HASH_MISMATCH = "IMAGE_HASH_MISMATCH"
     IMAGE_HEADER_MISMATCH = "IMAGE_HEADER_MISMATCH"
+    IMAGE_FILE_MISMATCH = "IMAGE_FILE_MISMATCH"
     MALFORMED_IMAGE = "MALFORMED_IMAGE"
     UNTRUSTED_KEY = "UNTRUSTED_KEY"
     KEY_REVOKED = "KEY_REVOKED"
@@ -141,6 +142,13 @@ RULES: tuple[Rule, ...] = (
         ReasonCode.SIGNATURE_INVALID,
         "The image's signature does not verify under the key the catalog says signs it.",
         "SSC re-flash guidance (signed images only); GBCS ECDSA P-256",
+    ),
+    Rule(
+        ReasonCode.IMAGE_FILE_MISMATCH,
+        "The SHA-256 of the whole image file differs from the catalog's `upgrade_image_sha256`: another envelope "
+        "of the same firmware (header string, control byte or signature), not the file the catalog approved.",
+        "This station's catalog format (docs/catalog.md); GBCS Upgrade Image (the Manufacturer Image Hash does "
+        "not cover the header, control byte or signature)",
     ),
     Rule(
         ReasonCode.OK,

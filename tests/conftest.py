@@ -1,4 +1,5 @@
-"""Test-session fixtures shared by every package: a real Mosquitto broker on a free loopback port."""
+"""Test-session fixtures shared by every package: a real Mosquitto broker on a free loopback port, and a state
+folder of each test's own for the command-line tools' catalog pins."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from station.mosquitto import Mosquitto
+from station.pin_folder import STATE_DIR_ENV
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes catalog pins into the home folder of whoever runs it (subprocesses inherit this too)."""
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="session")

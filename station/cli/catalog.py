@@ -16,7 +16,7 @@ import click
 from pydantic import ValidationError
 from rich.table import Table
 
-from firmware_catalog.catalog import KeyStanding, load_catalog
+from firmware_catalog.catalog import KeyStanding
 from firmware_catalog.catalog_source import build_catalog
 from firmware_catalog.errors import CatalogRefused, ImageFormatError
 from firmware_catalog.hexcode import format_hex, parse_hex
@@ -27,6 +27,8 @@ from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
 from station.atomic_file import write_atomically
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, input_errors, print_json
+from station.cli.station_options import state_dir_option
+from station.pin_folder import PinFolder
 
 __all__ = ["catalog"]
 
@@ -141,14 +143,21 @@ def inspect(image_path: str, as_json: bool) -> None:
 )
 @click.option("--catalog", "catalog_dir", type=click.Path(file_okay=False), help="Use this catalog's trusted keys")
 @click.option("--authority", envvar=AUTHORITY_ENV, type=click.Path(dir_okay=False), help="Catalog authority key")
+@state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
 def verify(
-    image_path: str, key_paths: tuple[str, ...], catalog_dir: str | None, authority: str | None, as_json: bool
+    image_path: str,
+    key_paths: tuple[str, ...],
+    catalog_dir: str | None,
+    authority: str | None,
+    state_dir: str | None,
+    as_json: bool,
 ) -> None:
     """Check IMAGE's signature: exit 0 when valid, 1 when not (with a reason code), 2 on bad input.
 
     With --key, valid means one of the keys verifies it. With --catalog, valid means a key that the catalog
-    trusts for the image's manufacturer, and has not revoked, verifies it.
+    trusts for the image's manufacturer, and has not revoked, verifies it; the catalog is loaded under the
+    rollback pin in the state folder (a refused catalog exits 1 with its code).
     """
     if not key_paths and not catalog_dir:
         raise click.UsageError("give --key PUB (one or more) or --catalog DIR")
@@ -163,7 +172,7 @@ def verify(
     with input_errors():
         keys = [load_public_key(path) for path in key_paths]
         if catalog_dir is not None:
-            trusted = _verify_with_catalog(image, catalog_dir, authority)
+            trusted = _verify_with_catalog(image, catalog_dir, authority, state_dir)
             result.update(trusted)
             _finish_verify(result, as_json)
             return
@@ -178,10 +187,15 @@ def verify(
     _finish_verify(result, as_json)
 
 
-def _verify_with_catalog(image: UpgradeImage, catalog_dir: str, authority: str | None) -> dict[str, Any]:
+def _verify_with_catalog(
+    image: UpgradeImage, catalog_dir: str, authority: str | None, state_dir: str | None
+) -> dict[str, Any]:
     if authority is None:
         raise click.UsageError(f"--catalog needs the catalog authority's public key: --authority or ${AUTHORITY_ENV}")
-    loaded = load_catalog(catalog_dir, load_public_key(authority), datetime.now(UTC))
+    try:
+        loaded = PinFolder.locate(state_dir).load(catalog_dir, load_public_key(authority), datetime.now(UTC))
+    except CatalogRefused as exc:
+        return {"reason": exc.code.value, "message": str(exc)}
     manufacturer = format_hex(image.manufacturer, 4)
     for fp, key in loaded.public_keys.items():
         if image.verify(key):
@@ -229,14 +243,18 @@ def build(source: str, key_path: str, out: str, base: str | None, as_json: bool)
 @click.option("--catalog", "catalog_dir", required=True, type=click.Path(file_okay=False), help="Catalog folder")
 @click.option("--authority", envvar=AUTHORITY_ENV, required=True, type=click.Path(dir_okay=False), help="Authority key")
 @click.option("--hub", "hub_json", required=True, help="The hub's identity as JSON, or @FILE")
+@state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
-def check(catalog_dir: str, authority: str, hub_json: str, as_json: bool) -> None:
-    """Print the policy's decision for one hub: exit 0 flash or nothing to do, 1 refused, 2 bad input."""
+def check(catalog_dir: str, authority: str, hub_json: str, state_dir: str | None, as_json: bool) -> None:
+    """Print the policy's decision for one hub: exit 0 flash or nothing to do, 1 refused, 2 bad input.
+
+    The catalog is loaded under the rollback pin in the state folder, which a newer catalog raises.
+    """
     hub = _read_hub(hub_json)
     with input_errors():
         authority_key = load_public_key(authority)
         try:
-            loaded = load_catalog(catalog_dir, authority_key, datetime.now(UTC))
+            loaded = PinFolder.locate(state_dir).load(catalog_dir, authority_key, datetime.now(UTC))
         except CatalogRefused as exc:
             _finish_check(
                 {"decision": "refuse", "code": exc.code.value, "message": str(exc), "catalog_serial": None},

@@ -14,13 +14,14 @@ from drivers.errors import HubRefused, LinkError, MaintenancePortError
 from drivers.jig import JigDriver, flash
 from drivers.transport_url import TransportUrlError
 from drivers.url_jig import UrlJig
-from firmware_catalog.catalog import load_catalog
 from firmware_catalog.errors import CatalogError, CatalogRefused
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.keys import load_public_key
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, print_json
+from station.cli.station_options import state_dir_option
+from station.pin_folder import PinFileError, PinFolder
 
 __all__ = ["jig"]
 
@@ -74,10 +75,12 @@ def identify(url: str, as_json: bool) -> None:
         click.echo(f"{key:>17}: {fields.get(key) or '-'}")
 
 
-async def _flash(driver: JigDriver, catalog_dir: str, authority: str, show: bool) -> dict[str, Any]:
+async def _flash(
+    driver: JigDriver, catalog_dir: str, authority: str, state_dir: str | None, show: bool
+) -> dict[str, Any]:
     now = datetime.now(UTC)
     try:
-        catalog = load_catalog(catalog_dir, load_public_key(authority), now)
+        catalog = PinFolder.locate(state_dir).load(catalog_dir, load_public_key(authority), now)
     except CatalogRefused as exc:
         return {"outcome": "REFUSED", "reason": exc.code.value, "message": str(exc)}
     try:
@@ -121,15 +124,18 @@ async def _flash(driver: JigDriver, catalog_dir: str, authority: str, show: bool
 @click.option("--catalog", "catalog_dir", required=True, type=click.Path(file_okay=False), help="Catalog folder")
 @click.option("--authority", envvar="REFLASH_CATALOG_AUTHORITY", required=True, type=click.Path(dir_okay=False))
 @click.option("--baud", type=int, help="Switch to this rate after identify (serial jigs)")
+@state_dir_option
 @click.option("--json", "as_json", is_flag=True)
-def flash_command(url: str, catalog_dir: str, authority: str, baud: int | None, as_json: bool) -> None:
+def flash_command(
+    url: str, catalog_dir: str, authority: str, baud: int | None, state_dir: str | None, as_json: bool
+) -> None:
     """Flash the hub on the jig at URL with what the catalog's policy decides: no bypass, no override.
 
     Exit 0 when the hub runs the target (or already did), 1 when refused or failed, 2 on bad input.
     """
     try:
-        result = asyncio.run(_flash(_driver(url, baud), catalog_dir, authority, show=not as_json))
-    except (CatalogError, OSError) as exc:
+        result = asyncio.run(_flash(_driver(url, baud), catalog_dir, authority, state_dir, show=not as_json))
+    except (CatalogError, PinFileError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     except MaintenancePortError as exc:

@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 
 from firmware_catalog.errors import CatalogError
+from station.pin_folder import PinFileError
 
 __all__ = ["EXIT_INPUT", "EXIT_REFUSED", "console", "input_errors", "print_json"]
 
@@ -36,9 +37,9 @@ def print_json(payload: Any) -> None:
 
 @contextmanager
 def input_errors() -> Iterator[None]:
-    """Turn the catalog package's input errors into one clear line on stderr and exit status 2."""
+    """Turn the catalog package's input errors, and a bad catalog pin file, into one line on stderr and exit 2."""
     try:
         yield
-    except CatalogError as exc:
+    except (CatalogError, PinFileError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)

@@ -1,4 +1,5 @@
-"""The `--config` option every station command shares, and opening the store it names."""
+"""Options station commands share: `--config` (and opening the store it names) and `--state-dir` (the catalog
+rollback pins of the tools that have no store)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import click
 
 from firmware_catalog.errors import CatalogError
 from station.config import ConfigError, StationConfig, load_config
+from station.pin_folder import STATE_DIR_ENV
 from station.store import Store
 
-__all__ = ["CONFIG_ENV", "config_option", "open_store"]
+__all__ = ["CONFIG_ENV", "config_option", "open_store", "state_dir_option"]
 
 CONFIG_ENV = "REFLASH_CONFIG"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,3 +39,15 @@ def open_store(config_path: str) -> tuple[StationConfig, Store]:
     except (ConfigError, CatalogError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def state_dir_option(func: F) -> F:
+    """`--state-dir`: where `PinFolder` keeps the catalog rollback pins; None means its default."""
+    return click.option(
+        "--state-dir",
+        "state_dir",
+        default=None,
+        type=click.Path(file_okay=False),
+        help=f"Folder of the catalog rollback pins (default ${STATE_DIR_ENV}, else $XDG_STATE_HOME/reflash, "
+        "else ~/.local/state/reflash)",
+    )(func)

@@ -30,6 +30,7 @@ def test_sample_header_fields_byte_exact() -> None:
         "total_size": 361,
         "manufacturer_image_size": 235,
         "manufacturer_image_sha256": hashlib.sha256(raw[60:295]).hexdigest(),
+        "upgrade_image_sha256": hashlib.sha256(raw).hexdigest(),
         "control": 0,
         "signature": None,
     }

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from firmware_catalog.errors import CatalogRefused
 from firmware_catalog.hub import HubIdentity
+from firmware_catalog.image import build_signed_image, parse_image
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import RULES, ReasonCode
 from tests.firmware_catalog.conftest import NOW, World
@@ -171,6 +174,64 @@ def test_signature_invalid_when_control_byte_changes(world: World, hub: Hub) -> 
     data[-66] ^= 0x01  # the control byte is signed but not hashed into the Manufacturer Image Hash
     _replace(world, bytes(data))
     assert decide(hub(), world.load(), NOW).code is ReasonCode.SIGNATURE_INVALID
+
+
+def _envelope(world: World, signer: str = "maker", **changes: object) -> bytes:
+    """Another Upgrade Image of the same Manufacturer Image as the catalog's 01010000 entry, signed by `signer`."""
+    fields: dict[str, Any] = {
+        "manufacturer": 0x121D,
+        "image_type": 0x0000,
+        "file_version": 0x01010000,
+        "min_hardware_version": 0x1111,
+        "max_hardware_version": 0x1211,
+        "manufacturer_image": hashlib.sha256(b"01010000").digest() * 64,  # World.image's default body
+    }
+    fields.update(changes)
+    return build_signed_image(world.key(signer), **fields)
+
+
+def test_ok_pins_the_whole_file(world: World, hub: Hub) -> None:
+    world.image(version="01010000", upgrade_from=["01000000"])
+    world.build()
+    decision = decide(hub(), world.load(), NOW)
+    assert decision.code is ReasonCode.OK
+    assert decision.entry is not None
+    assert decision.image is not None
+    assert decision.entry.upgrade_image_sha256 == hashlib.sha256(decision.image.raw).hexdigest()
+    assert decision.describe()["target"]["upgrade_image_sha256"] == decision.entry.upgrade_image_sha256
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"header_string": "another build"}, {"control": 1}, {}],
+    ids=["header-string", "control-byte", "fresh-signature"],
+)
+def test_image_file_mismatch_for_another_envelope_of_the_same_firmware(
+    world: World, hub: Hub, changes: dict[str, Any]
+) -> None:
+    """Same Manufacturer Image, same header fields, validly signed by the trusted key: still not the approved file.
+    (ECDSA signatures are randomised, so even re-signing the same bytes makes another file.)"""
+    world, original = _catalog_image(world)
+    other = _envelope(world, **changes)
+    image = parse_image(other)
+    assert image.manufacturer_image_sha256 == parse_image(bytes(original)).manufacturer_image_sha256
+    assert image.verify(world.key("maker").public_key())
+    assert other != bytes(original)
+    _replace(world, other)
+    decision = decide(hub(), world.load(), NOW)
+    assert decision.code is ReasonCode.IMAGE_FILE_MISMATCH
+    assert "Upgrade Image SHA-256 (the whole file)" in decision.message
+    assert decision.image is None
+
+
+def test_envelope_signed_by_another_trusted_key_is_refused(world: World, hub: Hub) -> None:
+    """The catalog's signer is the one the build found; a second key trusted for the maker does not stand in."""
+    world.trust("second", "121D")
+    world, _ = _catalog_image(world)
+    _replace(world, _envelope(world, signer="second"))
+    decision = decide(hub(), world.load(), NOW)
+    assert decision.code is ReasonCode.SIGNATURE_INVALID
+    assert decision.image is None
 
 
 def test_untrusted_key_unknown_signer(world: World, hub: Hub) -> None:

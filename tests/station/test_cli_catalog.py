@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -23,6 +24,7 @@ INSPECT_KEYS = {
     "total_size",
     "manufacturer_image_size",
     "manufacturer_image_sha256",
+    "upgrade_image_sha256",
     "control",
 }
 
@@ -66,6 +68,7 @@ def test_inspect_json_contract(signed: Path) -> None:
     assert fields["control"] == 1
     assert fields["manufacturer_image_size"] == 5000
     assert fields["total_size"] == 5126
+    assert fields["upgrade_image_sha256"] == hashlib.sha256(signed.read_bytes()).hexdigest()
 
 
 def test_inspect_sample_json(tmp_path: Path) -> None:
@@ -132,8 +135,6 @@ def test_sign_image_refuses_bad_codes(tmp_path: Path) -> None:
 
 
 def test_build_and_check_through_the_cli(tmp_path: Path, signed: Path) -> None:
-    import hashlib
-
     run("catalog", "keygen", "--out", tmp_path / "authority")
     body = (tmp_path / "body.bin").read_bytes()
     (tmp_path / "source.toml").write_text(
