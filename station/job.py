@@ -267,7 +267,7 @@ async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: Job
 
     slot.begin("activating")
     try:
-        activation = await driver.activate(sha)
+        activation = await driver.activate(sha, image.upgrade_image_sha256)
     except LinkError as exc:
         # The hub may be rebooting into the new image; what it runs now is the question that decides.
         store.record_event(job_id, "activate", code=None, error=str(exc))

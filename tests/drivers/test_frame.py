@@ -86,7 +86,9 @@ def test_decode_message_raises_only_frame_error(kind: MessageType, payload: byte
 
 
 def test_truncated_message_names_field_and_offset() -> None:
-    payload = encode_message(MessageType.BEGIN_TRANSFER, total_size=1000, sha256=bytes(32), compression=1)[:10]
+    payload = encode_message(
+        MessageType.BEGIN_TRANSFER, total_size=1000, sha256=bytes(32), image_sha256=bytes(32), compression=1
+    )[:10]
     with pytest.raises(FrameError) as caught:
         decode_message(MessageType.BEGIN_TRANSFER, payload)
     assert caught.value.field == "sha256"
