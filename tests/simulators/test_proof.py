@@ -328,3 +328,33 @@ async def test_a_proof_asks_for_more_than_the_hub_holds(make_jig: Jigs, tmp_path
     assert not (await port.prove(image.raw, ProofRegion.RUNNING, 0, 1)).ok  # nothing activated yet: empty
     with pytest.raises(ValueError, match="proof over bytes"):
         await port.prove(image.raw, ProofRegion.STAGED, 0, image.total_size + 1)
+
+
+def test_the_prove_timeout_allows_a_second_per_mib() -> None:
+    settings = dataclasses.replace(QUICK, reply_timeout_s=0.5)
+    assert settings.prove_timeout_s(0) == 0.5
+    assert settings.prove_timeout_s(3 * 1024 * 1024) == pytest.approx(3.5)
+
+
+async def test_swap_to_from_config(tmp_path: Path) -> None:
+    jig = SimJig.from_config(
+        {
+            "state_dir": tmp_path / "first",
+            "chf_id": "00-DB-12-34-56-78-90-A0",
+            "fault": "swap@5000",
+            "reboot_delay_s": 0,
+            "trusted_keys": {},
+            "swap_to": {"state_dir": tmp_path / "second", "chf_id": "00-DB-12-34-56-78-90-B0"},
+        }
+    )
+    try:
+        assert jig.hub_options.faults.swap == 5000
+        assert jig.swap_to is not None
+        assert jig.swap_to.identity.chf_id == "00-DB-12-34-56-78-90-B0"
+        assert jig.swap_to.state_dir == tmp_path / "second"
+        assert jig.swap_to.reboot_delay_s == 0
+        jig.hub.swapped = True  # as the fault does when it fires
+        assert (await jig.identify()).chf_id == "00-DB-12-34-56-78-90-B0"
+        assert [hub.identity.chf_id for hub in jig.swapped_out] == ["00-DB-12-34-56-78-90-A0"]
+    finally:
+        await jig.close()
