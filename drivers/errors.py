@@ -8,25 +8,32 @@
      |    +-- TransferRefused       begin-transfer refused; `reason` is a `RefuseReason`
      |    +-- ActivationFailed      CS06 outcome other than Success, or the wrong version running afterwards
      |    +-- VerificationFailed    the hub's hash or signature verdict does not match what was sent
+     |    +-- ProofFailed           the hub could not prove (PROVE) that it holds the bytes; `region`, `held`
+     +-- HubSwapped                 the hub on the jig is not the one the job began with. Not retryable.
      +-- ProtocolError              the hub broke the protocol: unexpected message, bad field, impossible offset
           +-- FrameError            bytes that do not parse as a frame or message (names field and byte offset)
           +-- DeframeError          the deframer was misused (never raised for any byte content it is fed)
 
 A station treats `LinkError` as "try again later, the transfer resumes", `HubRefused` as an outcome to record with its
-code, and `ProtocolError` as a fault in the hub or the jig firmware.
+code, `HubSwapped` as the end of the job for the hub it expected (nothing more is sent to the one found), and
+`ProtocolError` as a fault in the hub or the jig firmware.
 """
 
 from __future__ import annotations
+
+from firmware_catalog.hub import HubIdentity
 
 __all__ = [
     "ActivationFailed",
     "DeframeError",
     "FrameError",
     "HubRefused",
+    "HubSwapped",
     "LinkClosed",
     "LinkError",
     "LinkTimeout",
     "MaintenancePortError",
+    "ProofFailed",
     "ProtocolError",
     "TransferRefused",
     "VerificationFailed",
@@ -77,6 +84,47 @@ class ActivationFailed(HubRefused):
 
 class VerificationFailed(HubRefused):
     """The hub holds something other than what was sent, or its own signature check failed."""
+
+
+class ProofFailed(HubRefused):
+    """The hub could not prove it holds the bytes asked about. `region` is the `ProofRegion` code (0 staged,
+    1 running) and `held` the bytes the hub said it holds there."""
+
+    def __init__(self, region: int, held: int, message: str) -> None:
+        self.region = region
+        self.held = held
+        super().__init__(message)
+
+
+class HubSwapped(MaintenancePortError):
+    """The hub that answered IDENTIFY on a new connection is not the one expected: another hub is on the jig.
+
+    `expected` and `found` are the two identities, `fields` the identity fields that differ. Never retried: the job
+    for the expected hub cannot go on, and nothing is sent to the hub found.
+    """
+
+    retryable = False
+    # What makes a hub the same hub; firmware and staged versions change legitimately during a job.
+    IDENTITY_FIELDS = ("chf_id", "gpf_id", "manufacturer", "model", "hardware_version", "serial")
+
+    def __init__(self, expected: HubIdentity, found: HubIdentity, fields: tuple[str, ...] | None = None) -> None:
+        self.expected = expected
+        self.found = found
+        self.fields = self.differences(expected, found) if fields is None else fields
+        differ = ", ".join(f"{name} {getattr(expected, name)} -> {getattr(found, name)}" for name in self.fields)
+        super().__init__(f"hub swapped: expected CHF ID {expected.chf_id}, found CHF ID {found.chf_id} ({differ})")
+
+    @classmethod
+    def differences(cls, expected: HubIdentity, found: HubIdentity) -> tuple[str, ...]:
+        """The identity fields that differ; `serial` only counts when both hubs report one."""
+        out = []
+        for name in cls.IDENTITY_FIELDS:
+            a, b = getattr(expected, name), getattr(found, name)
+            if name == "serial" and (a is None or b is None):
+                continue
+            if a != b:
+                out.append(name)
+        return tuple(out)
 
 
 class ProtocolError(MaintenancePortError):

@@ -18,6 +18,8 @@ The header has its own CRC so that a receiver never waits for a payload whose le
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import struct
 import zlib
@@ -55,6 +57,8 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_PAYLOAD",
     "MESSAGES",
+    "NONCE_SIZE",
+    "PROOF_DOMAIN",
     "PROTOCOL_VERSION",
     "SOF",
     "ActivationCode",
@@ -65,15 +69,17 @@ __all__ = [
     "HubState",
     "MessageType",
     "NakReason",
+    "ProofRegion",
     "RefuseReason",
     "decode_message",
     "encode_message",
     "message_fields",
     "parse_frame",
     "parse_frame_head",
+    "proof_mac",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # After accepting a baud switch, a hub that hears no valid frame at the new rate within this time goes back.
 BAUD_CONFIRM_S = 1.0
 SOF = b"\xa5\x5a"
@@ -94,6 +100,7 @@ class MessageType(IntEnum):
     ABORT = 0x09
     ERASE = 0x0A
     RESET = 0x0B
+    PROVE = 0x0C
     IDENTITY = 0x81
     ACCEPT = 0x82
     REFUSE = 0x83
@@ -105,6 +112,7 @@ class MessageType(IntEnum):
     BAUD_RESULT = 0x89
     ALIVE = 0x8A
     DONE = 0x8B
+    PROOF = 0x8C
     ERROR = 0xFF
 
 
@@ -148,6 +156,31 @@ class ActivationCode(IntEnum):
     NO_IMAGE_HELD = 1
     HASH_MISMATCH = 2
     ACTIVATION_FAILURE = 3
+
+
+class ProofRegion(IntEnum):
+    """Which of the hub's images a PROVE asks about."""
+
+    STAGED = 0  # the image being received or held for activation
+    RUNNING = 1  # the whole Upgrade Image in the slot the hub boots from (empty before its first activation)
+
+
+# Proof of possession (docs/maintenance-port.md, "Proof of possession"): a fresh random nonce per PROVE is the HMAC
+# key, so only a hub that holds the bytes at the moment of asking can answer.
+NONCE_SIZE = 16
+PROOF_DOMAIN = b"reflash-proof/2"
+
+
+def proof_mac(nonce: bytes, region: int, offset: int, length: int, data: bytes) -> bytes:
+    """HMAC-SHA256(key=nonce, msg=PROOF_DOMAIN || region u8 || offset u32 le || length u32 le || data).
+
+    `data` is the region's bytes[offset : offset + length]; both ends compute it with this one function.
+    """
+    if len(data) != length:
+        raise ValueError(f"proof over {length} bytes given {len(data)}")
+    mac = hmac.new(nonce, PROOF_DOMAIN + struct.pack("<BII", region, offset, length), hashlib.sha256)
+    mac.update(data)
+    return mac.digest()
 
 
 class HubState(IntEnum):
@@ -241,6 +274,7 @@ _MESSAGE_SUBCONS: dict[MessageType, tuple[tuple[str, Any], ...]] = {
     MessageType.BEGIN_TRANSFER: (
         ("total_size", Int32ul),
         ("sha256", _SHA256),
+        ("image_sha256", _SHA256),
         ("compression", Int8ul),
     ),
     MessageType.ACCEPT: (("resume_offset", Int32ul),),
@@ -260,7 +294,7 @@ _MESSAGE_SUBCONS: dict[MessageType, tuple[tuple[str, Any], ...]] = {
         ("sha256", _SHA256),
         ("signature_ok", Int8ul),
     ),
-    MessageType.ACTIVATE: (("sha256", _SHA256),),
+    MessageType.ACTIVATE: (("sha256", _SHA256), ("image_sha256", _SHA256)),
     MessageType.ACTIVATE_RESULT: (("code", Int8ul), ("running_version", Int32ul)),
     MessageType.READ_VERSION: (),
     MessageType.VERSION: (("running_version", Int32ul), ("staged", Int8ul), ("staged_version", Int32ul)),
@@ -272,6 +306,19 @@ _MESSAGE_SUBCONS: dict[MessageType, tuple[tuple[str, Any], ...]] = {
     MessageType.ERASE: (),
     MessageType.RESET: (),
     MessageType.DONE: (),
+    MessageType.PROVE: (
+        ("nonce", Bytes(NONCE_SIZE)),
+        ("region", Int8ul),
+        ("offset", Int32ul),
+        ("length", Int32ul),
+    ),
+    MessageType.PROOF: (
+        ("region", Int8ul),
+        ("offset", Int32ul),
+        ("length", Int32ul),
+        ("held", Int32ul),
+        ("mac", _SHA256),
+    ),
     MessageType.ERROR: (("code", Int8ul), ("detail", _TEXT)),
 }
 

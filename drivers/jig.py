@@ -2,7 +2,9 @@
 
 A driver is a transport opener plus the maintenance-port session: `MaintenancePortJig` takes any coroutine that opens
 a `Transport` (serial, TCP, USB, an in-memory link) and does the rest, reopening the transport after a link error
-so that the next call resumes. The registry maps the names used in configuration to driver classes, by import path
+so that the next call resumes. Once told which hub to expect (`expect`), every IDENTIFY is checked against it, so a
+hub swapped for another between two connections raises `HubSwapped` before anything else is sent to it. The registry
+maps the names used in configuration to driver classes, by import path
 so that `drivers` never imports the packages that provide them (`sim` lives in `simulators`).
 """
 
@@ -14,12 +16,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from drivers.errors import ActivationFailed, LinkError, VerificationFailed
-from drivers.frame import ActivationCode
+from drivers.errors import ActivationFailed, HubSwapped, LinkError, ProofFailed, VerificationFailed
+from drivers.frame import ActivationCode, ProofRegion
 from drivers.maintenance_port import (
     Activation,
     BaudControl,
     MaintenancePort,
+    Proof,
     SessionSettings,
     Verification,
     VersionInfo,
@@ -47,6 +50,14 @@ _T = TypeVar("_T")
 class JigDriver(abc.ABC):
     """What the station needs from one jig slot with one hub on it."""
 
+    # The hub this driver must be talking to; set by `expect`, None = whichever hub answers.
+    expected: HubIdentity | None = None
+
+    def expect(self, identity: HubIdentity | None) -> None:
+        """From now on, a hub whose identity differs from `identity` (CHF ID, GPF ID, manufacturer, model, hardware
+        version, and serial when both have one) raises `HubSwapped`. None stops checking."""
+        self.expected = identity
+
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> JigDriver:
         """Build the driver from its config table; each driver documents its keys."""
@@ -62,7 +73,15 @@ class JigDriver(abc.ABC):
     async def verify(self) -> Verification: ...
 
     @abc.abstractmethod
-    async def activate(self, sha256: str) -> Activation: ...
+    async def prove(self, image: UpgradeImage, region: ProofRegion) -> Proof:
+        """Have the hub prove it holds the whole of `image` in `region` (offset 0, length total_size)."""
+
+    @abc.abstractmethod
+    async def erase(self) -> None:
+        """Make the hub forget its staged image and any partial transfer."""
+
+    @abc.abstractmethod
+    async def activate(self, sha256: str, image_sha256: str) -> Activation: ...
 
     @abc.abstractmethod
     async def read_version(self) -> VersionInfo: ...
@@ -101,13 +120,19 @@ class MaintenancePortJig(JigDriver):
         port = MaintenancePort(opened.transport, self.settings, opened.baud)
         self.port = port
         try:
-            await port.identify()
+            self._check(await port.identify())
             if self.target_baud and opened.baud is not None and self.target_baud in port.hub_baud_rates:
                 await port.switch_baud(self.target_baud)
         except BaseException:
             await self._drop()
             raise
         return port
+
+    def _check(self, found: HubIdentity) -> None:
+        if self.expected is not None:
+            fields = HubSwapped.differences(self.expected, found)
+            if fields:
+                raise HubSwapped(self.expected, found, fields)
 
     async def _drop(self) -> None:
         if self.port is not None:
@@ -124,7 +149,16 @@ class MaintenancePortJig(JigDriver):
             raise
 
     async def identify(self) -> HubIdentity:
-        return await self._call(lambda port: port.identify())
+        async def identify(port: MaintenancePort) -> HubIdentity:
+            found = await port.identify()
+            try:
+                self._check(found)
+            except HubSwapped:
+                await self._drop()
+                raise
+            return found
+
+        return await self._call(identify)
 
     async def transfer(self, image: UpgradeImage, progress: Progress | None = None) -> TransferStats:
         return await self._call(lambda port: port.transfer(image, progress))
@@ -132,8 +166,14 @@ class MaintenancePortJig(JigDriver):
     async def verify(self) -> Verification:
         return await self._call(lambda port: port.verify())
 
-    async def activate(self, sha256: str) -> Activation:
-        return await self._call(lambda port: port.activate(sha256))
+    async def prove(self, image: UpgradeImage, region: ProofRegion) -> Proof:
+        return await self._call(lambda port: port.prove(image.raw, region))
+
+    async def erase(self) -> None:
+        await self._call(lambda port: port.erase())
+
+    async def activate(self, sha256: str, image_sha256: str) -> Activation:
+        return await self._call(lambda port: port.activate(sha256, image_sha256))
 
     async def read_version(self) -> VersionInfo:
         return await self._call(lambda port: port.read_version())
@@ -177,35 +217,61 @@ def driver_class(name: str) -> type[JigDriver]:
 
 @dataclass(frozen=True)
 class FlashResult:
-    """A hub re-flashed: what it runs now, the hash it reported, and what each transfer attempt cost."""
+    """A hub re-flashed: what it runs now, the hash it reported, the proofs it gave, and what each transfer cost.
+
+    `activation` is None when the link dropped during the reboot and the version read back afterwards decided.
+    `staged_proof` is the proof of the whole staged envelope before activation, `running_proof` of the whole running
+    envelope after it; both are ok in a FlashResult. `erased` is True when an unproven image was erased on the way.
+    """
 
     verification: Verification
-    activation: Activation
+    activation: Activation | None
     version: VersionInfo
+    staged_proof: Proof
+    running_proof: Proof
     attempts: list[TransferStats] = field(default_factory=list)
+    erased: bool = False
 
     @property
     def data_bytes(self) -> int:
         return sum(a.data_bytes for a in self.attempts)
 
 
-async def flash(
-    driver: JigDriver, image: UpgradeImage, progress: Progress | None = None, link_retries: int = 3
-) -> FlashResult:
-    """Transfer (resuming after link errors), verify, activate, read back. Raises unless the target runs.
-
-    A hub counts as re-flashed only when its own hash matches the image, its signature check passed, activation
-    answered CS06 Success, and the version read back is the image's.
-    """
-    attempts: list[TransferStats] = []
+async def _with_link_retries(call: Callable[[], Awaitable[_T]], link_retries: int) -> _T:
     for attempt in range(link_retries + 1):
         try:
-            attempts.append(await driver.transfer(image, progress))
-            break
+            return await call()
         except LinkError:
             if attempt == link_retries:
                 raise
-    target = f"{image.file_version:08X}"
+    raise AssertionError("unreachable")
+
+
+async def flash(
+    driver: JigDriver, image: UpgradeImage, progress: Progress | None = None, link_retries: int = 3
+) -> FlashResult:
+    """Transfer (resuming after link errors), verify, prove, activate, read back, prove. Raises unless the target
+    runs and the hub proved it.
+
+    A hub counts as re-flashed only when its own hash matches the image, its signature check passed, it proved it
+    holds the whole envelope before activation (else it is erased and sent the image again, once), activation
+    answered CS06 Success (or the link dropped during the reboot), the version read back is the image's, and it
+    proved it runs the whole envelope afterwards. Unless the driver already expects a hub, the one identified first
+    is expected throughout (a swapped hub raises `HubSwapped`).
+    """
+    pinned = driver.expected
+    if pinned is None:
+        driver.expect(await _with_link_retries(driver.identify, link_retries))
+    try:
+        return await _flash(driver, image, progress, link_retries)
+    finally:
+        driver.expect(pinned)
+
+
+async def _transfer_and_verify(
+    driver: JigDriver, image: UpgradeImage, progress: Progress | None, link_retries: int
+) -> tuple[TransferStats, Verification]:
+    stats = await _with_link_retries(lambda: driver.transfer(image, progress), link_retries)
     verification = await driver.verify()
     if verification.held != image.total_size or verification.sha256 != image.manufacturer_image_sha256:
         raise VerificationFailed(
@@ -214,18 +280,64 @@ async def flash(
         )
     if not verification.signature_ok:
         raise VerificationFailed("the hub's own signature check of the image failed")
-    activation = await driver.activate(image.manufacturer_image_sha256)
-    if activation.code != ActivationCode.SUCCESS:
-        raise ActivationFailed(
-            activation.code,
-            int(activation.running_version, 16),
-            f"CS06 {activation.code.value} {activation.code.name}; hub runs {activation.running_version}",
-        )
-    version = await driver.read_version()
+    return stats, verification
+
+
+def _proof_failure(proof: Proof, image: UpgradeImage, what: str) -> ProofFailed:
+    if proof.held < proof.offset + proof.length:
+        why = f"it holds {proof.held} of its {image.total_size} bytes"
+    else:
+        why = f"it claims {proof.held} bytes but its MAC over them is not the image's"
+    return ProofFailed(proof.region, proof.held, f"hub could not prove it holds {what}: {why}")
+
+
+async def _flash(driver: JigDriver, image: UpgradeImage, progress: Progress | None, link_retries: int) -> FlashResult:
+    attempts: list[TransferStats] = []
+    stats, verification = await _transfer_and_verify(driver, image, progress, link_retries)
+    attempts.append(stats)
+    erased = stats.erased
+    staged = await driver.prove(image, ProofRegion.STAGED)
+    if not staged.ok:
+        # The hub's word (ACKs, VERIFY) said it holds the image; its bytes say otherwise. Start again, once.
+        await driver.erase()
+        erased = True
+        stats, verification = await _transfer_and_verify(driver, image, progress, link_retries)
+        attempts.append(stats)
+        staged = await driver.prove(image, ProofRegion.STAGED)
+        if not staged.ok:
+            raise _proof_failure(staged, image, "the staged image after an erase and a second transfer")
+    target = f"{image.file_version:08X}"
+    activation: Activation | None = None
+    try:
+        activation = await driver.activate(image.manufacturer_image_sha256, image.upgrade_image_sha256)
+    except LinkError as dropped:
+        # The hub may be rebooting into the new image: what it runs after reconnecting decides.
+        try:
+            version = await _with_link_retries(driver.read_version, link_retries)
+        except LinkError as again:
+            raise dropped from again
+    else:
+        if activation.code != ActivationCode.SUCCESS:
+            raise ActivationFailed(
+                activation.code,
+                int(activation.running_version, 16),
+                f"CS06 {activation.code.value} {activation.code.name}; hub runs {activation.running_version}",
+            )
+        version = await _with_link_retries(driver.read_version, link_retries)
     if version.running_version != target:
+        if activation is None:
+            raise ActivationFailed(
+                ActivationCode.ACTIVATION_FAILURE,
+                int(version.running_version, 16),
+                f"link dropped at ACTIVATE; after reconnecting the hub runs {version.running_version}, "
+                f"not the target {target}",
+            )
         raise ActivationFailed(
             activation.code,
             int(version.running_version, 16),
             f"hub reported Success but runs {version.running_version}, not the target {target}",
         )
-    return FlashResult(verification, activation, version, attempts)
+    running = await _with_link_retries(lambda: driver.prove(image, ProofRegion.RUNNING), link_retries)
+    if not running.ok:
+        raise _proof_failure(running, image, f"it runs the target image {target}")
+    return FlashResult(verification, activation, version, staged, running, attempts, erased)

@@ -3,22 +3,28 @@
 Requests are answered by one reply that carries the request's sequence number in `ack`; a request with no answer is
 sent again with the same sequence number (the hub repeats its answer, never the action). ACK and NAK frames during a
 transfer go to the transfer engine. Errors are the tree in `drivers.errors`.
+
+Nothing the hub says about what it holds is taken on its word: a resumed prefix is proven (PROVE with a fresh nonce)
+before a byte after it is sent, and a prefix the hub cannot prove is erased and sent again from zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import math
+import secrets
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from drivers.deframer import Deframer
-from drivers.errors import LinkClosed, LinkTimeout, ProtocolError, TransferRefused
+from drivers.errors import LinkClosed, LinkTimeout, ProofFailed, ProtocolError, TransferRefused
 from drivers.frame import (
     BAUD_CONFIRM_S,
     FRAME_OVERHEAD,
     MAX_PAYLOAD,
+    NONCE_SIZE,
     PROTOCOL_VERSION,
     ActivationCode,
     Compression,
@@ -26,7 +32,9 @@ from drivers.frame import (
     Frame,
     HubState,
     MessageType,
+    ProofRegion,
     RefuseReason,
+    proof_mac,
 )
 from drivers.transfer import Progress, TransferEngine, TransferStats, choose_compression
 from drivers.transport import Transport
@@ -35,10 +43,12 @@ from firmware_catalog.image import UpgradeImage
 
 __all__ = [
     "MIN_NEGOTIATED_PAYLOAD",
+    "PROVE_SECONDS_PER_MIB",
     "Activation",
     "BaudControl",
     "HubStatus",
     "MaintenancePort",
+    "Proof",
     "SessionSettings",
     "Verification",
     "VersionInfo",
@@ -47,6 +57,9 @@ __all__ = [
 MIN_NEGOTIATED_PAYLOAD = 4096
 # A DATA frame must carry its 9-byte header and some image; below this the transfer would crawl or stall.
 _SMALLEST_USABLE_PAYLOAD = 64
+# A hub answers PROVE within reply_timeout + this many seconds per MiB proved (it must read and hash the bytes).
+PROVE_SECONDS_PER_MIB = 1.0
+_MIB = 1024 * 1024
 
 
 class BaudControl(Protocol):
@@ -69,6 +82,10 @@ class SessionSettings:
     min_rto_s: float = 0.2
     max_stalls: int = 6
     compression: bool = True
+
+    def prove_timeout_s(self, length: int) -> float:
+        """How long to wait for the answer to a PROVE over `length` bytes: reply timeout + 1 s per MiB."""
+        return self.reply_timeout_s + PROVE_SECONDS_PER_MIB * length / _MIB
 
     def __post_init__(self) -> None:
         if not _SMALLEST_USABLE_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
@@ -93,6 +110,18 @@ class Activation:
 
     code: ActivationCode
     running_version: str
+
+
+@dataclass(frozen=True)
+class Proof:
+    """The answer to one PROVE: `ok` only when the hub holds `offset + length` bytes in `region` and its MAC over
+    them, keyed by this request's fresh nonce, equals the station's own."""
+
+    region: ProofRegion
+    offset: int
+    length: int
+    held: int
+    ok: bool
 
 
 @dataclass(frozen=True)
@@ -288,35 +317,45 @@ class MaintenancePort:
         return self.identity
 
     async def transfer(self, image: UpgradeImage, progress: Progress | None = None) -> TransferStats:
-        """Send the whole Upgrade Image, resuming from whatever the hub already holds for its hash."""
+        """Send the whole Upgrade Image, resuming only from a prefix the hub proves it holds.
+
+        A prefix the hub cannot prove is erased (ERASE) and the image sent from byte 0; a hub that still claims
+        bytes after the erase raises `ProofFailed`. `TransferStats.resume_proven` and `erased` say which happened.
+        """
         if self.identity is None:
             await self.identify()
         raw = image.raw
         compression = choose_compression(raw) if self.settings.compression else Compression.NONE
-        begin = Frame.of(
-            MessageType.BEGIN_TRANSFER,
-            self._next_seq(),
-            total_size=len(raw),
-            sha256=bytes.fromhex(image.manufacturer_image_sha256),
-            compression=compression,
-        )
-        answer = await self.exchange(begin, {MessageType.ACCEPT, MessageType.REFUSE})
-        if answer.type == MessageType.REFUSE:
-            refusal = answer.message()
-            if refusal.reason == RefuseReason.UNSUPPORTED_COMPRESSION and compression != Compression.NONE:
-                self.settings = replace(self.settings, compression=False)
-                return await self.transfer(image, progress)
-            raise TransferRefused(refusal.reason, refusal.detail)
-        reply = answer.message()
-        if reply.resume_offset > len(raw):
-            raise ProtocolError(f"hub offers to resume at byte {reply.resume_offset} of a {len(raw)}-byte image")
+        accepted = await self._begin(image, compression)
+        if accepted is None:
+            self.settings = replace(self.settings, compression=False)
+            return await self.transfer(image, progress)
+        start, resume_proven, erased = accepted, None, False
+        if start > 0:
+            proof = await self.prove(raw, ProofRegion.STAGED, 0, start)
+            resume_proven = proof.ok
+            if not proof.ok:
+                # What the hub holds is not this image's prefix (or not held at all): never build on it.
+                await self.erase()
+                erased = True
+                again = await self._begin(image, compression)
+                if again is None:  # the hub accepted this compression a moment ago
+                    raise ProtocolError("hub refused a compression after an erase that it had accepted before it")
+                if again != 0:
+                    raise ProofFailed(
+                        ProofRegion.STAGED,
+                        again,
+                        f"hub could not prove the {start}-byte prefix it offered to resume from, and after an erase "
+                        f"still claims {again} bytes of the image",
+                    )
+                start = 0
         self._inbox = asyncio.Queue()
         if self._closed is not None:
             raise self._closed
         try:
             engine = TransferEngine(
                 raw,
-                start=reply.resume_offset,
+                start=start,
                 payload_size=self.payload_size,
                 window=self.window,
                 compression=compression,
@@ -328,9 +367,62 @@ class MaintenancePort:
                 initial_rto_s=max(self.settings.reply_timeout_s, self._frame_time() * 3),
                 max_stalls=self.settings.max_stalls,
             )
-            return await engine.run()
+            stats = await engine.run()
         finally:
             self._inbox = None
+        stats.resume_proven = resume_proven
+        stats.erased = erased
+        return stats
+
+    async def _begin(self, image: UpgradeImage, compression: Compression) -> int | None:
+        """BEGIN_TRANSFER: the resume offset the hub offers, or None when it refuses the compression."""
+        begin = Frame.of(
+            MessageType.BEGIN_TRANSFER,
+            self._next_seq(),
+            total_size=image.total_size,
+            sha256=bytes.fromhex(image.manufacturer_image_sha256),
+            image_sha256=bytes.fromhex(image.upgrade_image_sha256),
+            compression=compression,
+        )
+        answer = await self.exchange(begin, {MessageType.ACCEPT, MessageType.REFUSE})
+        if answer.type == MessageType.REFUSE:
+            refusal = answer.message()
+            if refusal.reason == RefuseReason.UNSUPPORTED_COMPRESSION and compression != Compression.NONE:
+                return None
+            raise TransferRefused(refusal.reason, refusal.detail)
+        resume: int = answer.message().resume_offset
+        if resume > image.total_size:
+            raise ProtocolError(f"hub offers to resume at byte {resume} of a {image.total_size}-byte image")
+        return resume
+
+    async def prove(self, image: bytes, region: ProofRegion, offset: int = 0, length: int | None = None) -> Proof:
+        """Ask the hub to prove it holds `image[offset : offset + length]` in `region` (default: to the end).
+
+        The MAC is keyed by a fresh random nonce, so a hub can answer only from the bytes it holds now. Waits
+        `SessionSettings.prove_timeout_s(length)` per try: reply timeout + 1 s per MiB proved.
+        """
+        if length is None:
+            length = len(image) - offset
+        if offset < 0 or length < 0 or offset + length > len(image):
+            raise ValueError(f"proof over bytes {offset}..{offset + length} of a {len(image)}-byte image")
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        m = await self.request(
+            MessageType.PROVE,
+            MessageType.PROOF,
+            wait_s=self.settings.prove_timeout_s(length),
+            nonce=nonce,
+            region=region,
+            offset=offset,
+            length=length,
+        )
+        if (m.region, m.offset, m.length) != (region, offset, length):
+            raise ProtocolError(
+                f"hub answered PROVE(region {int(region)}, {offset}, {length}) about "
+                f"(region {m.region}, {m.offset}, {m.length})"
+            )
+        expected = proof_mac(nonce, region, offset, length, image[offset : offset + length])
+        ok = m.held >= offset + length and hmac.compare_digest(bytes(m.mac), expected)
+        return Proof(region, offset, length, m.held, ok)
 
     def _frame_time(self) -> float:
         rate = self.baud.baud if self.baud is not None else 0
@@ -340,13 +432,15 @@ class MaintenancePort:
         m = await self.request(MessageType.VERIFY, MessageType.VERIFY_RESULT)
         return Verification(m.held, m.total_size, bytes(m.sha256).hex(), bool(m.signature_ok))
 
-    async def activate(self, sha256: str) -> Activation:
-        """CS06: the hub checks the hash and its own rules, reboots, and says what runs now."""
+    async def activate(self, sha256: str, image_sha256: str) -> Activation:
+        """CS06: the hub checks the Manufacturer Image hash `sha256` and the whole file's `image_sha256` and its own
+        rules, reboots, and says what runs now."""
         s = self.settings
         m = await self.request(
             MessageType.ACTIVATE,
             MessageType.ACTIVATE_RESULT,
             sha256=bytes.fromhex(sha256),
+            image_sha256=bytes.fromhex(image_sha256),
             retries=max(1, math.ceil(s.activate_timeout_s / s.reply_timeout_s)),
         )
         try:

@@ -48,7 +48,11 @@ def choose_compression(image: bytes) -> Compression:
 
 @dataclass
 class TransferStats:
-    """What one transfer attempt cost. `data_bytes` counts DATA frame bytes on the wire, retransmissions included."""
+    """What one transfer attempt cost. `data_bytes` counts DATA frame bytes on the wire, retransmissions included.
+
+    `resume_proven` is None when nothing was resumed, else whether the hub proved the prefix it offered; `erased` is
+    True when an unproven prefix was erased and the image sent from 0 (then `resumed_from` is 0).
+    """
 
     total_size: int
     resumed_from: int
@@ -61,6 +65,8 @@ class TransferStats:
     naks: int = 0
     elapsed_s: float = 0.0
     acknowledged: int = 0
+    resume_proven: bool | None = None
+    erased: bool = False
 
 
 @dataclass

@@ -10,6 +10,7 @@ Grammar (spaces around items are ignored; an empty spec means no fault):
 
     events: power-loss@N    the hub loses power: stops dead, link drops; the bytes it held before N are kept
             disconnect@N    the link drops (hub stays powered, keeps everything in memory)
+            swap@N          the link drops and the jig holds a different hub (`SimJig`'s `swap_to`) from then on
     rules:  silent-after=N  once the held image reaches byte N, the hub never sends another byte (until power cycle)
             corrupt-every=K every Kth frame the hub sends has one byte flipped (K >= 2)
     flags:  activation-fail           activation passes the hub's checks, the new image fails to boot:
@@ -17,6 +18,17 @@ Grammar (spaces around items are ignored; an empty spec means no fault):
             old-version-after-reboot  activation claims CS06 0 Success but the hub still runs the old version
             refuse-image              begin-transfer is refused (REFUSED_BY_HUB)
             stuck                     the hub reboots to activate and never comes back (until power cycle)
+            no-store                  DATA is acknowledged but the flash keeps zeros of the same length (a silently
+                                      failing flash write)
+            echo-hash                 VERIFY echoes the size and hashes given at begin-transfer with signature_ok 1;
+                                      ACTIVATE with those hashes answers Success and the hub then reports the file
+                                      version of the header bytes it received, while still running the old image
+            claim-full-resume         ACCEPT always offers to resume at the end of the image
+            resume-by-mi              old firmware: resumes what it holds when the MI hash and size match, whatever
+                                      the whole-file hash (a stale envelope is resumed, or a new tail spliced on)
+            ignore-erase              ERASE answers DONE and forgets nothing
+            activate-then-drop        ACTIVATE drops the link at once, unanswered; the activation completes in the
+                                      background after the reboot delay
 
 Each fault may appear once. Errors name the item, its position in the spec and what was expected.
 """
@@ -45,6 +57,13 @@ class Faults:
     old_version_after_reboot: bool = False
     refuse_image: bool = False
     stuck: bool = False
+    swap: int | None = None
+    no_store: bool = False
+    echo_hash: bool = False
+    claim_full_resume: bool = False
+    resume_by_mi: bool = False
+    ignore_erase: bool = False
+    activate_then_drop: bool = False
 
     def __str__(self) -> str:
         items = []
@@ -67,6 +86,13 @@ _FORMS = {
     "old-version-after-reboot": "",
     "refuse-image": "",
     "stuck": "",
+    "swap": "@",
+    "no-store": "",
+    "echo-hash": "",
+    "claim-full-resume": "",
+    "resume-by-mi": "",
+    "ignore-erase": "",
+    "activate-then-drop": "",
 }
 _MINIMUM = {"corrupt-every": 2}
 _ITEM = re.compile(r"(?P<name>[a-z][a-z-]*)(?:(?P<sep>[@=])(?P<value>.*))?")

@@ -2,14 +2,18 @@
 
 State lives in a directory, so that killing the process is a power cut:
 
-    state.json    running version and slot, the staged transfer (hash, size); replaced atomically (temp + rename)
+    state.json    running version, hashes and slot, the staged transfer (MI hash, whole-file hash, size); replaced
+                  atomically (temp + rename)
     slot-a.bin    the two image slots; the staged image is appended to the slot not running,
     slot-b.bin    one write per DATA frame, so its length is exactly what the hub holds (and acknowledges)
 
-Before activating, the hub makes its own checks: the Manufacturer Image hash it was given, its manufacturer and
-model, its hardware range, and the signature against the keys it trusts for that manufacturer. Activation reboots it
-(`reboot_delay_s`); the new slot becomes the running one only once the reboot is over, so a hub that never comes back
-still runs the old image after a power cycle.
+What the hub holds is keyed by the whole Upgrade Image's SHA-256 and size (protocol 2): another envelope around the
+same Manufacturer Image makes it forget what it held. It answers PROVE from the bytes in its slots.
+
+Before activating, the hub makes its own checks: the Manufacturer Image hash and whole-file hash it was given, its
+manufacturer and model, its hardware range, and the signature against the keys it trusts for that manufacturer.
+Activation reboots it (`reboot_delay_s`); the new slot becomes the running one only once the reboot is over, so a hub
+that never comes back still runs the old image after a power cycle.
 """
 
 from __future__ import annotations
@@ -38,13 +42,15 @@ from drivers.frame import (
     HubState,
     MessageType,
     NakReason,
+    ProofRegion,
     RefuseReason,
+    proof_mac,
 )
 from drivers.transfer import DICTIONARY_SIZE
 from drivers.transport import Transport
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hub import HubIdentity
-from firmware_catalog.image import UpgradeImage, parse_image
+from firmware_catalog.image import HEADER_FIELDS, HEADER_LENGTH, UpgradeImage, parse_image
 from simulators.fault import Faults
 
 __all__ = [
@@ -54,10 +60,48 @@ __all__ = [
     "SimulatedHub",
     "load_identity",
     "serve_hub",
+    "stage_bytes",
 ]
 
 _ERROR_UNEXPECTED = 1
 _ERROR_MALFORMED = 2
+_FILE_VERSION = next(f for f in HEADER_FIELDS if f.name == "file_version")
+
+
+def _fresh_state(firmware_version: str | None) -> dict[str, Any]:
+    return {
+        "running_version": firmware_version,
+        "running_sha256": None,
+        "running_image_sha256": None,
+        "active_slot": "a",
+        "staged": None,
+    }
+
+
+def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    path = state_dir / "state.json"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as out:
+        json.dump(state, out, indent=2)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def stage_bytes(state_dir: str | Path, raw: bytes, *, total_size: int, sha256: str, image_sha256: str) -> None:
+    """Put `raw` into a simulated hub's staging slot as a held transfer of a `total_size`-byte image keyed by the
+    Manufacturer Image hash `sha256` and whole-file hash `image_sha256` (lowercase hex). For tests: a hub that holds a
+    complete or partial image, honest or not. Call it while no `SimulatedHub` is running on `state_dir`."""
+    if len(raw) > total_size:
+        raise ValueError(f"{len(raw)} bytes staged for a {total_size}-byte image")
+    directory = Path(state_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "state.json"
+    state = _fresh_state(None) | (json.loads(path.read_text()) if path.exists() else {})
+    state["staged"] = {"sha256": sha256, "image_sha256": image_sha256, "total_size": total_size}
+    staging = "slot-b.bin" if state["active_slot"] == "a" else "slot-a.bin"
+    (directory / staging).write_bytes(raw)
+    _write_state(directory, state)
 
 
 class IdentityFileError(ValueError):
@@ -132,33 +176,35 @@ class SimulatedHub:
         self._tail = b""
         self._baud_deadline: float | None = None
         self._baud_previous = 0
+        # True once a swap@N fault has fired: the jig now holds another hub.
+        self.swapped = False
+        # What the last begin-transfer declared (MI hash, whole-file hash, size) and the image header bytes received:
+        # a lying hub (echo-hash) answers from these, in memory, whatever its flash holds.
+        self._given: tuple[str, str, int] | None = None
+        self._received_header = bytearray()
+        self._rebooting: asyncio.Task[None] | None = None
 
     # state on disk
 
     def _load_state(self) -> dict[str, Any]:
         path = self._dir / "state.json"
+        state = _fresh_state(self.identity.firmware_version)
         if path.exists():
-            state: dict[str, Any] = json.loads(path.read_text())
-            return state
-        return {
-            "running_version": self.identity.firmware_version,
-            "running_sha256": None,
-            "active_slot": "a",
-            "staged": None,
-        }
+            state |= json.loads(path.read_text())
+        if state["running_version"] is None:
+            state["running_version"] = self.identity.firmware_version
+        return state
 
     def _save_state(self) -> None:
-        path = self._dir / "state.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as out:
-            json.dump(self._state, out, indent=2)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        _write_state(self._dir, self._state)
 
     @property
     def _staging_slot(self) -> Path:
         return self._dir / ("slot-b.bin" if self._state["active_slot"] == "a" else "slot-a.bin")
+
+    @property
+    def _running_slot(self) -> Path:
+        return self._dir / ("slot-a.bin" if self._state["active_slot"] == "a" else "slot-b.bin")
 
     @property
     def held(self) -> int:
@@ -224,6 +270,10 @@ class SimulatedHub:
                 arrived, frame = item
                 if self._hung or arrived < self._ignore_until:
                     continue
+                if self._rebooting is not None:
+                    # A reboot begun on an earlier link (activate-then-drop) ends before anything new is heard.
+                    await asyncio.shield(self._rebooting)
+                    self._rebooting = None
                 self._baud_deadline = None
                 self.frames_received += 1
                 try:
@@ -296,7 +346,9 @@ class SimulatedHub:
         elif kind == MessageType.VERIFY:
             await self._answer(transport, frame, MessageType.VERIFY_RESULT, **self._verify_fields())
         elif kind == MessageType.ACTIVATE:
-            await self._activate(frame, message.sha256, transport)
+            await self._activate(frame, bytes(message.sha256).hex(), bytes(message.image_sha256).hex(), transport)
+        elif kind == MessageType.PROVE:
+            await self._prove(frame, message, transport)
         elif kind == MessageType.READ_VERSION:
             staged = self._staged_image()
             await self._answer(
@@ -315,7 +367,8 @@ class SimulatedHub:
             self._receiving = False
             await self._answer(transport, frame, MessageType.DONE)
         elif kind == MessageType.ERASE:
-            self._erase_staged()
+            if not self.faults.ignore_erase:
+                self._erase_staged()
             await self._answer(transport, frame, MessageType.DONE)
         elif kind == MessageType.RESET:
             await self._answer(transport, frame, MessageType.DONE)
@@ -352,6 +405,7 @@ class SimulatedHub:
 
     async def _begin(self, frame: Frame, message: Any, transport: Transport) -> None:
         sha = bytes(message.sha256).hex()
+        image_sha = bytes(message.image_sha256).hex()
         refusal: tuple[RefuseReason, str] | None = None
         if self.faults.refuse_image:
             refusal = (RefuseReason.REFUSED_BY_HUB, "this hub refuses the image")
@@ -363,16 +417,26 @@ class SimulatedHub:
             await self._answer(transport, frame, MessageType.REFUSE, reason=refusal[0], detail=refusal[1])
             return
         staged = self._state["staged"]
-        if staged is None or staged["sha256"] != sha or staged["total_size"] != message.total_size:
-            # A different image: whatever was held is forgotten.
+        same = (
+            staged is not None
+            and staged["sha256"] == sha
+            and staged["total_size"] == message.total_size
+            and (self.faults.resume_by_mi or staged.get("image_sha256") == image_sha)
+        )
+        if not same:
+            # A different image, or the same Manufacturer Image in another envelope: whatever was held is forgotten.
             self._staging_slot.write_bytes(b"")
-            self._state["staged"] = {"sha256": sha, "total_size": message.total_size}
+            self._received_header.clear()
+        if not same or staged is None or staged.get("image_sha256") != image_sha:
+            self._state["staged"] = {"sha256": sha, "image_sha256": image_sha, "total_size": message.total_size}
             self._save_state()
+        self._given = (sha, image_sha, int(message.total_size))
         held = self.held
         self._tail = self._read_tail(held)
         self._receiving = True
         self._nak_sent_for = None
-        await self._answer(transport, frame, MessageType.ACCEPT, resume_offset=held)
+        offered = message.total_size if self.faults.claim_full_resume else held
+        await self._answer(transport, frame, MessageType.ACCEPT, resume_offset=offered)
 
     async def _data(self, frame: Frame, transport: Transport) -> None:
         held = self.held
@@ -426,7 +490,13 @@ class SimulatedHub:
             raise _PowerLost
         if self.options.flash_bytes_per_s:
             await asyncio.sleep(len(chunk) / self.options.flash_bytes_per_s)
+        if held < HEADER_LENGTH and len(self._received_header) >= held:
+            self._received_header[held:] = chunk[: HEADER_LENGTH - held]
         self._append(chunk)
+        if faults.swap is not None and not self.swapped and held < faults.swap <= end:
+            self.swapped = True
+            transport.writer.transport.abort()
+            raise ConnectionResetError("fault swap")
         if faults.disconnect is not None and not self._disconnect_done and held < faults.disconnect <= end:
             self._disconnect_done = True
             transport.writer.transport.abort()
@@ -442,7 +512,8 @@ class SimulatedHub:
     def _append(self, chunk: bytes) -> None:
         # One write() per chunk on an unbuffered file: a killed process leaves whole chunks or nothing after them.
         with open(self._staging_slot, "ab", buffering=0) as slot:
-            slot.write(chunk)
+            # no-store: the write "succeeds" but the flash keeps nothing of it.
+            slot.write(bytes(len(chunk)) if self.faults.no_store else chunk)
         self._tail = (self._tail + chunk)[-DICTIONARY_SIZE:]
 
     async def _nak(
@@ -455,6 +526,13 @@ class SimulatedHub:
         await self._send(transport, self._reply(frame, MessageType.NAK, next_offset=held, reason=reason))
 
     def _verify_fields(self) -> dict[str, Any]:
+        if self.faults.echo_hash and self._given is not None:
+            return {
+                "held": self._given[2],
+                "total_size": self._given[2],
+                "sha256": bytes.fromhex(self._given[0]),
+                "signature_ok": 1,
+            }
         staged = self._state["staged"]
         held = self.held
         image = self._staged_image()
@@ -478,8 +556,7 @@ class SimulatedHub:
             or not self._signature_ok(image)
         )
 
-    async def _activate(self, frame: Frame, sha256: bytes, transport: Transport) -> None:
-        wanted = bytes(sha256).hex()
+    async def _activate(self, frame: Frame, wanted: str, wanted_image: str, transport: Transport) -> None:
         image = self._staged_image()
 
         async def result(code: ActivationCode) -> None:
@@ -487,12 +564,23 @@ class SimulatedHub:
                 transport, frame, MessageType.ACTIVATE_RESULT, code=code, running_version=int(self.running_version, 16)
             )
 
+        if self.faults.echo_hash and self._given is not None and self._given[:2] == (wanted, wanted_image):
+            # The liar: claims the image it was told about now runs, whatever it holds, and boots nothing new.
+            await self._reboot()
+            header = bytes(self._received_header)
+            end = _FILE_VERSION.offset + _FILE_VERSION.size
+            if len(header) >= end:
+                version = int.from_bytes(header[_FILE_VERSION.offset : end], "little")
+                self._state["running_version"] = f"{version:08X}"
+                self._save_state()
+            await result(ActivationCode.SUCCESS)
+            return
         if image is None:
             # Asked again after a reboot that already activated it: the answer is the same.
-            same = self._state["running_sha256"] == wanted
+            same = (self._state["running_sha256"], self._state["running_image_sha256"]) == (wanted, wanted_image)
             await result(ActivationCode.SUCCESS if same else ActivationCode.NO_IMAGE_HELD)
             return
-        if image.manufacturer_image_sha256 != wanted:
+        if image.manufacturer_image_sha256 != wanted or image.upgrade_image_sha256 != wanted_image:
             await result(ActivationCode.HASH_MISMATCH)
             return
         if self._activation_refusal(image):
@@ -501,17 +589,61 @@ class SimulatedHub:
         if self.faults.stuck:
             self._hung = True
             return
+        if self.faults.activate_then_drop:
+            # The link goes with the reboot; the activation completes without anyone to tell.
+            self._ignore_until = asyncio.get_running_loop().time() + self.options.reboot_delay_s
+            self._rebooting = asyncio.create_task(self._activate_later(image), name="hub reboot")
+            transport.writer.transport.abort()
+            raise ConnectionResetError("fault activate-then-drop")
         await self._reboot()
         if self.faults.activation_fail:
             await result(ActivationCode.ACTIVATION_FAILURE)
             return
         if not self.faults.old_version_after_reboot:
-            self._state["active_slot"] = "b" if self._state["active_slot"] == "a" else "a"
-            self._state["running_version"] = f"{image.file_version:08X}"
-            self._state["running_sha256"] = wanted
-            self._state["staged"] = None
-            self._save_state()
+            self._run(image)
         await result(ActivationCode.SUCCESS)
+
+    async def _activate_later(self, image: UpgradeImage) -> None:
+        await self._reboot()
+        self._run(image)
+
+    def _run(self, image: UpgradeImage) -> None:
+        # The staged slot becomes the one the hub boots from, holding the whole envelope.
+        self._state["active_slot"] = "b" if self._state["active_slot"] == "a" else "a"
+        self._state["running_version"] = f"{image.file_version:08X}"
+        self._state["running_sha256"] = image.manufacturer_image_sha256
+        self._state["running_image_sha256"] = image.upgrade_image_sha256
+        self._state["staged"] = None
+        self._save_state()
+
+    def _region_bytes(self, region: ProofRegion) -> bytes:
+        if region == ProofRegion.RUNNING:
+            slot = self._running_slot
+            return slot.read_bytes() if slot.exists() else b""
+        if self._state["staged"] is None or not self._staging_slot.exists():
+            return b""
+        return self._staging_slot.read_bytes()[: self.held]
+
+    async def _prove(self, frame: Frame, message: Any, transport: Transport) -> None:
+        try:
+            region = ProofRegion(message.region)
+        except ValueError:
+            detail = f"PROVE: region {message.region} is not a ProofRegion"
+            await self._answer(transport, frame, MessageType.ERROR, code=_ERROR_MALFORMED, detail=detail)
+            return
+        offset, length = int(message.offset), int(message.length)
+        data = self._region_bytes(region)
+        held = len(data)
+        if self.faults.echo_hash and self._given is not None:
+            # The liar claims it holds everything and does its best without the bytes: zeros where it has none.
+            held = max(held, self._given[2])
+            data = data.ljust(held, b"\0")
+        if held < offset + length:
+            mac = bytes(32)
+        else:
+            mac = proof_mac(bytes(message.nonce), region, offset, length, data[offset : offset + length])
+        fields = {"region": region, "offset": offset, "length": length, "held": held, "mac": mac}
+        await self._answer(transport, frame, MessageType.PROOF, **fields)
 
     async def _reboot(self) -> None:
         loop = asyncio.get_running_loop()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from drivers.jig import MaintenancePortJig, OpenedLink
 from drivers.maintenance_port import SessionSettings
@@ -33,11 +35,15 @@ class SimJig(MaintenancePortJig):
         link: LinkSettings | None = None,
         settings: SessionSettings | None = None,
         baud: int | None = None,
+        swap_to: HubOptions | None = None,
     ) -> None:
         super().__init__(self._open, settings, baud)
         self.hub_options = hub
         self.link_settings = link or LinkSettings()
         self.hub = SimulatedHub(hub)
+        self.swap_to = swap_to
+        # The hubs taken off the jig by a swap, first first.
+        self.swapped_out: list[SimulatedHub] = []
         self.links: list[Link] = []
         self._serving: asyncio.Task[None] | None = None
 
@@ -45,34 +51,16 @@ class SimJig(MaintenancePortJig):
     def from_config(cls, options: Mapping[str, Any]) -> SimJig:
         """Keys: state_dir (required), identity (file) or manufacturer/model/hardware/firmware/chf_id/gpf_id,
         trusted_keys ({manufacturer: [public key files]}: what the hub's own signature check accepts), fault, baud,
-        latency_ms, reboot_delay_s. `url` (every slot has one) is ignored: the link is in memory."""
-        if "identity" in options:
-            identity = load_identity(options["identity"])
-        else:
-            identity = HubIdentity(
-                manufacturer=options.get("manufacturer", "1072"),
-                model=options.get("model", "0102"),
-                hardware_version=options.get("hardware", "0100"),
-                firmware_version=options.get("firmware", "04000007"),
-                chf_id=options.get("chf_id"),
-                gpf_id=options.get("gpf_id"),
-            )
-        trusted = {
-            int(manufacturer, 16): [load_public_key(path) for path in paths]
-            for manufacturer, paths in dict(options.get("trusted_keys", {})).items()
-        }
-        hub = HubOptions(
-            identity=identity,
-            state_dir=Path(options["state_dir"]),
-            trusted_keys=trusted,
-            faults=parse_faults(str(options.get("fault", ""))),
-            reboot_delay_s=float(options.get("reboot_delay_s", 0.5)),
-        )
+        latency_ms, reboot_delay_s, and swap_to: a table with its own state_dir and identity (or identity keys),
+        optionally trusted_keys, fault and reboot_delay_s (the rest from the first hub), for the hub put on the jig
+        when the first one's `swap@N` fault fires. `url` (every slot has one) is ignored: the link is in memory."""
+        hub = _hub_options(options, None)
+        swap_to = _hub_options(dict(options["swap_to"]), hub) if "swap_to" in options else None
         latency = float(options.get("latency_ms", 1)) / 1000
         link = LinkSettings(
             baud=int(options.get("baud", 921_600)), latency_to_hub_s=latency, latency_to_station_s=latency
         )
-        return cls(hub, link)
+        return cls(hub, link, swap_to=swap_to)
 
     @property
     def bytes_to_hub(self) -> int:
@@ -98,7 +86,11 @@ class SimJig(MaintenancePortJig):
 
     async def _open(self) -> OpenedLink:
         await self._stop_serving()
-        if not self.hub.powered:
+        if self.hub.swapped and self.swap_to is not None:
+            self.swapped_out.append(self.hub)
+            self.hub_options, self.swap_to = self.swap_to, None
+            self.hub = SimulatedHub(self.hub_options)
+        elif not self.hub.powered:
             self.hub = SimulatedHub(self.hub_options)
         link = Link(self.link_settings)
         self.links.append(link)
@@ -108,3 +100,32 @@ class SimJig(MaintenancePortJig):
     async def close(self) -> None:
         await super().close()
         await self._stop_serving()
+
+
+def _hub_options(options: Mapping[str, Any], base: HubOptions | None) -> HubOptions:
+    if "identity" in options:
+        identity = load_identity(options["identity"])
+    else:
+        identity = HubIdentity(
+            manufacturer=options.get("manufacturer", "1072"),
+            model=options.get("model", "0102"),
+            hardware_version=options.get("hardware", "0100"),
+            firmware_version=options.get("firmware", "04000007"),
+            chf_id=options.get("chf_id"),
+            gpf_id=options.get("gpf_id"),
+        )
+    if "trusted_keys" in options or base is None:
+        trusted: Mapping[int, Sequence[ec.EllipticCurvePublicKey]] = {
+            int(manufacturer, 16): [load_public_key(path) for path in paths]
+            for manufacturer, paths in dict(options.get("trusted_keys", {})).items()
+        }
+    else:
+        trusted = base.trusted_keys
+    default_delay = base.reboot_delay_s if base is not None else 0.5
+    return HubOptions(
+        identity=identity,
+        state_dir=Path(options["state_dir"]),
+        trusted_keys=trusted,
+        faults=parse_faults(str(options.get("fault", ""))),
+        reboot_delay_s=float(options.get("reboot_delay_s", default_delay)),
+    )

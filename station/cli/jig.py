@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from drivers.errors import HubRefused, LinkError, MaintenancePortError
+from drivers.errors import HubRefused, HubSwapped, LinkError, MaintenancePortError
 from drivers.jig import JigDriver, flash
 from drivers.transport_url import TransportUrlError
 from drivers.url_jig import UrlJig
@@ -85,6 +85,7 @@ async def _flash(
         return {"outcome": "REFUSED", "reason": exc.code.value, "message": str(exc)}
     try:
         identity = await driver.identify()
+        driver.expect(identity)  # the decision is for this hub: another one on the jig later is HubSwapped
         result: dict[str, Any] = {"chf_id": identity.chf_id, "firmware_before": identity.firmware_version}
         decision = decide(identity, catalog, now)
         result |= {"reason": decision.code.value, "message": decision.message}
@@ -105,7 +106,7 @@ async def _flash(
 
             try:
                 flashed = await flash(driver, decision.image, progress)
-            except HubRefused as exc:
+            except (HubRefused, HubSwapped) as exc:
                 return result | {"outcome": "FAILED", "reason": type(exc).__name__, "message": str(exc)}
             except LinkError as exc:
                 return result | {"outcome": "FAILED", "reason": "LINK_RETRIES_EXHAUSTED", "message": str(exc)}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +16,11 @@ from drivers.frame import (
     Flag,
     Frame,
     MessageType,
+    ProofRegion,
     decode_message,
     encode_message,
     parse_frame,
+    proof_mac,
 )
 
 frames = st.builds(
@@ -86,7 +91,9 @@ def test_decode_message_raises_only_frame_error(kind: MessageType, payload: byte
 
 
 def test_truncated_message_names_field_and_offset() -> None:
-    payload = encode_message(MessageType.BEGIN_TRANSFER, total_size=1000, sha256=bytes(32), compression=1)[:10]
+    payload = encode_message(
+        MessageType.BEGIN_TRANSFER, total_size=1000, sha256=bytes(32), image_sha256=bytes(32), compression=1
+    )[:10]
     with pytest.raises(FrameError) as caught:
         decode_message(MessageType.BEGIN_TRANSFER, payload)
     assert caught.value.field == "sha256"
@@ -126,3 +133,27 @@ def test_unknown_type_is_refused_with_its_offset() -> None:
 def test_payload_larger_than_a_frame_holds_is_refused() -> None:
     with pytest.raises(ValueError, match="at most"):
         Frame(MessageType.DATA, 0, 0, bytes(MAX_PAYLOAD + 1)).encode()
+
+
+def test_proof_mac_is_the_documented_hmac() -> None:
+    nonce, data = bytes(range(16)), b"image bytes" * 10
+    message = b"reflash-proof/2" + b"\x01" + (7).to_bytes(4, "little") + len(data).to_bytes(4, "little") + data
+    expected = hmac.new(nonce, message, hashlib.sha256).digest()
+    assert proof_mac(nonce, ProofRegion.RUNNING, 7, len(data), data) == expected
+    assert proof_mac(bytes(16), ProofRegion.RUNNING, 7, len(data), data) != expected  # the nonce is the key
+    assert proof_mac(nonce, ProofRegion.STAGED, 7, len(data), data) != expected  # the region is covered
+    with pytest.raises(ValueError, match="proof over 5 bytes given 4"):
+        proof_mac(nonce, 0, 0, 5, b"1234")
+
+
+def test_prove_and_proof_round_trip() -> None:
+    prove = {"nonce": bytes(range(16)), "region": 1, "offset": 3, "length": 1 << 20}
+    payload = encode_message(MessageType.PROVE, **prove)
+    assert len(payload) == 25
+    assert {k: decode_message(MessageType.PROVE, payload)[k] for k in prove} == prove
+    proof = {"region": 1, "offset": 3, "length": 1 << 20, "held": 99, "mac": bytes(32)}
+    payload = encode_message(MessageType.PROOF, **proof)
+    assert len(payload) == 45
+    assert {k: decode_message(MessageType.PROOF, payload)[k] for k in proof} == proof
+    with pytest.raises(ValueError, match="cannot build PROVE"):
+        encode_message(MessageType.PROVE, **(prove | {"nonce": bytes(15)}))

@@ -10,7 +10,8 @@ from simulators.fault import Faults, FaultSpecError, parse_faults
 def test_every_fault_parses_and_round_trips() -> None:
     spec = (
         "power-loss@65536,disconnect@1000,silent-after=2_000,corrupt-every=7,"
-        "activation-fail,old-version-after-reboot,refuse-image,stuck"
+        "activation-fail,old-version-after-reboot,refuse-image,stuck,swap@4096,no-store,echo-hash,"
+        "claim-full-resume,resume-by-mi,ignore-erase,activate-then-drop"
     )
     faults = parse_faults(spec)
     assert faults == Faults(
@@ -22,6 +23,13 @@ def test_every_fault_parses_and_round_trips() -> None:
         old_version_after_reboot=True,
         refuse_image=True,
         stuck=True,
+        swap=4096,
+        no_store=True,
+        echo_hash=True,
+        claim_full_resume=True,
+        resume_by_mi=True,
+        ignore_erase=True,
+        activate_then_drop=True,
     )
     assert parse_faults(str(faults)) == faults
     assert parse_faults("") == Faults()
@@ -39,6 +47,8 @@ def test_every_fault_parses_and_round_trips() -> None:
         ("stuck=1", r"stuck is written stuck$"),
         ("stuck,,refuse-image", r"item 2 '' at character 6: expected NAME, NAME@N or NAME=N"),
         ("stuck,stuck", r"stuck is given twice"),
+        ("swap=5", r"swap is written swap@N"),
+        ("echo-hash@5", r"echo-hash is written echo-hash$"),
         ("Stuck", r"expected NAME"),
     ],
 )

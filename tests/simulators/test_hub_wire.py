@@ -63,7 +63,9 @@ async def test_duplicates_are_acknowledged_not_written_and_a_gap_gets_one_nak(
 ) -> None:
     client, hub = wire
     sha = bytes.fromhex(image.manufacturer_image_sha256)
-    client.send(MessageType.BEGIN_TRANSFER, 1, total_size=image.total_size, sha256=sha, compression=0)
+    image_sha = bytes.fromhex(image.upgrade_image_sha256)
+    begin = {"total_size": image.total_size, "sha256": sha, "image_sha256": image_sha, "compression": 0}
+    client.send(MessageType.BEGIN_TRANSFER, 1, **begin)
     accept = await client.next()
     assert (accept.type, accept.ack, accept.message().resume_offset) == (MessageType.ACCEPT, 1, 0)
     raw = image.raw
@@ -87,7 +89,8 @@ async def test_a_repeated_request_is_answered_again_not_done_again(
 ) -> None:
     client, hub = wire
     sha = bytes.fromhex(image.manufacturer_image_sha256)
-    begin = {"total_size": image.total_size, "sha256": sha, "compression": 0}
+    image_sha = bytes.fromhex(image.upgrade_image_sha256)
+    begin = {"total_size": image.total_size, "sha256": sha, "image_sha256": image_sha, "compression": 0}
     client.send(MessageType.BEGIN_TRANSFER, 1, **begin)
     first = await client.next()
     client.send(MessageType.DATA, 2, **_data(0, image.raw[:1000]))

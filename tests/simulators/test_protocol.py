@@ -25,10 +25,12 @@ Jigs = Callable[..., SimJig]
 
 async def test_activate_codes_for_no_image_and_wrong_hash(make_jig: Jigs, image: UpgradeImage) -> None:
     jig = make_jig()
-    assert (await jig.activate(image.manufacturer_image_sha256)).code == ActivationCode.NO_IMAGE_HELD
+    mi_sha, image_sha = image.manufacturer_image_sha256, image.upgrade_image_sha256
+    assert (await jig.activate(mi_sha, image_sha)).code == ActivationCode.NO_IMAGE_HELD
     await jig.transfer(image)
-    assert (await jig.activate("00" * 32)).code == ActivationCode.HASH_MISMATCH
-    activation = await jig.activate(image.manufacturer_image_sha256)
+    assert (await jig.activate("00" * 32, image_sha)).code == ActivationCode.HASH_MISMATCH
+    assert (await jig.activate(mi_sha, "00" * 32)).code == ActivationCode.HASH_MISMATCH
+    activation = await jig.activate(mi_sha, image_sha)
     assert activation.code == ActivationCode.SUCCESS
     assert activation.running_version == f"{image.file_version:08X}"
 
@@ -39,7 +41,7 @@ async def test_untrusted_signature_is_caught_by_the_hub(make_jig: Jigs) -> None:
     with pytest.raises(VerificationFailed, match="signature"):
         await flash(jig, stranger)
     assert (await jig.verify()).signature_ok is False
-    activation = await jig.activate(stranger.manufacturer_image_sha256)
+    activation = await jig.activate(stranger.manufacturer_image_sha256, stranger.upgrade_image_sha256)
     assert activation.code == ActivationCode.ACTIVATION_FAILURE
     assert activation.running_version == "04000007"
 
@@ -59,7 +61,8 @@ async def test_hardware_out_of_range_fails_activation(make_jig: Jigs, key: ec.El
     )
     await jig.transfer(image)
     assert (await jig.verify()).signature_ok
-    assert (await jig.activate(image.manufacturer_image_sha256)).code == ActivationCode.ACTIVATION_FAILURE
+    activation = await jig.activate(image.manufacturer_image_sha256, image.upgrade_image_sha256)
+    assert activation.code == ActivationCode.ACTIVATION_FAILURE
 
 
 async def test_erase_forgets_a_partial_transfer(make_jig: Jigs, random_image: UpgradeImage) -> None:
@@ -133,7 +136,14 @@ async def test_malformed_request_gets_an_error_naming_the_field(make_jig: Jigs) 
     with pytest.raises(ProtocolError, match="error 2: BEGIN_TRANSFER: total_size at byte 14"):
         await port.exchange(Frame(MessageType.BEGIN_TRANSFER, 1000, 0, b"\x01\x02"), {MessageType.ACCEPT})
     with pytest.raises(ValueError, match="cannot build BEGIN_TRANSFER"):
-        await port.request(MessageType.BEGIN_TRANSFER, MessageType.ACCEPT, total_size=1, sha256=b"", compression=0)
+        await port.request(
+            MessageType.BEGIN_TRANSFER,
+            MessageType.ACCEPT,
+            total_size=1,
+            sha256=b"",
+            image_sha256=bytes(32),
+            compression=0,
+        )
 
 
 def test_registry_names_the_sim_driver() -> None:
