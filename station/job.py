@@ -334,7 +334,9 @@ async def _transfer(
             store.end_attempt(job_id, number, "refused", str(exc), 0)
             return fail(Outcome.FAILED, JobReason.TRANSFER_REFUSED_BY_HUB, str(exc))
         except ProofFailed as exc:
+            # The hub claimed a prefix it could not prove, was erased, and still claimed it: a liar.
             store.end_attempt(job_id, number, "proof_failed", str(exc), 0)
+            store.record_event(job_id, "proof", region="staged", ok=False, held=exc.held, length=None, at="resume")
             return fail(Outcome.QUARANTINED, JobReason.HUB_PROOF_FAILED, str(exc))
         resumed = "" if stats.resume_proven is None else " (proven)"
         store.end_attempt(

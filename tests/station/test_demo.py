@@ -24,17 +24,21 @@ def test_demo_runs_the_bench_and_the_smi_agrees(tmp_path: Path) -> None:
         assert {"smi_chf_firmware", "smi_gpf_firmware"} <= set(hub)
     outcomes = {hub["outcome"] for hub in hubs}
     assert {"REFLASHED", "ALREADY_CURRENT", "REFUSED", "SCRAP", "UNEXPECTED"} <= outcomes
-    reflashed = [hub for hub in hubs if hub["outcome"] == "REFLASHED"]
-    assert all(h["smi_chf_firmware"] == h["smi_gpf_firmware"] == h["firmware_after"] for h in reflashed)
+    # Whatever the outcome, the SMI holds the version the station read from the hub at the end (docs/mqtt-api.md),
+    # and that version is what the simulated hub really runs (its own state on disk).
+    for hub in hubs:
+        assert hub["smi_chf_firmware"] == hub["smi_gpf_firmware"] == hub["firmware_after"], hub
+        assert hub["firmware_after"] in (None, hub["hub_running"]), hub
     resumed = next(hub for hub in hubs if "loses power" in hub["name"])
     assert resumed["outcome"] == "REFLASHED"
     # What the demo leaves behind is a working station: its audit trail verifies.
     verify = CliRunner().invoke(main, ["audit", "verify", "--config", str(workdir / "station.toml")])
     assert verify.exit_code == 0, verify.output
-    # The bridge's view of the SMI: CHF and GPF rows for every hub whose firmware is known.
+    # The bridge's view of the SMI: CHF and GPF rows for every hub whose firmware the station read.
     shown = CliRunner().invoke(main, ["sim", "dsp-bridge", "--db", str(workdir / "smi.db"), "--show", "--json"])
     assert shown.exit_code == 0, shown.output
-    known = [h for h in hubs if h["outcome"] in ("REFLASHED", "ALREADY_CURRENT")]
+    known = [h for h in hubs if h["firmware_after"] is not None]
+    assert len(known) == len(hubs)  # every demo hub answers at the end of its job
     assert len(json.loads(shown.output)["devices"]) == 2 * len(known)
     # Private keys are generated at run time in the working folder.
     assert (workdir / "keys/authority.key").exists()

@@ -32,6 +32,7 @@ from station.config import JobSettings, Tariff
 from station.demo import DemoWorld, build_demo_world
 from station.job import JobContext
 from station.orders import OrderRequest
+from station.showcase import hub_running_version
 from station.store import Store
 from tests.station.conftest import ACTOR, hub_id
 
@@ -54,14 +55,15 @@ def target_image(catalog: Catalog) -> UpgradeImage:
     return read_image(catalog.folder / entry.image)
 
 
-def revoked_twin(world: DemoWorld, image: UpgradeImage) -> bytes:
-    """The same Manufacturer Image, size and header, signed by the catalog's revoked key: another envelope."""
+def revoked_twin(world: DemoWorld, image: UpgradeImage, key: str = "retired", header: str | None = None) -> bytes:
+    """The same Manufacturer Image and size, signed by the catalog's revoked key (or `key`), with the header string
+    given: another envelope of the same firmware."""
     twin = build_signed_image(
-        load_private_key(world.key("retired.key")),
+        load_private_key(world.key(f"{key}.key")),
         manufacturer=image.manufacturer, image_type=image.image_type, file_version=image.file_version,
         min_hardware_version=image.min_hardware_version, max_hardware_version=image.max_hardware_version,
-        manufacturer_image=image.manufacturer_image, header_string=image.header_string, control=image.control,
-        stack_version=image.stack_version,
+        manufacturer_image=image.manufacturer_image, control=image.control, stack_version=image.stack_version,
+        header_string=image.header_string if header is None else header,
     )  # fmt: skip
     assert len(twin) == image.total_size
     assert twin != image.raw
@@ -103,13 +105,16 @@ def events(store: Store, job_id: int, kind: str) -> list[dict[str, object]]:
 
 
 def running_envelope(state: Path) -> bytes:
-    """The bytes a simulated hub runs, read from its own state on disk (the station never writes there)."""
+    """The bytes a simulated hub really runs: its active slot on disk (the station never writes there). A lying
+    hub's `running_version` in its state is what it claims; the active slot is what it boots."""
     active = json.loads((state / "state.json").read_text())["active_slot"]
-    return (state / f"slot-{active}.bin").read_bytes()
+    slot = state / f"slot-{active}.bin"
+    return slot.read_bytes() if slot.exists() else b""
 
 
-def hub_runs(state: Path) -> str:
-    return str(json.loads((state / "state.json").read_text())["running_version"])
+def hub_runs(state: Path, initial: str = BEFORE) -> str:
+    """The version an honest simulated hub runs (its state on disk, or its identity's before it wrote any)."""
+    return hub_running_version(state, initial)
 
 
 LIARS = [
@@ -129,7 +134,7 @@ def test_a_hub_that_lies_is_never_reflashed(
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1, fault)}, [1])
     (job,) = store.jobs()
     assert (job.state, job.outcome, job.reason) == ("final", "QUARANTINED", reason)
-    assert hub_runs(state) == BEFORE  # it never ran the target, whatever it said
+    assert running_envelope(state) != target_image(catalog).raw  # it never ran the target, whatever it said
     # What the DSP is told is never the target: the version read at the end, or nothing when it cannot be trusted.
     assert job.firmware_after in (None, BEFORE)
     if reason == "RUNNING_IMAGE_UNPROVEN":
@@ -176,7 +181,7 @@ def test_a_stale_envelope_that_survives_erase_is_quarantined(
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1, "resume-by-mi,ignore-erase")}, [1])
     (job,) = store.jobs()
     assert (job.outcome, job.reason) == ("QUARANTINED", "HUB_PROOF_FAILED")
-    assert hub_runs(state) == BEFORE
+    assert running_envelope(state) == b""  # still the factory image: nothing was ever activated
     assert not [e for e in store.audit_entries() if e.kind == "activate"]  # never told to activate
 
 
@@ -185,7 +190,10 @@ def test_a_spliced_prefix_is_erased_and_sent_from_zero(
 ) -> None:
     image = target_image(catalog)
     state = tmp_path / "hub"
-    head = revoked_twin(world, image)[: image.total_size // 2]
+    # Stopped mid-transfer under an older catalog whose envelope of the same firmware had another header string:
+    # the head differs from the catalog's from byte 20 on, so a resume would splice the new tail onto it.
+    head = revoked_twin(world, image, key="maker-121D", header="Example CH firmware 1.2 rc")[: image.total_size // 2]
+    assert head != image.raw[: len(head)]
     stage_bytes(state, head, total_size=image.total_size, sha256=image.manufacturer_image_sha256,
                 image_sha256=image.upgrade_image_sha256)  # fmt: skip
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1, "resume-by-mi")}, [1])
@@ -226,7 +234,8 @@ def test_a_hub_swapped_mid_transfer_is_noticed_and_the_new_hub_gets_its_own_job(
     assert (swapped["expected"]["chf_id"], swapped["found"]["chf_id"]) == (hub_id(1), hub_id(2))
     # The second hub was decided on by its own identity, and left alone.
     assert (second.state, second.outcome, second.reason) == ("final", "REFUSED", "DOWNGRADE_REFUSED")
-    assert second.firmware_after == "01030000" == hub_runs(tmp_path / "hub-2")
+    assert second.firmware_after == "01030000"
+    assert not (tmp_path / "hub-2" / "state.json").exists()  # not a byte of the first hub's image reached it
     assert [json.loads(r["payload"])["chf_id"] for r in store.rows("SELECT payload FROM outbox")] == [hub_id(2)]
     # The first hub still runs its old version and holds the prefix it was sent; put back, it resumes and is done.
     assert hub_runs(tmp_path / "hub-1") == BEFORE
