@@ -44,6 +44,10 @@ PHASES = {
     "publishing": "after:published",
 }
 TARGET = "01020000"
+# The stops after which the hub already runs the target while the job has no outcome: the restarted job must take
+# the resumed-after-activation path (proof of the running image), never decide afresh from the new version.
+RESUMED_AFTER_ACTIVATION = {("activated", "KILL"), ("activated", "TERM"), ("read-back", "KILL"),
+                            ("read-back", "TERM"), ("outcome-transaction", "KILL")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +122,8 @@ def test_a_stop_at_any_phase_resumes_to_the_truth(
         charges = store.rows("SELECT outcome, amount_pence FROM charges WHERE chf_id = ?", (chf,))
         assert [(row["outcome"], row["amount_pence"]) for row in charges] == [("REFLASHED", 980)]
         assert store.outbox_counts() == {"pending": 0, "at_broker": 0, "confirmed": 1, "rejected": 0}
+        kinds = [entry.kind for entry in store.audit_entries()]
+        assert ("resumed_after_activation" in kinds) == ((phase, sig) in RESUMED_AFTER_ACTIVATION), kinds
     finally:
         store.close()
     verify = CliRunner().invoke(main, ["audit", "verify", "--config", str(config_path)])
