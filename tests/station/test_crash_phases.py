@@ -129,12 +129,75 @@ def test_a_stop_at_any_phase_resumes_to_the_truth(
     verify = CliRunner().invoke(main, ["audit", "verify", "--config", str(config_path)])
     assert verify.exit_code == 0, verify.output
 
+    assert smi_rows(smi_path, chf, gpf) == (running, running)
+
+
+def smi_rows(smi_path: Path, chf: str, gpf: str) -> tuple[str | None, str | None]:
     deadline = time.monotonic() + 10
     while True:
         smi = SmiStore(smi_path)
         rows = {row["device_id"]: row["firmware_version"] for row in smi.devices()}
         smi.close()
         if chf in rows or time.monotonic() > deadline:
-            break
+            return rows.get(chf), rows.get(gpf)
         time.sleep(0.1)
-    assert (rows.get(chf), rows.get(gpf)) == (running, running)
+
+
+def test_a_hub_that_finishes_activating_after_the_station_died(
+    world: DemoWorld, dsp: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A real hub (its own process, over TCP) drops the link as it reboots into the new image; the station is killed
+    before it can ask what runs. Restarted, the station proves the hub runs the target and reports REFLASHED."""
+    broker_url, smi_path = dsp
+    number = 90
+    chf, gpf = device_id(number, 1), device_id(number, 2)
+    state = tmp_path / "hub"
+    hub = subprocess.Popen(
+        [sys.executable, "-c", "from station.cli import main; main()", "sim", "hub", "--tcp", "127.0.0.1:0",
+         "--chf-id", chf, "--gpf-id", gpf, "--trust", f"121D={world.key('maker-121D.pub')}", "--baud", "3000000",
+         "--fault", "activate-then-drop", "--state", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert hub.stdout is not None
+        url = hub.stdout.readline().strip()
+        assert url.startswith("tcp://"), url
+        config_path = world.workdir / "st-tcp-hub.toml"
+        config_path.write_text(
+            "\n".join([
+                "[station]", 'id = "st-tcp-hub"', 'region = "North"', 'operator = "op-1"',
+                'facility_approval = "SSC-1"', 'store = "state/st-tcp-hub.db"', 'key = "keys/station.key"', "",
+                "[catalog]", 'folder = "catalog"', 'authority_key = "keys/authority.pub"', "",
+                "[tariff]", 'REFLASHED = "9.80"', "",
+                "[mqtt]", f'url = "{broker_url}"', "",
+                "[[slots]]", 'name = "T1"', 'driver = "tcp"', f'url = "{url}"', "",
+            ])
+        )  # fmt: skip
+        config = load_config(config_path)
+        store = Store.from_config(config)
+        order = world.workdir / "st-tcp-hub.csv"
+        order.write_text(f"order_ref,requesting_party,csp_region,chf_id\nDCC-TCP,SUPPLIER,North,{chf}\n")
+        store.import_order(read_order_file(order))
+        store.close()
+
+        stopped = run_station(config_path, "after:activate=KILL")
+        assert "crash point after:activate: SIGKILL" in stopped.stderr, stopped.stderr[-2000:]
+        again = run_station(config_path)
+        assert again.returncode == 0, again.stderr[-2000:] + again.stdout[-2000:]
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub.wait(10)
+        if hub.stdout is not None:
+            hub.stdout.close()
+    running = hub_running_version(state, "01000000")
+    assert running == TARGET
+    store = Store.from_config(config)
+    try:
+        (job,) = store.jobs(chf_id=chf)
+        assert (job.outcome, job.reason, job.firmware_after) == ("REFLASHED", "REFLASHED", TARGET)
+        (activate,) = [e.data for e in store.audit_entries() if e.kind == "activate"]
+        assert activate["code"] is None  # the answer never came
+        assert [e for e in store.audit_entries() if e.kind == "resumed_after_activation"]
+    finally:
+        store.close()
+    assert smi_rows(smi_path, chf, gpf) == (TARGET, TARGET)
