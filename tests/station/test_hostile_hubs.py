@@ -70,6 +70,17 @@ def revoked_twin(world: DemoWorld, image: UpgradeImage, key: str = "retired", he
     return twin
 
 
+def stage(state: Path, raw: bytes, image: UpgradeImage) -> None:
+    """Put `raw` in a hub's staging slot as what it holds of `image` (keyed by image's hashes, as the hub was told)."""
+    stage_bytes(
+        state,
+        raw,
+        total_size=image.total_size,
+        sha256=image.manufacturer_image_sha256,
+        image_sha256=image.upgrade_image_sha256,
+    )
+
+
 def identity(n: int, firmware: str = BEFORE) -> HubIdentity:
     return HubIdentity(
         manufacturer="121D", model="0000", hardware_version="1200", firmware_version=firmware,
@@ -153,13 +164,7 @@ def test_a_stale_envelope_of_the_same_mi_is_erased_and_the_catalogs_sent(
     image = target_image(catalog)
     twin = revoked_twin(world, image)
     state = tmp_path / "hub"
-    stage_bytes(
-        state,
-        twin,
-        total_size=image.total_size,
-        sha256=image.manufacturer_image_sha256,
-        image_sha256=image.upgrade_image_sha256,
-    )  # fmt: skip -- old firmware keyed only by MI would resume it
+    stage(state, twin, image)
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1, "resume-by-mi")}, [1])
     (job,) = store.jobs()
     # Erasing what it held and sending the catalog's envelope is the right end: the hub now runs, byte for byte and
@@ -176,8 +181,7 @@ def test_a_stale_envelope_that_survives_erase_is_quarantined(
 ) -> None:
     image = target_image(catalog)
     state = tmp_path / "hub"
-    stage_bytes(state, revoked_twin(world, image), total_size=image.total_size,
-                sha256=image.manufacturer_image_sha256, image_sha256=image.upgrade_image_sha256)  # fmt: skip
+    stage(state, revoked_twin(world, image), image)
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1, "resume-by-mi,ignore-erase")}, [1])
     (job,) = store.jobs()
     assert (job.outcome, job.reason) == ("QUARANTINED", "HUB_PROOF_FAILED")
@@ -194,8 +198,7 @@ def test_a_spliced_prefix_is_erased_and_sent_from_zero(
     # the head differs from the catalog's from byte 20 on, so a resume would splice the new tail onto it.
     head = revoked_twin(world, image, key="maker-121D", header="Example CH firmware 1.2 rc")[: image.total_size // 2]
     assert head != image.raw[: len(head)]
-    stage_bytes(state, head, total_size=image.total_size, sha256=image.manufacturer_image_sha256,
-                image_sha256=image.upgrade_image_sha256)  # fmt: skip
+    stage(state, head, image)
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1, "resume-by-mi")}, [1])
     (job,) = store.jobs()
     assert (job.outcome, job.firmware_after) == ("REFLASHED", TARGET)
@@ -209,8 +212,7 @@ def test_an_honest_resume_is_proven_and_sends_only_the_rest(
 ) -> None:
     image = target_image(catalog)
     state = tmp_path / "hub"
-    stage_bytes(state, image.raw[:40_000], total_size=image.total_size, sha256=image.manufacturer_image_sha256,
-                image_sha256=image.upgrade_image_sha256)  # fmt: skip
+    stage(state, image.raw[:40_000], image)
     run_bench(store, catalog, {"A1": sim_jig(world, state, 1)}, [1])
     (job,) = store.jobs()
     assert (job.outcome, job.firmware_after) == ("REFLASHED", TARGET)
