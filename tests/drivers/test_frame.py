@@ -111,7 +111,7 @@ def test_frame_errors_name_the_field() -> None:
     cases = {
         "sof": b"\x00" + good[1:],
         "header_crc": good[:10] + bytes([good[10] ^ 1]) + good[11:],
-        "payload_crc": good[:-1] + bytes([good[-1] ^ 1]),
+        "frame_crc": good[:-1] + bytes([good[-1] ^ 1]),
         "end": good + b"\x00",
     }
     for field, data in cases.items():
@@ -123,9 +123,8 @@ def test_frame_errors_name_the_field() -> None:
 def test_unknown_type_is_refused_with_its_offset() -> None:
     from drivers.frame import FRAME
 
-    data = FRAME.build(
-        {"header": {"value": {"sof": b"\xa5\x5a", "type": 0x70, "flags": 0, "seq": 0, "ack": 0}}, "payload": b""}
-    )
+    header = {"value": {"sof": b"\xa5\x5a", "type": 0x70, "flags": 0, "seq": 0, "ack": 0}}
+    data = FRAME.build({"body": {"value": {"header": header, "payload": b""}}})
     with pytest.raises(FrameError, match="type at byte 2: unknown message type 0x70"):
         parse_frame(data)
 
