@@ -6,8 +6,9 @@
 - header-flood: valid headers declaring the largest payload the deframer accepts, each followed by too few bytes,
   so every candidate costs a header CRC check and, once its bytes are there, a payload CRC check
 
-Each input is fed in 4 KiB reads, as a receive loop gets it. Also prints the deframer's own work counters (header
-and payload CRC checks, bytes covered by payload CRCs) per input byte, the figures the linear-cost tests bound.
+Each input is fed in 4 KiB reads, as a receive loop gets it. Also prints the deframer's own work
+counters (false starts examined, header and frame CRC checks, bytes covered by frame CRCs) per input byte, the
+figures the linear-cost tests bound.
 
     python -m bench.deframe_throughput [--json] [--size KIB] [--repeat N]
 """
@@ -50,7 +51,10 @@ def inputs(size: int) -> dict[str, bytes]:
 
 def _work(deframer: Deframer) -> dict[str, int]:
     # Counters exist from protocol 3 on; the bench also runs against older code for the "before" figures.
-    return {name: int(getattr(deframer, name, -1)) for name in ("header_checks", "payload_checks", "crc_bytes")}
+    return {
+        name: int(getattr(deframer, name, -1))
+        for name in ("candidates", "header_checks", "payload_checks", "crc_bytes")
+    }
 
 
 def measure(size: int, repeat: int) -> list[dict[str, Any]]:
@@ -90,13 +94,16 @@ def main(argv: list[str] | None = None) -> None:
         meta = {"python": platform.python_version(), "cpus": os.cpu_count()}
         print(json.dumps({"machine": meta, "rows": rows}, indent=2))
         return
-    print(f"{'input':<13} {'KiB':>6} {'s':>8} {'MB/s':>8} {'frames':>7} {'hdr/B':>6} {'pay/B':>6} {'crcB/B':>7}")
+    counters = ("candidates", "header_checks", "payload_checks", "crc_bytes")
+    print(
+        f"{'input':<13} {'KiB':>6} {'s':>8} {'MB/s':>8} {'frames':>7}"
+        f" {'cand/B':>7} {'hdr/B':>6} {'crc/B':>6} {'crcB/B':>8}"
+    )
     for r in rows:
-        cells = [r["header_checks_per_byte"], r["payload_checks_per_byte"], r["crc_bytes_per_byte"]]
-        shown = ["-" if c is None else f"{c:.3f}" for c in cells]
+        shown = ["-" if r[f"{c}_per_byte"] is None else f"{r[f'{c}_per_byte']:.3f}" for c in counters]
         print(
             f"{r['input']:<13} {r['bytes'] // 1024:>6} {r['seconds']:>8.3f} {r['mb_per_s']:>8.2f} {r['frames']:>7}"
-            f" {shown[0]:>6} {shown[1]:>6} {shown[2]:>7}"
+            f" {shown[0]:>7} {shown[1]:>6} {shown[2]:>6} {shown[3]:>8}"
         )
 
 
