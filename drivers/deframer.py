@@ -48,7 +48,7 @@ class Deframer:
 
     Work counters, for tests and benchmarks: `candidates` (markers examined with a whole header's worth of bytes
     after them), `header_checks` (header CRCs computed), `payload_checks` (frame CRCs computed) and `crc_bytes`
-    (bytes those frame CRCs covered).
+    (bytes those frame CRCs covered) and `copied` (bytes copied out of or moved within the buffer).
     """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
@@ -61,6 +61,7 @@ class Deframer:
         self.header_checks = 0
         self.payload_checks = 0
         self.crc_bytes = 0
+        self.copied = 0
         self._buffer = bytearray()
         self._pos = 0  # bytes before it are consumed
         self._need = 0  # buffer length at which the candidate at _pos is complete; 0 when none is waiting
@@ -123,6 +124,7 @@ class Deframer:
             if not frame_crc_ok(buf, pos, end):
                 pos = self._skip(pos)
                 continue
+            self.copied += end - pos
             try:
                 # Both CRCs passed: only now the construct definition parses it (and refuses an unknown type).
                 frames.append(parse_frame(bytes(buf[pos:end])))
@@ -138,6 +140,7 @@ class Deframer:
             self._buffer.clear()
             pos = 0
         elif pos >= _COMPACT:
+            self.copied += len(self._buffer) - pos
             del self._buffer[:pos]
             if self._need:
                 self._need -= pos
