@@ -11,9 +11,12 @@ A frame (all integers little-endian; docs/maintenance-port.md is the reference a
     8   length       2   payload length n
     10  header_crc   4   CRC-32 (zlib) of bytes 0..9
     14  payload      n   the message, laid out by `MESSAGES[type]`
-    14+n payload_crc 4   CRC-32 (zlib) of the payload
+    14+n frame_crc   4   CRC-32 (zlib) of bytes 0..13+n: header, header_crc and payload
 
-The header has its own CRC so that a receiver never waits for a payload whose length came from noise.
+The header has its own CRC so that a receiver never waits for a payload whose length came from noise. The frame CRC
+covers everything before it (protocol 3), so the CRC that closes a frame is always the CRC of a run that starts at
+that frame's own marker: no piece of another frame's bytes can stand in for it (docs/maintenance-port.md, "Why a
+spliced frame cannot pass").
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ __all__ = [
     "FRAME_OVERHEAD",
     "HEADER",
     "HEADER_SIZE",
+    "HEAD_SIZE",
     "MAX_PAYLOAD",
     "MESSAGES",
     "NONCE_SIZE",
@@ -73,13 +77,15 @@ __all__ = [
     "RefuseReason",
     "decode_message",
     "encode_message",
+    "frame_crc_ok",
+    "head_length",
     "message_fields",
     "parse_frame",
     "parse_frame_head",
     "proof_mac",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 # After accepting a baud switch, a hub that hears no valid frame at the new rate within this time goes back.
 BAUD_CONFIRM_S = 1.0
 SOF = b"\xa5\x5a"
@@ -209,15 +215,44 @@ _FRAME_HEAD = Struct(
     "header_crc" / Checksum(Int32ul, zlib.crc32, this.header.data),
 ).compile()
 
+# The frame CRC covers the header, its CRC and the payload: the RawCopy `body` is every byte before it.
 FRAME = Struct(
-    "header" / RawCopy(HEADER),
-    "header_crc" / Checksum(Int32ul, zlib.crc32, this.header.data),
-    "payload" / Bytes(this.header.value.length),
-    "payload_crc" / Checksum(Int32ul, zlib.crc32, this.payload),
+    "body"
+    / RawCopy(
+        Struct(
+            "header" / RawCopy(HEADER),
+            "header_crc" / Checksum(Int32ul, zlib.crc32, this.header.data),
+            "payload" / Bytes(this.header.value.length),
+        )
+    ),
+    "frame_crc" / Checksum(Int32ul, zlib.crc32, this.body.data),
 )
-FRAME_OVERHEAD = HEADER_SIZE + 4 + 4
+HEAD_SIZE = HEADER_SIZE + 4
+FRAME_OVERHEAD = HEAD_SIZE + 4
 # Compiled for the receive path (it still checks both CRCs); frames are built with the interpreted FRAME.
 _FRAME_PARSER = FRAME.compile()
+
+# The deframer's fast checks, read off the construct layout above (tests check that they agree with FRAME): a flood
+# of false starts must cost a CRC of 10 bytes each, not a construct parse and an exception.
+_LENGTH_AT = sum(sub.sizeof() for name, sub in _HEADER_SUBCONS[: [n for n, _ in _HEADER_SUBCONS].index("length")])
+_crc32 = zlib.crc32
+
+
+def head_length(buf: bytes | bytearray, at: int) -> int | None:
+    """The payload length a candidate header at `buf[at:]` declares, or None if its header CRC does not match.
+
+    `buf` must hold at least HEAD_SIZE bytes from `at`. Same verdict as `parse_frame_head`, without construct.
+    """
+    if _crc32(buf[at : at + HEADER_SIZE]) != int.from_bytes(buf[at + HEADER_SIZE : at + HEAD_SIZE], "little"):
+        return None
+    return int.from_bytes(buf[at + _LENGTH_AT : at + _LENGTH_AT + 2], "little")
+
+
+def frame_crc_ok(buf: bytes | bytearray, at: int, end: int) -> bool:
+    """Whether the candidate frame `buf[at:end]` ends with the CRC-32 of every byte before its last four."""
+    with memoryview(buf) as view:  # released at once: a bytearray with a live view cannot grow
+        crc = _crc32(view[at : end - 4])
+    return crc == int.from_bytes(buf[end - 4 : end], "little")
 
 
 @dataclass(frozen=True)
@@ -238,15 +273,33 @@ def _frame_fields() -> tuple[FrameField, ...]:
     rows.append(FrameField("header_crc", str(offset), "4"))
     offset += 4
     rows.append(FrameField("payload", str(offset), "n"))
-    rows.append(FrameField("payload_crc", f"{offset}+n", "4"))
+    rows.append(FrameField("frame_crc", f"{offset}+n", "4"))
     return tuple(rows)
 
 
 FRAME_FIELDS = _frame_fields()
 
-_EUI64 = Bytes(8)
-_TEXT = PascalString(Int8ul, "utf8")
-_SHA256 = Bytes(32)
+
+class _ExactBytes(Bytes):  # type: ignore[misc]
+    """`Bytes(n)` whose compiled parser refuses a short read, as the interpreted one does.
+
+    Compiled construct reads fixed-size bytes with a bare `io.read(n)`, so a 31-byte hash would parse as a hash.
+    """
+
+    def _emitparse(self, code: Any) -> str:
+        return f"stream_read(io, {self.length!r}, '(compiled)')"
+
+
+def _text() -> Any:
+    # The same for a length-prefixed string: the compiled form reads "up to" the prefix's count.
+    text = PascalString(Int8ul, "utf8")
+    text._emitparse = lambda code: f"stream_read(io, {Int8ul._compileparse(code)}, '(compiled)').decode('utf8')"
+    return text
+
+
+_EUI64 = _ExactBytes(8)
+_TEXT = _text()
+_SHA256 = _ExactBytes(32)
 
 _MESSAGE_SUBCONS: dict[MessageType, tuple[tuple[str, Any], ...]] = {
     MessageType.IDENTIFY: (
@@ -307,7 +360,7 @@ _MESSAGE_SUBCONS: dict[MessageType, tuple[tuple[str, Any], ...]] = {
     MessageType.RESET: (),
     MessageType.DONE: (),
     MessageType.PROVE: (
-        ("nonce", Bytes(NONCE_SIZE)),
+        ("nonce", _ExactBytes(NONCE_SIZE)),
         ("region", Int8ul),
         ("offset", Int32ul),
         ("length", Int32ul),
@@ -331,8 +384,9 @@ def _struct(subcons: tuple[tuple[str, Any], ...]) -> Any:
     return Struct(*(name / sub for name, sub in subcons), Terminated)
 
 
-# Compiled for parsing, the hot path on both ends. Building uses the interpreted form because the compiled one
-# does not check fixed lengths (a 31-byte hash would go out as a shorter message).
+# Compiled for parsing, the hot path on both ends; `_ExactBytes` and `_text` make the compiled parsers refuse short
+# fields like the interpreted ones. Building uses the interpreted form because the compiled one does not check fixed
+# lengths (a 31-byte hash would go out as a shorter message).
 MESSAGES: dict[MessageType, Any] = {kind: _struct(subcons).compile() for kind, subcons in _MESSAGE_SUBCONS.items()}
 _BUILDERS: dict[MessageType, Any] = {kind: _struct(subcons) for kind, subcons in _MESSAGE_SUBCONS.items()}
 assert set(MESSAGES) == set(MessageType)
@@ -401,16 +455,20 @@ class Frame:
             raise ValueError(f"payload of {len(self.payload)} bytes; a frame carries at most {MAX_PAYLOAD}")
         data: bytes = FRAME.build(
             {
-                "header": {
+                "body": {
                     "value": {
-                        "sof": SOF,
-                        "type": int(self.type),
-                        "flags": int(self.flags),
-                        "seq": self.seq & 0xFFFF,
-                        "ack": self.ack & 0xFFFF,
+                        "header": {
+                            "value": {
+                                "sof": SOF,
+                                "type": int(self.type),
+                                "flags": int(self.flags),
+                                "seq": self.seq & 0xFFFF,
+                                "ack": self.ack & 0xFFFF,
+                            }
+                        },
+                        "payload": self.payload,
                     }
-                },
-                "payload": self.payload,
+                }
             }
         )
         return data
@@ -446,17 +504,17 @@ def parse_frame(data: bytes) -> Frame:
         parsed = _FRAME_PARSER.parse(data)
     except _PARSE_ERRORS as exc:
         header = parse_frame_head(data)
-        end = FRAME_OVERHEAD - 4 + header.length
+        end = HEAD_SIZE + header.length
         if len(data) < end + 4:
-            raise FrameError("frame", "payload", FRAME_OVERHEAD - 4, f"truncated: {exc}") from None
-        raise FrameError("frame", "payload_crc", end, "CRC-32 of the payload does not match") from None
-    length = parsed.header.value.length
-    if len(data) != FRAME_OVERHEAD + length:
-        raise FrameError("frame", "end", FRAME_OVERHEAD + length, f"{len(data) - FRAME_OVERHEAD - length} bytes after")
+            raise FrameError("frame", "payload", HEAD_SIZE, f"truncated: {exc}") from None
+        raise FrameError("frame", "frame_crc", end, "CRC-32 of the frame does not match") from None
+    body = parsed.body.value
+    header = body.header.value
+    if len(data) != FRAME_OVERHEAD + header.length:
+        extra = len(data) - FRAME_OVERHEAD - header.length
+        raise FrameError("frame", "end", FRAME_OVERHEAD + header.length, f"{extra} bytes after")
     try:
-        kind = MessageType(parsed.header.value.type)
+        kind = MessageType(header.type)
     except ValueError:
-        raise FrameError("frame", "type", 2, f"unknown message type 0x{parsed.header.value.type:02X}") from None
-    return Frame(
-        kind, parsed.header.value.seq, parsed.header.value.ack, parsed.payload, Flag(parsed.header.value.flags)
-    )
+        raise FrameError("frame", "type", 2, f"unknown message type 0x{header.type:02X}") from None
+    return Frame(kind, header.seq, header.ack, body.payload, Flag(header.flags))

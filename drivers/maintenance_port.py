@@ -188,8 +188,12 @@ class MaintenancePort:
     async def _receive(self) -> None:
         try:
             while data := await self.transport.reader.read(65536):
-                for frame in self._deframer.feed(data):
-                    self._dispatch(frame)
+                for frames in self._deframer.slices(data):
+                    for frame in frames:
+                        self._dispatch(frame)
+                    # A read already buffered returns without suspending: yield between slices so that a flood of
+                    # false starts cannot starve the other slots or a shutdown.
+                    await asyncio.sleep(0)
         except (ConnectionError, OSError) as exc:
             self._lost(LinkClosed(f"{self.transport.description}: {exc}"))
         else:

@@ -11,6 +11,8 @@ Grammar (spaces around items are ignored; an empty spec means no fault):
     events: power-loss@N    the hub loses power: stops dead, link drops; the bytes it held before N are kept
             disconnect@N    the link drops (hub stays powered, keeps everything in memory)
             swap@N          the link drops and the jig holds a different hub (`SimJig`'s `swap_to`) from then on
+            flood-sof@N     the hub answers nothing more on this link and sends `A5 5A` continuously at line rate
+                            instead, until the link drops (a hostile or broken hub jamming the station's deframer)
     rules:  silent-after=N  once the held image reaches byte N, the hub never sends another byte (until power cycle)
             corrupt-every=K every Kth frame the hub sends has one byte flipped (K >= 2)
     flags:  activation-fail           activation passes the hub's checks, the new image fails to boot:
@@ -64,6 +66,7 @@ class Faults:
     resume_by_mi: bool = False
     ignore_erase: bool = False
     activate_then_drop: bool = False
+    flood_sof: int | None = None
 
     def __str__(self) -> str:
         items = []
@@ -93,6 +96,7 @@ _FORMS = {
     "resume-by-mi": "",
     "ignore-erase": "",
     "activate-then-drop": "",
+    "flood-sof": "@",
 }
 _MINIMUM = {"corrupt-every": 2}
 _ITEM = re.compile(r"(?P<name>[a-z][a-z-]*)(?:(?P<sep>[@=])(?P<value>.*))?")

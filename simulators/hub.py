@@ -36,6 +36,7 @@ from drivers.errors import FrameError
 from drivers.frame import (
     BAUD_CONFIRM_S,
     PROTOCOL_VERSION,
+    SOF,
     ActivationCode,
     Compression,
     Frame,
@@ -183,6 +184,9 @@ class SimulatedHub:
         self._given: tuple[str, str, int] | None = None
         self._received_header = bytearray()
         self._rebooting: asyncio.Task[None] | None = None
+        # The flood-sof fault's writer: while it runs the hub sends nothing else on this link.
+        self._flood: asyncio.Task[None] | None = None
+        self._flood_done = False
 
     # state on disk
 
@@ -245,8 +249,10 @@ class SimulatedHub:
         async def receive() -> None:
             try:
                 while data := await transport.reader.read(65536):
-                    for frame in deframer.feed(data):
-                        frames.put_nowait((loop.time(), frame))
+                    for sliced in deframer.slices(data):
+                        for frame in sliced:
+                            frames.put_nowait((loop.time(), frame))
+                        await asyncio.sleep(0)  # a flood must not starve the hub's other work (drivers/deframer.py)
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -290,6 +296,12 @@ class SimulatedHub:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
+            if self._flood is not None:
+                # flood-sof is a one-shot: the next link finds the hub answering again.
+                self._flood.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flood
+                self._flood = None
 
     def _baud_wait(self, loop: asyncio.AbstractEventLoop) -> float | None:
         if self._baud_deadline is None:
@@ -304,7 +316,7 @@ class SimulatedHub:
         deframer.clear()
 
     async def _send(self, transport: Transport, frame: Frame) -> None:
-        if self._silent or self._hung:
+        if self._silent or self._hung or self._flood is not None:
             return
         self.frames_sent += 1
         data = frame.encode()
@@ -503,6 +515,17 @@ class SimulatedHub:
             raise ConnectionResetError("fault disconnect")
         if faults.silent_after is not None and held < faults.silent_after <= end:
             self._silent = True
+        if faults.flood_sof is not None and held < faults.flood_sof <= end and not self._flood_done:
+            self._flood_done = True
+            self._flood = asyncio.create_task(self._flood_sof(transport), name="hub flood-sof")
+
+    async def _flood_sof(self, transport: Transport) -> None:
+        # As fast as the link drains: on the emulated link that is the line rate.
+        burst = SOF * 2048
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                transport.writer.write(burst)
+                await transport.writer.drain()
 
     def _read_tail(self, held: int) -> bytes:
         with open(self._staging_slot, "rb") as slot:

@@ -19,7 +19,11 @@ from drivers.frame import (
     ProofRegion,
     decode_message,
     encode_message,
+    frame_crc_ok,
+    head_length,
+    message_fields,
     parse_frame,
+    parse_frame_head,
     proof_mac,
 )
 
@@ -111,7 +115,7 @@ def test_frame_errors_name_the_field() -> None:
     cases = {
         "sof": b"\x00" + good[1:],
         "header_crc": good[:10] + bytes([good[10] ^ 1]) + good[11:],
-        "payload_crc": good[:-1] + bytes([good[-1] ^ 1]),
+        "frame_crc": good[:-1] + bytes([good[-1] ^ 1]),
         "end": good + b"\x00",
     }
     for field, data in cases.items():
@@ -123,9 +127,8 @@ def test_frame_errors_name_the_field() -> None:
 def test_unknown_type_is_refused_with_its_offset() -> None:
     from drivers.frame import FRAME
 
-    data = FRAME.build(
-        {"header": {"value": {"sof": b"\xa5\x5a", "type": 0x70, "flags": 0, "seq": 0, "ack": 0}}, "payload": b""}
-    )
+    header = {"value": {"sof": b"\xa5\x5a", "type": 0x70, "flags": 0, "seq": 0, "ack": 0}}
+    data = FRAME.build({"body": {"value": {"header": header, "payload": b""}}})
     with pytest.raises(FrameError, match="type at byte 2: unknown message type 0x70"):
         parse_frame(data)
 
@@ -157,3 +160,91 @@ def test_prove_and_proof_round_trip() -> None:
     assert {k: decode_message(MessageType.PROOF, payload)[k] for k in proof} == proof
     with pytest.raises(ValueError, match="cannot build PROVE"):
         encode_message(MessageType.PROVE, **(prove | {"nonce": bytes(15)}))
+
+
+# Every message refuses a payload shorter or longer than its layout, naming the field and its byte offset.
+
+_SAMPLE_TEXT = "abc"
+_SAMPLE_ARRAY = [9600, 115200]
+
+
+def _sample(kind: MessageType) -> tuple[bytes, list[tuple[str, int]]]:
+    """A valid payload of `kind` and the (field, size) of each of its fields in that payload."""
+    values: dict[str, object] = {}
+    spans = []
+    for name, size in message_fields(kind):
+        if size == "1+k":
+            values[name], width = _SAMPLE_TEXT, 1 + len(_SAMPLE_TEXT)
+        elif size == "1+4k":
+            values[name], width = _SAMPLE_ARRAY, 1 + 4 * len(_SAMPLE_ARRAY)
+        elif size == "rest":
+            values[name], width = b"xyz", 3
+        else:
+            width = int(size)
+            values[name] = bytes(width) if width > 4 else 1
+        spans.append((name, width))
+    payload = encode_message(kind, **values)
+    assert len(payload) == sum(width for _, width in spans)
+    return payload, spans
+
+
+def _field_at(spans: list[tuple[str, int]], length: int) -> str:
+    # A payload cut to `length` bytes breaks the field that runs past its end.
+    offset = 0
+    for name, width in spans:
+        if offset + width > length:
+            return name
+        offset += width
+    raise AssertionError("not cut")
+
+
+@given(st.sampled_from(list(MessageType)), st.integers(1, 40), st.binary(min_size=40, max_size=40))
+def test_a_shortened_or_lengthened_payload_is_refused_naming_the_field(kind: MessageType, k: int, extra: bytes) -> None:
+    payload, spans = _sample(kind)
+    greedy = spans and spans[-1][0] == "data"  # DATA's chunk is "the rest of the payload": any length fits
+    fixed = len(payload) - (spans[-1][1] if greedy else 0)
+    if k <= fixed:
+        short = payload[: fixed - k] if greedy else payload[: len(payload) - k]
+        with pytest.raises(FrameError) as caught:
+            decode_message(kind, short)
+        assert caught.value.field == _field_at(spans, len(short)), short.hex()
+        assert caught.value.offset == FRAME_OVERHEAD - 4 + sum(
+            w for _, w in spans[: [n for n, _ in spans].index(caught.value.field)]
+        )
+    if not greedy:
+        with pytest.raises(FrameError) as caught:
+            decode_message(kind, payload + extra[:k])
+        assert (caught.value.field, caught.value.offset) == ("end", FRAME_OVERHEAD - 4 + len(payload))
+
+
+def test_a_short_hash_is_refused_by_the_compiled_parser_itself() -> None:
+    from drivers.frame import MESSAGES
+
+    payload = encode_message(MessageType.ACTIVATE, sha256=bytes(32), image_sha256=bytes(32))
+    with pytest.raises(Exception, match="expected 32, found 31"):
+        MESSAGES[MessageType.ACTIVATE].parse(payload[:-1])
+    with pytest.raises(FrameError, match="ACTIVATE: image_sha256 at byte 46"):
+        decode_message(MessageType.ACTIVATE, payload[:-1])
+
+
+# The deframer's fast checks agree with the construct definition.
+
+
+@given(frames, st.integers(0, 2**32), st.booleans())
+def test_fast_checks_agree_with_the_construct_definition(frame: Frame, seed: int, flip: bool) -> None:
+    data = bytearray(frame.encode())
+    if flip:
+        bit = seed % (len(data) * 8)
+        data[bit // 8] ^= 1 << (bit % 8)
+    try:
+        expected_length: int | None = parse_frame_head(bytes(data)).length
+    except FrameError:
+        expected_length = None
+    assert head_length(data, 0) == expected_length
+    if expected_length is not None and expected_length == len(frame.payload):
+        try:
+            parse_frame(bytes(data))
+            whole = True
+        except FrameError as exc:
+            whole = exc.field not in ("frame_crc", "sof")
+        assert frame_crc_ok(data, 0, len(data)) == whole

@@ -11,7 +11,7 @@ def test_every_fault_parses_and_round_trips() -> None:
     spec = (
         "power-loss@65536,disconnect@1000,silent-after=2_000,corrupt-every=7,"
         "activation-fail,old-version-after-reboot,refuse-image,stuck,swap@4096,no-store,echo-hash,"
-        "claim-full-resume,resume-by-mi,ignore-erase,activate-then-drop"
+        "claim-full-resume,resume-by-mi,ignore-erase,activate-then-drop,flood-sof@8192"
     )
     faults = parse_faults(spec)
     assert faults == Faults(
@@ -30,6 +30,7 @@ def test_every_fault_parses_and_round_trips() -> None:
         resume_by_mi=True,
         ignore_erase=True,
         activate_then_drop=True,
+        flood_sof=8192,
     )
     assert parse_faults(str(faults)) == faults
     assert parse_faults("") == Faults()
@@ -49,6 +50,7 @@ def test_every_fault_parses_and_round_trips() -> None:
         ("stuck,stuck", r"stuck is given twice"),
         ("swap=5", r"swap is written swap@N"),
         ("echo-hash@5", r"echo-hash is written echo-hash$"),
+        ("flood-sof=5", r"flood-sof is written flood-sof@N"),
         ("Stuck", r"expected NAME"),
     ],
 )

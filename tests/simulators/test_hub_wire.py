@@ -10,7 +10,7 @@ import pytest
 
 from drivers.deframer import Deframer
 from drivers.errors import LinkError
-from drivers.frame import Compression, Frame, HubState, MessageType, NakReason
+from drivers.frame import Compression, Frame, HubState, MessageType, NakReason, encode_message
 from drivers.jig import driver_class
 from firmware_catalog.image import UpgradeImage
 from simulators.hub import HubOptions, SimulatedHub
@@ -108,6 +108,28 @@ async def test_data_without_a_transfer_is_refused(wire: tuple[Wire, SimulatedHub
     client.send(MessageType.DATA, 1, **_data(0, b"x" * 10))
     nak = await client.next()
     assert (nak.type, nak.message().reason) == (MessageType.NAK, NakReason.NO_TRANSFER)
+
+
+async def test_a_request_cut_short_or_too_long_is_answered_error_2_naming_the_field(
+    wire: tuple[Wire, SimulatedHub],
+) -> None:
+    client, hub = wire
+    activate = encode_message(MessageType.ACTIVATE, sha256=bytes(32), image_sha256=bytes(32))
+    prove = encode_message(MessageType.PROVE, nonce=bytes(16), region=0, offset=0, length=4096)
+    cases = [
+        (MessageType.ACTIVATE, activate[:-1], "ACTIVATE: image_sha256 at byte 46"),  # a 31-byte hash
+        (MessageType.ACTIVATE, activate + b"\x00", "ACTIVATE: end at byte 78"),
+        (MessageType.PROVE, prove[:-1], "PROVE: length at byte 35"),  # a truncated u32 at the end
+    ]
+    for seq, (kind, payload, detail) in enumerate(cases, start=1):
+        client.link.station.writer.write(Frame(kind, seq, 0, payload).encode())
+        answer = await client.next()
+        assert answer.type == MessageType.ERROR
+        error = answer.message()
+        assert (error.code, answer.ack) == (2, seq)
+        assert error.detail.startswith(detail), error.detail
+    assert hub.held == 0
+    assert hub.running_version == "04000007"
 
 
 async def test_abort_mid_transfer_keeps_what_the_hub_holds(
