@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from firmware_catalog.catalog import format_validation_error
+from firmware_catalog.errors import format_validation_error
 
 __all__ = [
     "CatalogConfig",
