@@ -9,6 +9,9 @@ that the listing needs no import; a test keeps it equal to each command's own.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
 from typing import Any
 
 import click
@@ -36,8 +39,38 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+EXIT_INTERRUPTED = 130  # the shell's convention for a command stopped by Ctrl-C (128 + SIGINT)
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a fault in this program, not in its input
+
+
 class _LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use, and that never shows an operator a traceback."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            if _debug(args):
+                traceback.print_exc()
+            else:
+                click.echo(f"error: internal error: {exc!r} (run with --debug for the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -56,7 +89,17 @@ class _LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _debug(args: Any) -> bool:
+    given = sys.argv[1:] if args is None else list(args)
+    return "--debug" in given[:1] or bool(os.environ.get("REFLASH_DEBUG"))
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reflash-station")
+@click.option("--debug", is_flag=True, envvar="REFLASH_DEBUG", help="Show a traceback when reflash itself fails")
 def main(**_: Any) -> None:
-    """Re-flash GB smart-metering Communications Hubs under the SSC re-flash guidance."""
+    """Re-flash GB smart-metering Communications Hubs under the SSC re-flash guidance.
+
+    Exit status: 0 success, 1 a refusal (a refused catalog, image or hub, a failed hub), 2 bad input or usage,
+    70 a fault in reflash itself, 130 interrupted (Ctrl-C).
+    """

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
+from firmware_catalog.hub import normalise_eui64
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, print_json
 from station.cli.station_options import config_option, open_store
 from station.messages import order_summary
 from station.orders import OrderImportError, read_order_file
 from station.reconciliation import order_report, report_csv, write_report
 from station.reporter import publish_outbox
-from station.store import StoreError
+from station.store import Store, StoreError
 
 __all__ = ["orders"]
 
@@ -32,7 +33,7 @@ def orders() -> None:
 @config_option
 def import_(path: str, config_path: str) -> None:
     """Import a DCC re-flash request (CSV or JSON). All or nothing: every problem is listed by line."""
-    _, store = open_store(config_path)
+    _, store = open_store(config_path, create=True)
     try:
         request = read_order_file(path)
         store.import_order(request)
@@ -42,25 +43,39 @@ def import_(path: str, config_path: str) -> None:
     click.echo(f"imported order {request.ref} ({request.kind}, {request.region}): {len(request.hubs)} hubs")
 
 
-def _ids(ids: tuple[str, ...]) -> list[str]:
-    """IDs from the arguments, or one per line from stdin: a barcode scanner types the ID and Enter."""
+def _ids(ids: tuple[str, ...]) -> Iterator[str]:
+    """IDs from the arguments, or one per line from stdin as each arrives: a barcode scanner types the ID and Enter,
+    and the operator sees the answer before scanning the next hub."""
     if ids:
-        return list(ids)
-    return [line.strip() for line in sys.stdin if line.strip()]
+        yield from ids
+        return
+    for line in sys.stdin:
+        if line.strip():
+            yield line.strip()
 
 
-def _scan(ids: tuple[str, ...], action: Callable[[str], str], failure: str) -> None:
-    """Apply a custody action to each scanned ID; report each one; exit 1 if any was refused."""
-    failed = False
+def _scan(store: Store, order_ref: str, ids: tuple[str, ...], action: Callable[[str], str], failure: str) -> None:
+    """Apply a custody action to each scanned ID and report each one. Exit 2 if any ID was not an ID (a misread
+    barcode), else 1 if any was refused, else 0. An order that does not exist is said once, before any scan."""
+    try:
+        store.order(order_ref)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    misread = refused = False
     for chf_id in _ids(ids):
         try:
-            said = action(chf_id)
-        except (StoreError, ValueError) as exc:
+            said = action(normalise_eui64(chf_id))
+        except ValueError as exc:
+            click.echo(f"{chf_id}: error: {exc}", err=True)
+            misread = True
+            continue
+        except StoreError as exc:
             click.echo(f"{chf_id}: {failure}: {exc}", err=True)
-            failed = True
+            refused = True
             continue
         click.echo(f"{chf_id}: {said}")
-    sys.exit(EXIT_REFUSED if failed else 0)
+    sys.exit(EXIT_INPUT if misread else EXIT_REFUSED if refused else 0)
 
 
 @orders.command()
@@ -74,7 +89,7 @@ def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
     def receive_one(chf_id: str) -> str:
         return "received" if store.receive(order_ref, chf_id) else "received UNASKED: not in this order; hold it"
 
-    _scan(ids, receive_one, "error")
+    _scan(store, order_ref, ids, receive_one, "error")
 
 
 @orders.command()
@@ -84,7 +99,7 @@ def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
 def dispatch(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
     """Scan hubs out; only hubs with a final outcome (or that arrived unasked) may leave."""
     _, store = open_store(config_path)
-    _scan(ids, lambda chf_id: f"dispatched ({store.dispatch(order_ref, chf_id)})", "REFUSED")
+    _scan(store, order_ref, ids, lambda chf_id: f"dispatched ({store.dispatch(order_ref, chf_id)})", "REFUSED")
 
 
 @orders.command()
