@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from firmware_catalog.hub import normalise_eui64
-from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, print_json
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, print_json, print_json_line
 from station.cli.station_options import config_option, open_store
 from station.messages import order_summary
 from station.orders import OrderImportError, read_order_file
@@ -28,18 +28,27 @@ def orders() -> None:
     """Re-flash orders: import, scan in and out, report, close."""
 
 
+def _json_option(func: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="JSON for scripts (errors too)")(func)
+
+
 @orders.command("import")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@_json_option
 @config_option
-def import_(path: str, config_path: str) -> None:
+def import_(path: str, as_json: bool, config_path: str) -> None:
     """Import a DCC re-flash request (CSV or JSON). All or nothing: every problem is listed by line."""
     _, store = open_store(config_path, create=True)
     try:
         request = read_order_file(path)
         store.import_order(request)
     except OrderImportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json, source=exc.source, problems=exc.problems)
+    if as_json:
+        print_json(
+            {"order_ref": request.ref, "kind": request.kind, "region": request.region, "hubs": len(request.hubs)}
+        )
+        return
     click.echo(f"imported order {request.ref} ({request.kind}, {request.region}): {len(request.hubs)} hubs")
 
 
@@ -54,59 +63,77 @@ def _ids(ids: tuple[str, ...]) -> Iterator[str]:
             yield line.strip()
 
 
-def _scan(store: Store, order_ref: str, ids: tuple[str, ...], action: Callable[[str], str], failure: str) -> None:
-    """Apply a custody action to each scanned ID and report each one. Exit 2 if any ID was not an ID (a misread
+def _scan(
+    store: Store,
+    order_ref: str,
+    ids: tuple[str, ...],
+    action: Callable[[str], tuple[str, str]],
+    as_json: bool,
+) -> None:
+    """Apply a custody action to each scanned ID and answer each one as it comes: a line of text, or with --json
+    one JSON object per line (`id`, `chf_id`, `result`, `message`). Exit 2 if any ID was not an ID (a misread
     barcode), else 1 if any was refused, else 0. An order that does not exist is said once, before any scan."""
     try:
         store.order(order_ref)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json)
     misread = refused = False
-    for chf_id in _ids(ids):
+    for scanned in _ids(ids):
+        chf_id: str | None = None
         try:
-            said = action(normalise_eui64(chf_id))
+            chf_id = normalise_eui64(scanned)
+            result, message = action(chf_id)
         except ValueError as exc:
-            click.echo(f"{chf_id}: error: {exc}", err=True)
-            misread = True
-            continue
+            result, message, misread = "misread", str(exc), True
         except StoreError as exc:
-            click.echo(f"{chf_id}: {failure}: {exc}", err=True)
-            refused = True
-            continue
-        click.echo(f"{chf_id}: {said}")
+            result, message, refused = "refused", str(exc), True
+        if as_json:
+            print_json_line({"id": scanned, "chf_id": chf_id, "result": result, "message": message})
+        elif result in ("misread", "refused"):
+            click.echo(f"{scanned}: {'error' if result == 'misread' else 'REFUSED'}: {message}", err=True)
+        else:
+            click.echo(f"{scanned}: {message}")
     sys.exit(EXIT_INPUT if misread else EXIT_REFUSED if refused else 0)
 
 
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
+@_json_option
 @config_option
-def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
+def receive(order_ref: str, ids: tuple[str, ...], as_json: bool, config_path: str) -> None:
     """Scan hubs in (IDs as arguments, or one per line on stdin)."""
     _, store = open_store(config_path)
 
-    def receive_one(chf_id: str) -> str:
-        return "received" if store.receive(order_ref, chf_id) else "received UNASKED: not in this order; hold it"
+    def receive_one(chf_id: str) -> tuple[str, str]:
+        if store.receive(order_ref, chf_id):
+            return "received", "received"
+        return "received_unasked", "received UNASKED: not in this order; hold it"
 
-    _scan(store, order_ref, ids, receive_one, "error")
+    _scan(store, order_ref, ids, receive_one, as_json)
 
 
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
+@_json_option
 @config_option
-def dispatch(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
+def dispatch(order_ref: str, ids: tuple[str, ...], as_json: bool, config_path: str) -> None:
     """Scan hubs out; only hubs with a final outcome (or that arrived unasked) may leave."""
     _, store = open_store(config_path)
-    _scan(store, order_ref, ids, lambda chf_id: f"dispatched ({store.dispatch(order_ref, chf_id)})", "REFUSED")
+
+    def dispatch_one(chf_id: str) -> tuple[str, str]:
+        return "dispatched", f"dispatched ({store.dispatch(order_ref, chf_id)})"
+
+    _scan(store, order_ref, ids, dispatch_one, as_json)
 
 
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for ORDER.json and ORDER.csv (default: reports/)")
+@_json_option
 @config_option
-def close(order_ref: str, out: str | None, config_path: str) -> None:
+def close(order_ref: str, out: str | None, as_json: bool, config_path: str) -> None:
     """Close an order, write its reconciliation report as JSON and CSV, and publish its summary."""
     config, store = open_store(config_path)
     section = config.station
@@ -119,13 +146,18 @@ def close(order_ref: str, out: str | None, config_path: str) -> None:
 
         store.close_order(order_ref, report["totals"], summary)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json)
     folder = Path(out) if out else config.resolve(Path("reports"))
     json_path, csv_path = write_report(order_report(store, order_ref), folder)
+    published = asyncio.run(publish_outbox(store, config, within_s=10)) if config.mqtt is not None else None
+    if as_json:
+        print_json(
+            {"order_ref": order_ref, "report_json": str(json_path), "report_csv": str(csv_path),
+             "summary_published": published, "totals": report["totals"]}
+        )  # fmt: skip
+        return
     click.echo(f"closed order {order_ref}; report: {json_path} {csv_path}")
-    if config.mqtt is not None:
-        published = asyncio.run(publish_outbox(store, config, within_s=10))
+    if published is not None:
         click.echo(
             "order summary published"
             if published
@@ -144,8 +176,7 @@ def report(order_ref: str, as_json: bool, as_csv: bool, config_path: str) -> Non
     try:
         data = order_report(store, order_ref)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json)
     if as_json:
         print_json(data)
         return

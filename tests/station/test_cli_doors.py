@@ -4,6 +4,7 @@ gives (2 bad input, 1 refusal, 130 Ctrl-C, 70 a fault of ours), never a tracebac
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -148,3 +149,36 @@ def test_a_fault_of_ours_is_one_line_unless_debug(config: Path, monkeypatch: pyt
     assert debug.exit_code == 70
     assert "Traceback" in debug.stderr
     assert os.environ.get("REFLASH_DEBUG") is None
+
+
+def test_orders_speak_json_to_scripts_errors_included(config: Path) -> None:
+    args = ["--config", str(config)]
+    order = config.parent / "order.csv"
+    order.write_text(f"order_ref,requesting_party,csp_region,chf_id\nDCC-1,S,North,{hub_id(1)}\n")
+    code, out, _ = reflash("orders", "import", str(order), "--json", *args)
+    assert code == 0
+    assert json.loads(out) == {"order_ref": "DCC-1", "kind": "dcc", "region": "North", "hubs": 1}
+    code, out, _ = reflash("orders", "import", str(order), "--json", *args)
+    assert code == 2
+    refused = json.loads(out)
+    assert refused["exit_status"] == 2
+    assert refused["problems"] == [
+        "order_ref 'DCC-1' was already imported",
+        f"line 2: chf_id {hub_id(1)} is already in open order DCC-1",
+    ]
+    code, out, _ = reflash("orders", "receive", "DCC-1", "--json", *args, stdin=f"{hub_id(1)}\n{hub_id(9)}\njunk\n")
+    assert code == 2
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["chf_id"], line["result"]) for line in lines] == [
+        (hub_id(1), "received"), (hub_id(9), "received_unasked"), (None, "misread"),
+    ]  # fmt: skip
+    code, out, _ = reflash("orders", "dispatch", "DCC-1", hub_id(1), "--json", *args)
+    assert code == 1
+    assert json.loads(out)["result"] == "refused"
+    code, out, _ = reflash("orders", "dispatch", "NOPE", hub_id(1), "--json", *args)
+    assert (code, json.loads(out)["error"]) == (2, "no order 'NOPE'")
+    code, out, _ = reflash("orders", "close", "DCC-1", "--json", *args)
+    assert code == 0
+    closed = json.loads(out)
+    assert closed["summary_published"] is None  # no broker configured: nothing to publish to
+    assert Path(closed["report_json"]).exists()
