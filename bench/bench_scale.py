@@ -88,8 +88,8 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
         make_world(root, image_size)
         config = root / "bench.toml"
         sim = subprocess.Popen(
-            [*REFLASH, "sim", "bench", "--slots", str(slots), "--baud", str(baud), "--write-config", str(config),
-             "--trust", f"121D={root / 'keys/maker.pub'}", "--state", str(root / "hubs"),
+            [*REFLASH, "sim", "bench", "--slots", str(slots), "--bench", "0", "--baud", str(baud),
+             "--write-config", str(config), "--trust", f"121D={root / 'keys/maker.pub'}", "--state", str(root / "hubs"),
              "--catalog", str(root / "catalog"), "--authority", str(root / "keys/authority.pub")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -23,7 +23,13 @@ from typing import Annotated, Any, Literal, get_args
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from firmware_catalog.errors import CatalogError, CatalogFormatError, CatalogRefused, KeyFileError
+from firmware_catalog.errors import (
+    CatalogError,
+    CatalogFormatError,
+    CatalogRefused,
+    KeyFileError,
+    format_validation_error,
+)
 from firmware_catalog.hub import Hex4, Hex8
 from firmware_catalog.keys import fingerprint, public_key_from_pem, verify_raw
 from firmware_catalog.reason import ReasonCode
@@ -141,15 +147,6 @@ class CatalogDocument(StrictModel):
     keys: tuple[TrustedKey, ...]
     revoked_keys: tuple[RevokedKey, ...] = ()
     entries: tuple[CatalogEntry, ...]
-
-
-def format_validation_error(error: ValidationError) -> tuple[str, str]:
-    """First problem of a pydantic error as (where, message), where like `entries[2].firmware_version`."""
-    first = error.errors()[0]
-    where = ""
-    for part in first["loc"]:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    return where, first["msg"]
 
 
 class KeyStanding(Enum):

@@ -155,9 +155,14 @@ def _check_image(image: UpgradeImage, entry: EntryFields) -> str | None:
 
 
 def _write_folder(out: Path, document: bytes, signature: bytes, images: dict[str, bytes]) -> None:
-    """Write the catalog beside `out` and swap it in, so a reader never sees half a catalog."""
-    if out.exists() and any(out.iterdir()) and not (out / CATALOG_FILE).exists():
-        raise CatalogError(f"{out}: exists and is not a catalog folder; refusing to replace it")
+    """Write the catalog beside `out` and swap it in, so a reader never sees half a catalog. A folder that holds
+    anything a build does not write (notes, a key, a stray file beside a `catalog.json`) is never replaced."""
+    foreign = _not_written_by_a_build(out)
+    if foreign:
+        raise CatalogError(
+            f"{out}: holds {', '.join(foreign)}, which a catalog build does not write; refusing to replace it "
+            "(choose another --out, or move those files)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.building-{os.getpid()}"
     if staging.exists():
@@ -177,6 +182,23 @@ def _write_folder(out: Path, document: bytes, signature: bytes, images: dict[str
     staging.rename(out)
     if retired.exists():
         shutil.rmtree(retired)
+
+
+def _not_written_by_a_build(out: Path) -> list[str]:
+    """What in `out` a build did not write: anything but catalog.json, catalog.sig and images/ holding files."""
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        return [out.name]
+    foreign = []
+    for path in sorted(out.iterdir()):
+        if path.name in (CATALOG_FILE, SIGNATURE_FILE) and path.is_file() and not path.is_symlink():
+            continue
+        if path.name == "images" and path.is_dir() and not path.is_symlink():
+            foreign += [f"images/{p.name}" for p in sorted(path.iterdir()) if not p.is_file() or p.is_symlink()]
+            continue
+        foreign.append(path.name)
+    return foreign
 
 
 def build_catalog(

@@ -11,7 +11,10 @@ A policy refusal is not an error: `decide` returns it as a `Decision`.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from firmware_catalog.reason import ReasonCode
 
@@ -21,6 +24,7 @@ __all__ = [
     "CatalogRefused",
     "ImageFormatError",
     "KeyFileError",
+    "format_validation_error",
 ]
 
 
@@ -63,3 +67,28 @@ class CatalogRefused(CatalogError):
     def __init__(self, code: ReasonCode, message: str) -> None:
         self.code = code
         super().__init__(f"{code.value}: {message}")
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    where = ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where
+
+
+def format_validation_error(error: ValidationError) -> tuple[str, str]:
+    """The most useful problem of a pydantic error as (where, message), where like `entries[2].firmware_version`.
+
+    A key the schema does not know comes first, named, with the missing key it was probably meant to be: a typo
+    `operater` is reported as itself ("did you mean 'operator'?"), not as "operator: Field required".
+    """
+    problems = error.errors()
+    unknown = [p for p in problems if p["type"] == "extra_forbidden"]
+    first = unknown[0] if unknown else problems[0]
+    if first["type"] != "extra_forbidden":
+        return _where(first["loc"]), first["msg"]
+    key, parent = str(first["loc"][-1]), first["loc"][:-1]
+    missing = [str(p["loc"][-1]) for p in problems if p["type"] == "missing" and p["loc"][:-1] == parent]
+    close = difflib.get_close_matches(key, missing, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return _where(first["loc"]), f"unknown key {key!r}{hint}"

@@ -36,7 +36,7 @@ def _parameters(address: str) -> dict[str, Any]:
     described = {
         "region": "CSP region: North, Central or South",
         "station": "The station's ID (config [station] id)",
-        "order_ref": "The order reference",
+        "order_ref": "The order reference, percent-encoded (RFC 3986) outside A-Z a-z 0-9 . _ - ~",
         "slot": "The slot name (config [[slots]] name)",
     }
     return {name: {"description": described[name]} for name in names}

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from firmware_catalog.catalog import format_validation_error
+from firmware_catalog.errors import format_validation_error
+from station.identifier import Label, Name
 
 __all__ = [
     "CatalogConfig",
@@ -40,10 +41,10 @@ class _Section(BaseModel):
 
 
 class StationSection(_Section):
-    id: NonBlank
+    id: Name = Field(description="The station's ID: a name (docs/station.md, Identifiers); a topic level")
     region: Region
-    operator: NonBlank = Field(description="The signed-in operator's ID; goes on every record")
-    facility_approval: NonBlank = Field(description="The triage facility's SSC approval reference")
+    operator: Label = Field(description="The signed-in operator's ID; goes on every record")
+    facility_approval: Label = Field(description="The triage facility's SSC approval reference")
     store: Path = Path("state/station.db")
     key: Path | None = Field(default=None, description="Station signing key (PKCS#8 PEM) for audit checkpoints")
     checkpoint_every: int = Field(default=100, ge=1)
@@ -112,7 +113,7 @@ class JobSettings(_Section):
 
 
 class SlotConfig(_Section):
-    name: NonBlank
+    name: Name
     driver: NonBlank
     url: NonBlank
     options: dict[str, Any] = Field(default_factory=dict)
@@ -143,9 +144,13 @@ class StationConfig(_Section):
 def load_config(path: str | Path) -> StationConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the TOML.
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}, byte {exc.start}: not UTF-8 text") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

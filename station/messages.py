@@ -22,6 +22,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from station.identifier import topic_level
+
 if TYPE_CHECKING:
     from station.store import JobRecord
 
@@ -177,9 +179,11 @@ CHANNELS: tuple[Channel, ...] = (
 
 
 def topic(channel: str, **parameters: str) -> str:
-    """The full topic of a channel, e.g. topic("result", region="North", station="st-1")."""
+    """The full topic of a channel, e.g. topic("result", region="North", station="st-1"). Each parameter is one
+    topic level, percent-encoded where it holds anything outside `A-Z a-z 0-9 . _ - ~` (an order reference with a
+    `/` or `#`), so that no value can add a level or a wildcard."""
     found = next(c for c in CHANNELS if c.name == channel)
-    return f"{ROOT}/{found.address.format(**parameters)}"
+    return f"{ROOT}/{found.address.format(**{k: topic_level(v) for k, v in parameters.items()})}"
 
 
 def hub_result(

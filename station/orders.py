@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_catalog.hub import normalise_eui64
+from station.identifier import check_label, check_order_ref
 
 __all__ = ["REGIONS", "OrderImportError", "OrderRequest", "read_order_file"]
 
@@ -53,6 +54,16 @@ class OrderRequest:
 def _check_header(req: OrderRequest, where: str) -> None:
     if not req.ref:
         req.problems.append(f"{where}: order_ref is empty")
+    else:
+        try:
+            check_order_ref(req.ref)
+        except ValueError as exc:
+            req.problems.append(f"{where}: order_ref: {exc}")
+    if req.requesting_party:
+        try:
+            check_label(req.requesting_party)
+        except ValueError as exc:
+            req.problems.append(f"{where}: requesting_party: {exc}")
     if req.kind not in ("dcc", "stock"):
         req.problems.append(f"{where}: kind must be 'dcc' or 'stock', got {req.kind!r}")
     if req.kind == "dcc" and not req.requesting_party:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from typing import TextIO
 
 import click
@@ -39,8 +40,24 @@ def verify(as_json: bool, config_path: str) -> None:
     sys.exit(0 if report.ok else EXIT_REFUSED)
 
 
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An ISO 8601 date-time with a zone, as the store writes times (UTC, milliseconds, `Z`), so that the store's
+    text comparison orders it right."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time (e.g. 2026-11-23T00:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone; add Z for UTC or an offset like +01:00")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @audit.command()
-@click.option("--since", help="Only entries at or after this ISO 8601 UTC time (e.g. 2026-11-23T00:00:00Z)")
+@click.option(
+    "--since", callback=_instant, help="Only entries at or after this ISO 8601 time with a zone (2026-11-23T00:00:00Z)"
+)
 @click.option("--out", type=click.File("w"), default="-", help="File to write (default: stdout)")
 @config_option
 def export(since: str | None, out: TextIO, config_path: str) -> None:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, print_json
+from firmware_catalog.hub import normalise_eui64
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, print_json, print_json_line
 from station.cli.station_options import config_option, open_store
 from station.messages import order_summary
 from station.orders import OrderImportError, read_order_file
 from station.reconciliation import order_report, report_csv, write_report
 from station.reporter import publish_outbox
-from station.store import StoreError
+from station.store import Store, StoreError
 
 __all__ = ["orders"]
 
@@ -27,71 +28,112 @@ def orders() -> None:
     """Re-flash orders: import, scan in and out, report, close."""
 
 
+def _json_option(func: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="JSON for scripts (errors too)")(func)
+
+
 @orders.command("import")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@_json_option
 @config_option
-def import_(path: str, config_path: str) -> None:
+def import_(path: str, as_json: bool, config_path: str) -> None:
     """Import a DCC re-flash request (CSV or JSON). All or nothing: every problem is listed by line."""
-    _, store = open_store(config_path)
+    _, store = open_store(config_path, create=True)
     try:
         request = read_order_file(path)
         store.import_order(request)
     except OrderImportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json, source=exc.source, problems=exc.problems)
+    if as_json:
+        print_json(
+            {"order_ref": request.ref, "kind": request.kind, "region": request.region, "hubs": len(request.hubs)}
+        )
+        return
     click.echo(f"imported order {request.ref} ({request.kind}, {request.region}): {len(request.hubs)} hubs")
 
 
-def _ids(ids: tuple[str, ...]) -> list[str]:
-    """IDs from the arguments, or one per line from stdin: a barcode scanner types the ID and Enter."""
+def _ids(ids: tuple[str, ...]) -> Iterator[str]:
+    """IDs from the arguments, or one per line from stdin as each arrives: a barcode scanner types the ID and Enter,
+    and the operator sees the answer before scanning the next hub."""
     if ids:
-        return list(ids)
-    return [line.strip() for line in sys.stdin if line.strip()]
+        yield from ids
+        return
+    for line in sys.stdin:
+        if line.strip():
+            yield line.strip()
 
 
-def _scan(ids: tuple[str, ...], action: Callable[[str], str], failure: str) -> None:
-    """Apply a custody action to each scanned ID; report each one; exit 1 if any was refused."""
-    failed = False
-    for chf_id in _ids(ids):
+def _scan(
+    store: Store,
+    order_ref: str,
+    ids: tuple[str, ...],
+    action: Callable[[str], tuple[str, str]],
+    as_json: bool,
+) -> None:
+    """Apply a custody action to each scanned ID and answer each one as it comes: a line of text, or with --json
+    one JSON object per line (`id`, `chf_id`, `result`, `message`). Exit 2 if any ID was not an ID (a misread
+    barcode), else 1 if any was refused, else 0. An order that does not exist is said once, before any scan."""
+    try:
+        store.order(order_ref)
+    except StoreError as exc:
+        fail(str(exc), EXIT_INPUT, as_json)
+    misread = refused = False
+    for scanned in _ids(ids):
+        chf_id: str | None = None
         try:
-            said = action(chf_id)
-        except (StoreError, ValueError) as exc:
-            click.echo(f"{chf_id}: {failure}: {exc}", err=True)
-            failed = True
-            continue
-        click.echo(f"{chf_id}: {said}")
-    sys.exit(EXIT_REFUSED if failed else 0)
+            chf_id = normalise_eui64(scanned)
+            result, message = action(chf_id)
+        except ValueError as exc:
+            result, message, misread = "misread", str(exc), True
+        except StoreError as exc:
+            result, message, refused = "refused", str(exc), True
+        if as_json:
+            print_json_line({"id": scanned, "chf_id": chf_id, "result": result, "message": message})
+        elif result in ("misread", "refused"):
+            click.echo(f"{scanned}: {'error' if result == 'misread' else 'REFUSED'}: {message}", err=True)
+        else:
+            click.echo(f"{scanned}: {message}")
+    sys.exit(EXIT_INPUT if misread else EXIT_REFUSED if refused else 0)
 
 
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
+@_json_option
 @config_option
-def receive(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
+def receive(order_ref: str, ids: tuple[str, ...], as_json: bool, config_path: str) -> None:
     """Scan hubs in (IDs as arguments, or one per line on stdin)."""
     _, store = open_store(config_path)
 
-    def receive_one(chf_id: str) -> str:
-        return "received" if store.receive(order_ref, chf_id) else "received UNASKED: not in this order; hold it"
+    def receive_one(chf_id: str) -> tuple[str, str]:
+        if store.receive(order_ref, chf_id):
+            return "received", "received"
+        return "received_unasked", "received UNASKED: not in this order; hold it"
 
-    _scan(ids, receive_one, "error")
+    _scan(store, order_ref, ids, receive_one, as_json)
 
 
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
+@_json_option
 @config_option
-def dispatch(order_ref: str, ids: tuple[str, ...], config_path: str) -> None:
+def dispatch(order_ref: str, ids: tuple[str, ...], as_json: bool, config_path: str) -> None:
     """Scan hubs out; only hubs with a final outcome (or that arrived unasked) may leave."""
     _, store = open_store(config_path)
-    _scan(ids, lambda chf_id: f"dispatched ({store.dispatch(order_ref, chf_id)})", "REFUSED")
+
+    def dispatch_one(chf_id: str) -> tuple[str, str]:
+        return "dispatched", f"dispatched ({store.dispatch(order_ref, chf_id)})"
+
+    _scan(store, order_ref, ids, dispatch_one, as_json)
 
 
 @orders.command()
 @click.argument("order_ref", metavar="ORDER")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for ORDER.json and ORDER.csv (default: reports/)")
+@_json_option
 @config_option
-def close(order_ref: str, out: str | None, config_path: str) -> None:
+def close(order_ref: str, out: str | None, as_json: bool, config_path: str) -> None:
     """Close an order, write its reconciliation report as JSON and CSV, and publish its summary."""
     config, store = open_store(config_path)
     section = config.station
@@ -104,13 +146,18 @@ def close(order_ref: str, out: str | None, config_path: str) -> None:
 
         store.close_order(order_ref, report["totals"], summary)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json)
     folder = Path(out) if out else config.resolve(Path("reports"))
     json_path, csv_path = write_report(order_report(store, order_ref), folder)
+    published = asyncio.run(publish_outbox(store, config, within_s=10)) if config.mqtt is not None else None
+    if as_json:
+        print_json(
+            {"order_ref": order_ref, "report_json": str(json_path), "report_csv": str(csv_path),
+             "summary_published": published, "totals": report["totals"]}
+        )  # fmt: skip
+        return
     click.echo(f"closed order {order_ref}; report: {json_path} {csv_path}")
-    if config.mqtt is not None:
-        published = asyncio.run(publish_outbox(store, config, within_s=10))
+    if published is not None:
         click.echo(
             "order summary published"
             if published
@@ -129,8 +176,7 @@ def report(order_ref: str, as_json: bool, as_csv: bool, config_path: str) -> Non
     try:
         data = order_report(store, order_ref)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT, as_json)
     if as_json:
         print_json(data)
         return

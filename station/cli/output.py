@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -18,7 +18,7 @@ from rich.console import Console
 from firmware_catalog.errors import CatalogError
 from station.pin_folder import PinFileError
 
-__all__ = ["EXIT_INPUT", "EXIT_REFUSED", "console", "input_errors", "print_json"]
+__all__ = ["EXIT_INPUT", "EXIT_REFUSED", "console", "fail", "input_errors", "print_json", "print_json_line"]
 
 EXIT_REFUSED = 1
 EXIT_INPUT = 2
@@ -33,6 +33,21 @@ def console() -> Console:
 
 def print_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False))
+
+
+def print_json_line(payload: Any) -> None:
+    """One compact JSON object on one line (JSON Lines), for output a script reads as it comes."""
+    click.echo(json.dumps(payload, sort_keys=False))
+
+
+def fail(message: str, code: int, as_json: bool = False, **details: Any) -> NoReturn:
+    """End a command: `error: message` on stderr, or with --json one object `{"error": message, ...}` on stdout
+    (a script that asked for JSON gets JSON, errors included); exit `code`."""
+    if as_json:
+        print_json({"error": message, "exit_status": code, **details})
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 @contextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +22,8 @@ from simulators.fault import FaultSpecError, parse_faults
 from simulators.hub import HubOptions, IdentityFileError, load_identity
 from simulators.hub_server import HubServer
 from simulators.link import LinkSettings
-from station.cli.output import console, print_json
+from station.atomic_file import write_atomically
+from station.cli.output import console, print_json, print_json_line
 
 __all__ = ["sim"]
 
@@ -199,9 +202,43 @@ def hub(
     _serve_until_signalled(start)
 
 
+def _bench_number(state: Path, given: int | None) -> int:
+    """The bench's number, which keeps its hubs' device IDs apart from every other bench's: the one given, else the
+    one this state folder already has, else a new random one kept there."""
+    record = state / "bench.json"
+    if given is None and record.exists():
+        try:
+            return int(json.loads(record.read_text())["bench"])
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise click.BadParameter(f"{record}: not a bench record ({exc}); delete it or give --bench") from exc
+    number = given if given is not None else secrets.randbelow(0x10000)
+    state.mkdir(parents=True, exist_ok=True)
+    write_atomically(record, json.dumps({"bench": number}))
+    return number
+
+
+def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
+    """CHF and GPF device IDs of the hub on `slot` (from 1) of bench number `bench`."""
+    return format_eui64(0x00DB510000000000 | bench << 16 | slot), format_eui64(0x00DB520000000000 | bench << 16 | slot)
+
+
 @sim.command()
 @click.option("--slots", required=True, type=click.IntRange(1, 256))
 @click.option("--write-config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing --write-config file")
+@click.option(
+    "--bench",
+    "bench_number",
+    type=click.IntRange(0, 0xFFFF),
+    help="Bench number for the hubs' device IDs (default: kept in --state, random the first time)",
+)
+@click.option(
+    "--port-base",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Slot N listens on PORT-BASE + N - 1 (0: any free ports)",
+)
 @_hub_type_options
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hubs' signature check accepts")
 @_link_options
@@ -209,39 +246,69 @@ def hub(
 @click.option("--state", "state", default="work/sim-bench", show_default=True, type=click.Path(file_okay=False))
 @click.option("--catalog", "catalog_dir", default="catalog", show_default=True, help="For the written config")
 @click.option("--authority", default="keys/authority.pub", show_default=True, help="For the written config")
+@click.option("--json", "as_json", is_flag=True, help="Print the bench (slots, URLs, device IDs) as one JSON line")
 def bench(
-    slots: int, config_path: str, manufacturer: str, model: str, hardware: str, firmware: str,
-    trust: tuple[str, ...], baud: int, latency_ms: float, fault: str, state: str, catalog_dir: str, authority: str,
+    slots: int, config_path: str, force: bool, bench_number: int | None, port_base: int, manufacturer: str,
+    model: str, hardware: str, firmware: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
+    state: str, catalog_dir: str, authority: str, as_json: bool,
 ) -> None:  # fmt: skip
-    """Serve N simulated hubs on TCP ports and write a station config whose slots reach them."""
+    """Serve N simulated hubs on TCP ports and write a station config whose slots reach them.
+
+    Prints each slot's URL and its hub's CHF and GPF IDs (the IDs an order names), then serves until stopped.
+    """
+    if port_base and port_base + slots - 1 > 65535:
+        raise click.BadParameter(f"{port_base} + {slots} slots runs past port 65535", param_hint="--port-base")
+    config_file = Path(config_path)
+    if config_file.exists() and not force:
+        raise click.UsageError(f"{config_file} exists; give --force to replace it")
+    number = _bench_number(Path(state), bench_number)
     servers = []
     for n in range(1, slots + 1):
-        chf, gpf = format_eui64(0x00DB510000000000 | n), format_eui64(0x00DB520000000000 | n)
+        chf, gpf = bench_device_ids(number, n)
         identity = HubIdentity(
             manufacturer=manufacturer, model=model, hardware_version=hardware, firmware_version=firmware,
-            chf_id=chf, gpf_id=gpf, han_variant="Single Band", chts_version="V1.3", serial=f"SIM-{n:05d}",
+            chf_id=chf, gpf_id=gpf, han_variant="Single Band", chts_version="V1.3", serial=f"SIM-{number:04X}-{n:05d}",
         )  # fmt: skip
         servers.append(
             HubServer(_hub_options(Path(state) / f"hub-{n:03d}", identity, trust, fault), _link(baud, latency_ms))
         )
 
     async def start() -> Any:
-        listening = [await server.serve_tcp() for server in servers]
+        listening = []
+        for n, server in enumerate(servers, 1):
+            try:
+                listening.append(await server.serve_tcp(port=port_base + n - 1 if port_base else 0))
+            except OSError as exc:
+                for opened in listening:
+                    await opened.close()
+                raise click.ClickException(
+                    f"slot {n}: cannot listen on port {port_base + n - 1}: {exc.strerror}"
+                ) from exc
         lines = [
             "# Written by `reflash sim bench`: slots reaching simulated hubs over TCP. Set [station] for real use.",
             "[station]", 'id = "sim-station"', 'region = "North"', 'operator = "sim-operator"',
             'facility_approval = "SSC-SIM"', 'store = "state/station.db"', "",
             "[catalog]", f'folder = "{catalog_dir}"', f'authority_key = "{authority}"', "",
         ]  # fmt: skip
-        for n, server in enumerate(listening, 1):
-            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{server.url}"', ""]
-        Path(config_path).write_text("\n".join(lines))  # noqa: ASYNC240 -- once, before serving
-        click.echo(f"serving {slots} hubs; wrote {config_path}")
+        for n, opened in enumerate(listening, 1):
+            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{opened.url}"', ""]
+        write_atomically(config_file, "\n".join(lines), durable=False)
+        hubs = [
+            {"slot": f"S{n:03d}", "url": opened.url, "chf_id": bench_device_ids(number, n)[0],
+             "gpf_id": bench_device_ids(number, n)[1]}
+            for n, opened in enumerate(listening, 1)
+        ]  # fmt: skip
+        if as_json:
+            print_json_line({"config": str(config_file), "bench": number, "hubs": hubs})
+        else:
+            click.echo(f"serving {slots} hubs (bench {number}); wrote {config_file}")
+            for hub in hubs:
+                click.echo(f"  {hub['slot']}  {hub['url']}  CHF {hub['chf_id']}  GPF {hub['gpf_id']}")
 
         class Closer:
             async def close(self) -> None:
-                for server in listening:
-                    await server.close()
+                for opened in listening:
+                    await opened.close()
 
         return Closer()
 

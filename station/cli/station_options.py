@@ -32,9 +32,17 @@ def config_option(func: F) -> F:
     )(func)
 
 
-def open_store(config_path: str) -> tuple[StationConfig, Store]:
+def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig, Store]:
+    """The configuration and its store. Only a command that starts a station's records (`orders import`) may
+    create the store: anything else would make an empty database from a mistyped path and report on it."""
     try:
         config = load_config(config_path)
+        path = config.resolve(config.station.store)
+        if not create and not path.exists():
+            raise ConfigError(
+                f"{config.source}: [station] store: no station store at {path}; it is made by "
+                "`reflash orders import` or `reflash run`"
+            )
         return config, Store.from_config(config)
     except (ConfigError, CatalogError) as exc:
         click.echo(f"error: {exc}", err=True)

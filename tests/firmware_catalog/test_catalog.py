@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from firmware_catalog.catalog import CatalogHolder, load_catalog
 from firmware_catalog.catalog_source import build_catalog, read_source
-from firmware_catalog.errors import CatalogFormatError, CatalogRefused
+from firmware_catalog.errors import CatalogError, CatalogFormatError, CatalogRefused
 from firmware_catalog.keys import generate_key, sign_raw
 from firmware_catalog.reason import ReasonCode
 from tests.firmware_catalog.conftest import NOW, World, timedelta
@@ -139,9 +139,30 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_catalog(world: World) -
     world.image(version="01010000", upgrade_from=["01000000"])
     (world.root / "catalog").mkdir()
     (world.root / "catalog/precious.txt").write_text("keep me")
-    with pytest.raises(Exception, match="not a catalog folder"):
+    with pytest.raises(CatalogError, match=r"holds precious\.txt, which a catalog build does not write"):
         world.build()
     assert (world.root / "catalog/precious.txt").read_text() == "keep me"
+
+
+def test_build_refuses_a_folder_with_a_stray_catalog_json_beside_other_files(world: World) -> None:
+    world.image(version="01010000", upgrade_from=["01000000"])
+    folder = world.root / "catalog"
+    (folder / "keys").mkdir(parents=True)
+    (folder / "catalog.json").write_text("{}")
+    (folder / "notes.txt").write_text("the operator's notes")
+    (folder / "keys/authority.key").write_text("a key copy")
+    with pytest.raises(CatalogError, match=r"holds keys, notes\.txt, which a catalog build does not write"):
+        world.build()
+    assert (folder / "notes.txt").read_text() == "the operator's notes"
+    assert (folder / "keys/authority.key").read_text() == "a key copy"
+    assert (folder / "catalog.json").read_text() == "{}"
+
+
+def test_build_replaces_a_catalog_it_built(world: World) -> None:
+    world.image(version="01010000", upgrade_from=["01000000"])
+    world.build()
+    world.build()
+    assert world.load().serial == 1
 
 
 def test_source_schema_error_names_file_line_and_field(world: World) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -94,16 +95,17 @@ def test_sim_bench_over_tcp_then_the_station_runs_it(tmp_path: Path, world: Demo
     process = reflash(
         "sim", "bench", "--slots", "3", "--write-config", str(config), "--trust",
         f"121D={world.key('maker-121D.pub')}", "--state", str(tmp_path / "hubs"), "--catalog",
-        str(world.catalog_dir), "--authority", str(world.authority_pub),
+        str(world.catalog_dir), "--authority", str(world.authority_pub), "--json",
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while not config.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert process.stdout is not None
+        announced = json.loads(process.stdout.readline())  # printed once the config is written and ports listen
         text = config.read_text()
         assert text.count('driver = "tcp"') == 3
+        assert [hub["url"] in text for hub in announced["hubs"]] == [True] * 3
         order = tmp_path / "order.csv"
-        ids = [f"00-DB-51-00-00-00-00-0{n}" for n in (1, 2, 3)]
+        ids = [hub["chf_id"] for hub in announced["hubs"]]
+        assert len(set(ids)) == 3
         order.write_text("order_ref,requesting_party,csp_region,chf_id\n" + "".join(f"B-1,S,North,{i}\n" for i in ids))
         runner = CliRunner()
         assert runner.invoke(main, ["orders", "import", str(order), "--config", str(config)]).exit_code == 0
@@ -124,3 +126,39 @@ def test_sim_bench_over_tcp_then_the_station_runs_it(tmp_path: Path, world: Demo
         for stream in (process.stdout, process.stderr):
             if stream:
                 stream.close()
+
+
+def test_sim_bench_keeps_its_ids_and_ports_and_never_overwrites_a_config(tmp_path: Path) -> None:
+    config = tmp_path / "bench.toml"
+
+    def start(*extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+        process = reflash("sim", "bench", "--slots", "2", "--write-config", str(config), "--state",
+                          str(tmp_path / "hubs"), "--json", *extra)  # fmt: skip
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        return process, json.loads(line) if line else {}
+
+    def stop(process: subprocess.Popen[bytes]) -> int:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+        return code
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+    first, announced = start("--port-base", str(base))
+    stop(first)
+    assert [hub["url"] for hub in announced["hubs"]] == [f"tcp://127.0.0.1:{base}", f"tcp://127.0.0.1:{base + 1}"]
+    refused = reflash("sim", "bench", "--slots", "2", "--write-config", str(config), "--state", str(tmp_path / "hubs"))
+    _, err = refused.communicate(timeout=20)
+    assert refused.returncode == 2
+    assert b"exists; give --force to replace it" in err
+    again, same = start("--force", "--port-base", str(base))
+    stop(again)
+    assert same == announced  # same state folder: the same bench number, device IDs and ports
+    other, elsewhere = start("--force", "--state", str(tmp_path / "other-bench"))
+    stop(other)
+    assert {h["chf_id"] for h in elsewhere["hubs"]}.isdisjoint({h["chf_id"] for h in announced["hubs"]})

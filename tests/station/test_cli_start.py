@@ -1,0 +1,56 @@
+"""`reflash` starts fast: the listing of subcommands imports none of them, and each subcommand imports what it uses.
+
+Speed itself is measured by bench/bench_cli_start.py (never by a timed test); this test pins what makes it fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from station.cli import COMMANDS, main
+
+HEAVY = ("cryptography", "construct", "aiomqtt", "paho", "pydantic", "rich", "jsonschema", "serial", "usb")
+
+
+def modules_loaded_by(*args: str) -> list[str]:
+    code = (
+        "import json, sys\n"
+        "from station.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r}, standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_the_listing_imports_no_subcommand_and_no_heavy_library() -> None:
+    loaded = modules_loaded_by("--help")
+    ours = [m for m in loaded if m.split(".")[0] in ("station", "drivers", "firmware_catalog", "simulators")]
+    assert ours == ["station", "station.cli"]
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+
+
+def test_the_listing_shows_each_commands_own_short_help() -> None:
+    for name, (module, attribute, short) in COMMANDS.items():
+        command = getattr(importlib.import_module(module), attribute)
+        assert short == command.get_short_help_str(limit=80), name
+    listing = CliRunner().invoke(main, ["--help"])
+    assert listing.exit_code == 0
+    for name in COMMANDS:
+        assert f"  {name} " in listing.output
+
+
+def test_a_subcommand_still_runs() -> None:
+    done = CliRunner().invoke(main, ["catalog", "--help"])
+    assert done.exit_code == 0
+    assert "keygen" in done.output
+    assert CliRunner().invoke(main, ["nope"]).exit_code == 2
