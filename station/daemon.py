@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -130,6 +131,16 @@ async def _supervise_reporter(reporter: Reporter, first_backoff_s: float = 0.5, 
         backoff = min(backoff * 2, max_backoff_s)
 
 
+def _folder_hint(path: Path) -> str:
+    """Why SQLite may have failed where its message does not say: the store's folder is read-only or missing."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f" ({folder} is not a folder)"
+    if not os.access(folder, os.W_OK):
+        return f" ({folder} is read-only)"
+    return ""
+
+
 def _why(exc: BaseException) -> str:
     """One line saying what failed, for an operator (no traceback)."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -170,7 +181,7 @@ async def run_station(
     try:
         store = Store.from_config(config)
     except (sqlite3.Error, OSError, StoreError) as exc:
-        print(f"error: cannot open the store {store_path}: {_why(exc)}", file=sys.stderr)
+        print(f"error: cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
         return 2
     try:
         interrupted = store.interrupt_running_jobs()
@@ -185,7 +196,7 @@ async def run_station(
         )
         store.audit("operator_signed_in", operator=section.operator)
     except (sqlite3.Error, OSError) as exc:
-        print(f"error: cannot write the store {store_path}: {_why(exc)}", file=sys.stderr)
+        print(f"error: cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
         store.close()
         return 2
     holder = CatalogHolder(load_public_key(config.resolve(config.catalog.authority_key)), pin=store.catalog_pin())
@@ -209,7 +220,7 @@ async def run_station(
     try:
         offer_catalog()
     except sqlite3.OperationalError as exc:
-        print(f"error: cannot write the store {store_path}: {_why(exc)}", file=sys.stderr)
+        print(f"error: cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
         store.close()
         return 2
     if section.key is None:

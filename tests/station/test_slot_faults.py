@@ -5,6 +5,7 @@ hub meanwhile, `--once` must end, and SIGTERM must be answered within two second
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -291,3 +292,123 @@ def test_sigterm_is_prompt_while_a_fifo_stands_for_an_image(bench: Bench) -> Non
         assert stop_within_two_seconds(process, events) == 1
     finally:
         process.kill()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of the test's own (skips where it cannot be mounted), as in test_hostile_hubs.py."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the disk to the last block (a real ENOSPC for every writer on it)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_read_only_store_at_start_is_one_line_and_exit_2(bench: Bench, small_disk: Path) -> None:
+    bench.hub("H", 1, HONEST)
+    store = small_disk / "state/station.db"
+    config = bench.config(store=store)
+    import_order(config, [device_id(1, 1)])  # the store exists, then its disk becomes read-only
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    process = bench.station(config, "--once")
+    assert process.wait(30) == 2
+    assert process.stderr is not None
+    lines = process.stderr.read().decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith((f"error: cannot open the store {store}: ", f"error: cannot write the store {store}: "))
+    assert "read-only" in lines[0] or "readonly" in lines[0], lines[0]
+
+
+def test_a_full_disk_costs_no_record_and_everything_catches_up(
+    bench: Bench, small_disk: Path, private_mosquitto: object
+) -> None:
+    from station.mosquitto import Mosquitto
+
+    broker = private_mosquitto
+    assert isinstance(broker, Mosquitto)
+    bench.hub("H", 1, HONEST)
+    bench.hub(
+        "S",
+        2,
+        HONEST,
+        fault="",
+    )
+    bench.hubs[-1].send_signal(signal.SIGTERM)  # replaced below by a slow hub on the same slot name
+    bench.hubs[-1].wait(5)
+    bench.slots.pop()
+    bench.hub("S", 2, {**HONEST, "baud": "57600"})  # about 17 s to send its image: still sending when the disk fills
+    config = bench.config(broker_url=broker.url, store=small_disk / "state/station.db")
+    import_order(config, [device_id(1, 1), device_id(2, 1)])
+    broker.stop()  # the honest hub's result waits in the outbox until the disk is full
+    process = bench.station(config)
+    events = Events(process)
+    try:
+        events.wait_for("job_finished", slot="H", outcome="REFLASHED")
+        filler = fill(small_disk)
+        broker.start()  # the reporter publishes H's result, and cannot record the PUBACK
+        events.wait_for("slot_error", slot="S", code="STORE_UNAVAILABLE", within=60)
+        time.sleep(3)  # full for a while: every task keeps going, and says so once
+        filler.unlink()
+        events.wait_for("job_finished", slot="S", outcome="REFLASHED", within=90)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            store = Store.from_config(load_config(config))
+            counts = store.outbox_counts()
+            store.close()
+            if counts["pending"] == 0:
+                break
+            time.sleep(0.2)
+        assert stop_within_two_seconds(process, events) == 1  # stopped by a signal
+    finally:
+        process.kill()
+    store = Store.from_config(load_config(config))
+    try:
+        jobs = {job.slot: job for job in store.jobs()}
+        assert {slot: (job.state, job.outcome) for slot, job in jobs.items()} == {
+            "H": ("final", "REFLASHED"),
+            "S": ("final", "REFLASHED"),
+        }
+        counts = store.outbox_counts()
+        assert counts["pending"] == 0, counts  # both results reached the broker after the disk recovered
+        assert counts["at_broker"] + counts["confirmed"] == 2
+    finally:
+        store.close()
+    assert process.stderr is not None
+    lines = process.stderr.read().decode().splitlines()
+    assert not [line for line in lines if "Traceback" in line], lines
+    # One line when the store first fails and one when it recovers, the same for the live status: not one per
+    # slot per second.
+    assert len(lines) <= 6, lines
+    assert any("cannot write" in line for line in lines), lines
+
+
+def test_the_slot_fault_table_in_the_docs_is_the_code() -> None:
+    from station.slot import SlotFault
+
+    lines = (Path(__file__).parents[2] / "docs/station.md").read_text().splitlines()
+    start = lines.index("| slot fault | when |")
+    codes = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        codes.append(line.split("|")[1].strip().strip("`"))
+    assert codes == [fault.value for fault in SlotFault]
