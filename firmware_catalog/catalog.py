@@ -31,6 +31,7 @@ from firmware_catalog.errors import (
     format_validation_error,
 )
 from firmware_catalog.hub import Hex4, Hex8
+from firmware_catalog.image_file import read_catalog_image
 from firmware_catalog.keys import fingerprint, public_key_from_pem, verify_raw
 from firmware_catalog.reason import ReasonCode
 
@@ -113,6 +114,9 @@ class CatalogEntry(EntryFields):
     # signature). The Manufacturer Image Hash alone leaves the header string, the control byte and the signature
     # free: another envelope of the same firmware would pass it. The build computes this; no one types it.
     upgrade_image_sha256: Sha256Hex
+    # Length in bytes of that file. A station reads no more than this from the folder (firmware_catalog/image_file.py):
+    # a file that has grown, or a device or FIFO put in its place, is refused without being read.
+    size: int = Field(ge=1)
     # Fingerprint of the catalog key (trusted or revoked) whose signature the image carries, found at build time;
     # None when no key in the catalog signs it. The policy verifies the signature again on every decision.
     signed_by: Sha256Hex | None
@@ -188,6 +192,10 @@ class Catalog:
         """Entries for one hub type, newest firmware first."""
         found = [e for e in self.document.entries if e.manufacturer == manufacturer and e.model == model]
         return sorted(found, key=lambda e: e.version_int, reverse=True)
+
+    def image_bytes(self, entry: CatalogEntry) -> bytes:
+        """The bytes of an entry's image file, read safely and boundedly; raises ImageFileRefused with a reason code."""
+        return read_catalog_image(self.folder, entry.image, entry.size)
 
     def key_standing(self, key_fingerprint: str | None, manufacturer: str) -> tuple[KeyStanding, str]:
         """Whether a key may sign for `manufacturer`, with a sentence saying why not."""

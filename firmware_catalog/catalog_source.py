@@ -273,7 +273,7 @@ def build_catalog(
             raise fail(where, f"{entry.manufacturer}/{entry.model}/{entry.firmware_version} is listed twice")
         images[name] = raw
         fields = entry.model_dump()
-        fields.update(image=name, upgrade_image_sha256=image.upgrade_image_sha256, signed_by=signer)
+        fields.update(image=name, upgrade_image_sha256=image.upgrade_image_sha256, size=len(raw), signed_by=signer)
         entries.append(CatalogEntry(**fields))
 
     expires = source.expires if source.expires is not None else now + timedelta(days=source.valid_days or 0)

@@ -16,6 +16,7 @@ from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hexcode import format_hex
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, parse_image
+from firmware_catalog.image_file import ImageFileRefused
 from firmware_catalog.reason import ReasonCode
 
 __all__ = ["Decision", "decide"]
@@ -104,9 +105,9 @@ def _image_decision(hub: HubIdentity, entry: CatalogEntry, catalog: Catalog) -> 
         return Decision(code, message, entry, None, serial)
 
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return refuse(ReasonCode.IMAGE_MISSING, f"{path}: {exc.strerror}")
+        raw = catalog.image_bytes(entry)
+    except ImageFileRefused as exc:
+        return refuse(exc.code, exc.detail)
     try:
         image = parse_image(raw, source=path)
     except ImageFormatError as exc:

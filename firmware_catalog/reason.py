@@ -110,12 +110,14 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         ReasonCode.IMAGE_MISSING,
-        "The chosen entry's image file is not in the catalog folder.",
+        "The chosen entry's image file is not a regular file inside the catalog folder: missing, a directory, a "
+        "FIFO, a device or a socket, or a symlink that leads out of the folder (none of these is read).",
         "This station's catalog format (docs/catalog.md)",
     ),
     Rule(
         ReasonCode.MALFORMED_IMAGE,
-        "The chosen image does not parse as a GBCS Upgrade Image.",
+        "The chosen image does not parse as a GBCS Upgrade Image, or the file is larger than the catalog's `size` "
+        "for it (it is not read).",
         "GBCS Upgrade Image; ZigBee OTA Upgrade file header (doc 095264)",
     ),
     Rule(

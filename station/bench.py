@@ -12,21 +12,43 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from drivers.errors import LinkError, ProtocolError
+from drivers.errors import LinkError, MaintenancePortError
 from drivers.jig import JigDriver
+from firmware_catalog.hub import HubIdentity
 from station.atomic_file import write_atomically
 from station.job import JobContext, run_job
-from station.slot import SlotView
+from station.slot import SlotFault, SlotView
+from station.store import JobRecord
 
 __all__ = ["Bench", "BenchSettings"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+# The longest wait before a hub that keeps failing on a slot is tried again.
+_MAX_BACKOFF_S = 30.0
+
+
+class _Stopped(Exception):
+    """The bench is stopping: the slot worker ends."""
+
+
+class _SlotFaulted(Exception):
+    """The hub on the slot could not be processed now; the slot's view says why."""
+
+    def __init__(self, code: SlotFault) -> None:
+        self.code = code
+        super().__init__(code.value)
+
+
+def _same_hub(a: HubIdentity, b: HubIdentity) -> bool:
+    return all(getattr(a, f) == getattr(b, f) for f in ("chf_id", "gpf_id", "manufacturer", "model", "serial"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,8 @@ class Bench:
         self.started = time.monotonic()
         self.outcomes: dict[str, int] = {}
         self._stopping = asyncio.Event()
+        self._last_fault: dict[str, tuple[SlotFault, str]] = {}
+        self._status_failing = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -68,7 +92,7 @@ class Bench:
         try:
             async with asyncio.TaskGroup() as group:
                 for name, driver in self.drivers.items():
-                    group.create_task(self._slot(name, driver, once), name=f"slot-{name}")
+                    group.create_task(self._supervised_slot(name, driver, once), name=f"slot-{name}")
         finally:
             if status is not None:
                 status.cancel()
@@ -79,37 +103,79 @@ class Bench:
                 with contextlib.suppress(Exception):
                     await driver.close()
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float | None = None) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.poll_interval_s):
+            async with asyncio.timeout(self.settings.poll_interval_s if seconds is None else seconds):
                 await self._stopping.wait()
+
+    async def _until_stopped(self, call: Awaitable[_T]) -> _T:
+        """Await `call` unless the bench is told to stop first (then it is cancelled and _Stopped raised), so that a
+        jig that does not answer never holds up a stop."""
+        work = asyncio.ensure_future(call)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            raise _Stopped
+        return work.result()
+
+    def _fault(self, name: str, fault: SlotFault, message: str) -> None:
+        """The slot cannot go on with what is on it: the view says why (with its code), and the event is emitted
+        when the slot's fault changes, not on every retry."""
+        view = self.views[name]
+        view.fail(fault, message)
+        if self._last_fault.get(name) != (fault, message):
+            self._last_fault[name] = (fault, message)
+            self.ctx.emit("slot_error", slot=name, code=fault.value, error=message)
+
+    async def _supervised_slot(self, name: str, driver: JigDriver, once: bool) -> None:
+        """The slot worker, kept alive: a fault in it costs this slot a pause, never the bench."""
+        while not self.stopping:
+            try:
+                await self._slot(name, driver, once)
+                return
+            except Exception as exc:
+                log.exception("slot %s: the slot worker failed; restarting it", name)
+                self._fault(name, SlotFault.INTERNAL_ERROR, f"internal error: {exc!r}")
+                if once:
+                    return
+                await self._pause(_MAX_BACKOFF_S)
 
     async def _slot(self, name: str, driver: JigDriver, once: bool) -> None:
         view = self.views[name]
         last_done: str | None = None
+        # After a fault with the same hub on the slot, wait longer each time before trying it again (so a hub that
+        # keeps failing cannot fill the audit trail), until another hub is on the slot or it is empty.
+        failed: tuple[HubIdentity, float] | None = None
         while not self.stopping:
             view.state = "identifying" if view.state in ("empty", "identifying") else view.state
             try:
-                identity = await driver.identify()
+                identity = await self._until_stopped(driver.identify())
+            except _Stopped:
+                return
             except LinkError:
                 view.clear()
-                last_done = None
+                self._last_fault.pop(name, None)
+                last_done, failed = None, None
                 if once:
                     return
                 await self._pause()
                 continue
             except (OSError, LookupError) as exc:
                 # The jig itself is not reachable (unplugged, port missing, controller down): keep asking.
-                view.begin("error", message=f"jig not reachable: {exc}")
+                self._fault(name, SlotFault.JIG_UNREACHABLE, f"jig not reachable: {exc}")
                 if once:
-                    self.ctx.emit("slot_error", slot=name, error=str(exc))
                     return
                 await self._pause()
                 continue
-            except (ProtocolError, ValueError) as exc:
+            except (MaintenancePortError, ValueError) as exc:
                 # A hub that answers nonsense (bad frames, an identity that does not validate) is not processed.
-                view.begin("error", message=f"identify: {exc}")
-                self.ctx.emit("slot_error", slot=name, error=str(exc))
+                self._fault(name, SlotFault.PROTOCOL_ERROR, f"identify: {exc}")
                 if once:
                     return
                 await self._pause()
@@ -119,39 +185,76 @@ class Bench:
                     return
                 await self._pause()
                 continue
-            job = asyncio.create_task(run_job(driver, identity, view, self.ctx), name=f"job-{name}")
-            stop = asyncio.create_task(self._stopping.wait())
-            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if not job.done():
-                job.cancel()  # the job records itself as interrupted
+            if failed is not None and _same_hub(failed[0], identity):
+                delay = failed[1]
+                await self._pause(delay)
+                if self.stopping:
+                    return
+            else:
+                delay = 0.0
             try:
-                record = await job
-            except asyncio.CancelledError:
+                record = await self._job(name, driver, identity)
+            except _Stopped:
                 return
-            except (LinkError, ProtocolError, OSError) as exc:
-                # A link that fails outside a transfer (verify, read back) or a jig that goes away: the job stays
-                # unfinished and resumes when the hub is seen again.
-                view.begin("error", message=str(exc))
-                self.ctx.emit("slot_error", slot=name, error=str(exc))
-                await self._pause()
-                continue
-            except Exception as exc:
-                # A fault in our own code must not take the other slots down; the job stays unfinished and is
-                # resumed when the hub is seen again.
-                log.exception("slot %s: job failed unexpectedly", name)
-                view.begin("error", message=f"internal error: {exc}")
-                self.ctx.emit("slot_error", slot=name, error=f"internal error: {exc!r}")
+            except _SlotFaulted as fault:
                 if once:
                     return
-                await self._pause()
+                if fault.code is SlotFault.STORE_UNAVAILABLE:
+                    # The store logs its own state changes; retry at the poll interval so the slot catches up as
+                    # soon as it can write again.
+                    await self._pause()
+                else:
+                    failed = (identity, min(max(2 * delay, self.settings.poll_interval_s), _MAX_BACKOFF_S))
                 continue
+            failed = None
+            self._last_fault.pop(name, None)
             if record is not None:
                 self.outcomes[record.outcome or "?"] = self.outcomes.get(record.outcome or "?", 0) + 1
                 self.on_result()
             # Even with `once`, look again: the hub on the slot now may not be the one just processed (it was
             # swapped mid-job), and it is on the bench now. The same hub again ends the slot's work.
             last_done = identity.chf_id
+
+    async def _job(self, name: str, driver: JigDriver, identity: HubIdentity) -> JobRecord | None:
+        """One job for the hub on the slot. Raises _Stopped when the bench stops, _SlotFaulted (after showing the
+        fault on the slot) when the job could not go on: its record stays unfinished and it resumes when the hub is
+        next seen."""
+        view = self.views[name]
+        if identity.chf_id is None or identity.gpf_id is None:
+            # Without its device IDs a hub cannot be matched to an order nor recorded; nothing is started for it.
+            self._fault(name, SlotFault.NO_DEVICE_ID, "the hub did not report its CHF and GPF device IDs")
+            raise _SlotFaulted(SlotFault.NO_DEVICE_ID)
+        job = asyncio.create_task(run_job(driver, identity, view, self.ctx), name=f"job-{name}")
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not job.done():
+            job.cancel()  # the job records itself as interrupted
+        try:
+            return await job
+        except asyncio.CancelledError:
+            if self.stopping:
+                raise _Stopped from None
+            raise
+        except sqlite3.OperationalError as exc:
+            # The disk is full or read-only: the store has said so once (station/store.py); the job's outcome is
+            # not written, so it stays unfinished and resumes when the hub is next seen.
+            self._fault(name, SlotFault.STORE_UNAVAILABLE, f"store unavailable: {exc}")
+            raise _SlotFaulted(SlotFault.STORE_UNAVAILABLE) from None
+        except (LinkError, OSError) as exc:
+            # A link that fails outside a transfer (verify, read back) or a jig that goes away: the job stays
+            # unfinished and resumes when the hub is seen again.
+            self._fault(name, SlotFault.LINK_FAILED, f"link failed: {exc}")
+            raise _SlotFaulted(SlotFault.LINK_FAILED) from None
+        except MaintenancePortError as exc:
+            self._fault(name, SlotFault.PROTOCOL_ERROR, str(exc))
+            raise _SlotFaulted(SlotFault.PROTOCOL_ERROR) from None
+        except Exception as exc:
+            # A fault in our own code must not take the other slots down; the job stays unfinished and is
+            # resumed when the hub is seen again.
+            log.exception("slot %s: job failed unexpectedly", name)
+            self._fault(name, SlotFault.INTERNAL_ERROR, f"internal error: {exc!r}")
+            raise _SlotFaulted(SlotFault.INTERNAL_ERROR) from None
 
     def progress(self) -> list[dict[str, Any]]:
         """Slot progress for telemetry: the slots that have a hub on them."""
@@ -185,9 +288,21 @@ class Bench:
         }
 
     def _dump_status(self) -> None:
-        if self.status_file is not None:
+        """Write status.json; a full or read-only disk is said once when it starts failing and once when it recovers."""
+        if self.status_file is None:
+            return
+        try:
             self.status_file.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(self.status_file, json.dumps(self.describe(), indent=1), durable=False)
+        except OSError as exc:
+            if not self._status_failing:
+                log.error("cannot write the live status %s: %s; retrying every %.1f s", self.status_file,
+                          exc.strerror or exc, self.settings.status_interval_s)  # fmt: skip
+            self._status_failing = True
+            return
+        if self._status_failing:
+            log.warning("the live status %s is written again", self.status_file)
+        self._status_failing = False
 
     async def _write_status(self) -> None:
         while True:

@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -31,9 +33,11 @@ from firmware_catalog.catalog import CatalogHolder
 from firmware_catalog.keys import load_public_key
 from station.bench import Bench, BenchSettings
 from station.config import JobSettings, StationConfig
+from station.display_text import display_cell, display_text
 from station.job import JobContext
 from station.reporter import Reporter
-from station.store import Store
+from station.slot import SlotView
+from station.store import Store, StoreError
 
 __all__ = ["render_status", "run_station", "status_path"]
 
@@ -59,18 +63,19 @@ def _emitter(log_format: str, quiet: bool) -> Any:
             line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
             print(json.dumps(line, default=str), flush=True)
         elif log_format == "text" and not quiet:
-            details = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-            print(f"{datetime.now().strftime('%H:%M:%S')} {event} {details}", flush=True)
+            details = " ".join(f"{k}={display_text(v)}" for k, v in fields.items() if v is not None)
+            print(f"{datetime.now().strftime('%H:%M:%S')} {display_text(event)} {details}", flush=True)
 
     return emit
 
 
 def render_status(status: dict[str, Any]) -> Table:
-    """The operator's view: one row per slot, totals at the foot."""
+    """The operator's view: one row per slot, totals at the foot. Every cell is a Text (`display_cell`): what a hub
+    says is shown as it is, never read as rich markup, and its control characters are escaped."""
     totals = status["totals"]
     table = Table(
-        title=f"Station {status['station']}",
-        caption=(
+        title=display_cell(f"Station {status['station']}"),
+        caption=display_cell(
             f"{totals['hubs']} hubs, {totals['hubs_per_hour']} per hour, {totals['bytes_per_s'] / 1024:.0f} KiB/s; "
             + ", ".join(f"{k} {v}" for k, v in totals["outcomes"].items())
         ),
@@ -83,25 +88,64 @@ def render_status(status: dict[str, Any]) -> Table:
         bar = f"{'█' * filled}{'░' * (20 - filled)} {100 * done // total:3d}%" if total else ""
         eta = f"{slot['eta_s']:.0f}s" if slot["eta_s"] is not None else ""
         last = slot["last_outcome"] or ""
-        style = _OUTCOME_STYLE.get(last, "")
         reason = slot["last_reason"] or ""
-        outcome_text = f"[{style}]{last}[/]" + (f" {reason}" if reason and reason != last else "") if last else ""
+        outcome = display_cell(last, _OUTCOME_STYLE.get(last, ""))
+        if last and reason and reason != last:
+            outcome.append(" " + display_text(reason))
         table.add_row(
-            slot["name"],
-            slot["chf_id"] or "",
-            slot["state"] + (f": {slot['message']}" if slot["message"] else ""),
-            bar,
-            f"{slot['bytes_per_s'] / 1024:.0f}" if slot["bytes_per_s"] else "",
-            eta,
-            outcome_text,
+            display_cell(slot["name"]),
+            display_cell(slot["chf_id"]),
+            display_cell(
+                slot["state"]
+                + (f" {slot['fault']}" if slot.get("fault") else "")
+                + (f": {slot['message']}" if slot["message"] else "")
+            ),
+            display_cell(bar),
+            display_cell(f"{slot['bytes_per_s'] / 1024:.0f}" if slot["bytes_per_s"] else ""),
+            display_cell(eta),
+            outcome,
         )
     return table
 
 
-def _report_reporter_failure(task: asyncio.Task[None]) -> None:
-    # The bench keeps flashing if reporting dies; say so loudly rather than lose it in a task.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the MQTT reporter stopped: %r; results wait in the outbox", task.exception())
+async def _supervise_reporter(reporter: Reporter, first_backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+    """Run the reporter until it is stopped, restarting it with backoff whenever it fails: reporting must never die
+    for good, or results would wait in the outbox until a restart. One log line when it fails (or fails
+    differently), one when it runs again."""
+    backoff = first_backoff_s
+    failing: str | None = None
+    while True:
+        started = time.monotonic()
+        try:
+            await reporter.run()
+            return
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            if why != failing:
+                log.error("the MQTT reporter failed (%s); restarting it, results wait in the outbox", why)
+            failing = why
+        if time.monotonic() - started > max_backoff_s:
+            backoff = first_backoff_s  # it had been running a while: this is a new failure, not the same one
+        if await reporter.wait_stopped(backoff):
+            return
+        backoff = min(backoff * 2, max_backoff_s)
+
+
+def _folder_hint(path: Path) -> str:
+    """Why SQLite may have failed where its message does not say: the store's folder is read-only or missing."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f" ({folder} is not a folder)"
+    if not os.access(folder, os.W_OK):
+        return f" ({folder} is read-only)"
+    return ""
+
+
+def _why(exc: BaseException) -> str:
+    """One line saying what failed, for an operator (no traceback)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc) or type(exc).__name__
 
 
 def _build_drivers(config: StationConfig) -> dict[str, JigDriver]:
@@ -132,19 +176,29 @@ async def run_station(
     """Run until stopped (or, with `once`, until every slot is done). Returns the exit status."""
     live = sys.stdout.isatty() and log_format == "text" if live is None else live
     emit = _emitter(log_format, quiet=live)
-    store = Store.from_config(config)
-    interrupted = store.interrupt_running_jobs()
     section = config.station
-    raw_config = config.source.read_bytes() if config.source.exists() else b""
-    store.audit(
-        "station_started",
-        software_version=version("reflash-station"),
-        config=str(config.source),
-        config_sha256=hashlib.sha256(raw_config).hexdigest(),
-        slots=[{"name": s.name, "driver": s.driver, "url": s.url} for s in config.slots],
-        interrupted_jobs=interrupted,
-    )
-    store.audit("operator_signed_in", operator=section.operator)
+    store_path = config.resolve(section.store)
+    try:
+        store = Store.from_config(config)
+    except (sqlite3.Error, OSError, StoreError) as exc:
+        print(f"error: cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
+        return 2
+    try:
+        interrupted = store.interrupt_running_jobs()
+        raw_config = config.source.read_bytes() if config.source.exists() else b""
+        store.audit(
+            "station_started",
+            software_version=version("reflash-station"),
+            config=str(config.source),
+            config_sha256=hashlib.sha256(raw_config).hexdigest(),
+            slots=[{"name": s.name, "driver": s.driver, "url": s.url} for s in config.slots],
+            interrupted_jobs=interrupted,
+        )
+        store.audit("operator_signed_in", operator=section.operator)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"error: cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
+        store.close()
+        return 2
     holder = CatalogHolder(load_public_key(config.resolve(config.catalog.authority_key)), pin=store.catalog_pin())
     folder = config.resolve(config.catalog.folder)
 
@@ -155,7 +209,20 @@ async def run_station(
         )
         emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial, message=offer.message)
 
-    offer_catalog()
+    def reload_catalog() -> None:
+        try:
+            offer_catalog()
+        except sqlite3.OperationalError:
+            # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
+            # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
+            log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")
+
+    try:
+        offer_catalog()
+    except sqlite3.OperationalError as exc:
+        print(f"error: cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
+        store.close()
+        return 2
     if section.key is None:
         emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes unnoticed")
     if holder.current is None:
@@ -200,11 +267,9 @@ async def run_station(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, bench.stop)
-    loop.add_signal_handler(signal.SIGHUP, offer_catalog)
+    loop.add_signal_handler(signal.SIGHUP, reload_catalog)
     emit("station_started", station=section.id, slots=len(drivers), once=once, interrupted_jobs=len(interrupted))
-    reporter_task = asyncio.create_task(reporter.run(), name="reporter") if reporter else None
-    if reporter_task is not None:
-        reporter_task.add_done_callback(_report_reporter_failure)
+    reporter_task = asyncio.create_task(_supervise_reporter(reporter), name="reporter") if reporter else None
     try:
         if live:
             with Live(render_status(bench.describe()), console=Console(), refresh_per_second=4) as screen:
@@ -223,14 +288,32 @@ async def run_station(
             loop.remove_signal_handler(sig)
         if reporter is not None and reporter_task is not None:
             reporter.stop()
+            # Stopped by a signal, the station answers within two seconds even when the broker does not.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(reporter_task, 15)
-        store.audit("station_stopped", drained=bench.stopping, outcomes=bench.outcomes)
-        store.checkpoint()
+                await asyncio.wait_for(reporter_task, 1.0 if bench.stopping else 15)
+        slots = {v.name: _slot_state(v) for v in bench.views.values()}
+        try:
+            store.audit("station_stopped", drained=bench.stopping, outcomes=bench.outcomes, slots=slots)
+            store.checkpoint()
+        except sqlite3.OperationalError:
+            log.error("the station's stop could not be recorded in the store (station_stopped, signed tail)")
         store.close()
     unfinished = [v.name for v in bench.views.values() if v.state in ("held", "error")]
-    emit("station_stopped", outcomes=bench.outcomes, unfinished_slots=unfinished)
+    emit("station_stopped", outcomes=bench.outcomes, unfinished_slots=unfinished, slots=slots)
     return 0 if not unfinished and not bench.stopping else 1
+
+
+def _slot_state(view: SlotView) -> dict[str, Any]:
+    """A slot as the station stopped: what it was doing, why it could not go on, and how its last hub ended."""
+    return {
+        "state": view.state,
+        "fault": view.fault,
+        "message": view.message or None,
+        "chf_id": view.chf_id,
+        "last_chf_id": view.last_chf_id,
+        "last_outcome": view.last_outcome,
+        "last_reason": view.last_reason,
+    }
 
 
 async def _drain_outbox(store: Store, reporter: Reporter, bench: Bench, timeout_s: float = 30.0) -> None:

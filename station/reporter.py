@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 HUB_RESULT = "hub_result"
 ORDER_SUMMARY = "order_summary"
 _RETAIN = {channel.name: channel.retain for channel in CHANNELS}
+# How soon the reporter tries the store again after it could not read or write it (doubling up to the last).
+_STORE_RETRY_FIRST_S = 0.5
+_STORE_RETRY_LAST_S = 5.0
 
 
 def _iso(moment: datetime) -> str:
@@ -100,6 +104,10 @@ class Reporter:
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
+        # PUBACKs the store could not record yet (disk full): recorded first when it can write again, never lost
+        # and never published again meanwhile. (message_id, needs_ack)
+        self._unrecorded: dict[str, bool] = {}
+        self._store_backoff_s = _STORE_RETRY_FIRST_S
 
     # -- topics and payloads ----------------------------------------------------------------------------------------
 
@@ -130,6 +138,13 @@ class Reporter:
     def stop(self) -> None:
         self._stopping.set()
         self.wake.set()
+
+    async def wait_stopped(self, seconds: float) -> bool:
+        """Wait up to `seconds` for `stop()`; True when stopped."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
 
     async def run(self) -> None:
         backoff = 0.25
@@ -221,15 +236,44 @@ class Reporter:
                 continue
             pending.append((str(ack.message_id), ack.result, ack.reason))
             if len(client.messages) == 0 or len(pending) >= self.batch:
-                self.store.outbox_acked(pending)
+                try:
+                    self.store.outbox_acked(pending)
+                except sqlite3.OperationalError:
+                    # The store said it cannot write. Keep the acks and record them with the next one; if none
+                    # comes, the rows stay at_broker, are published again, and the bridge acks them again.
+                    continue
                 pending = []
+
+    def _record_published(self) -> None:
+        """Write the PUBACKs not yet recorded. Raises sqlite3.OperationalError when the store still cannot."""
+        if not self._unrecorded:
+            return
+        needs_ack = [m for m, ack in self._unrecorded.items() if ack]
+        self.store.outbox_published(needs_ack)
+        for message_id in needs_ack:
+            del self._unrecorded[message_id]
+        self.store.outbox_published(list(self._unrecorded), needs_ack=False)
+        self._unrecorded.clear()
+
+    async def _store_pause(self) -> None:
+        """After a store error: wait (doubling, up to a few seconds) before trying the store again."""
+        await self.wait_stopped(self._store_backoff_s)
+        self._store_backoff_s = min(self._store_backoff_s * 2, _STORE_RETRY_LAST_S)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         # On (re)connect everything unconfirmed goes again: `cutoff` is the connect time until the backlog is drained.
         cutoff: datetime | None = datetime.now(UTC)
         while True:
             horizon = cutoff or datetime.now(UTC) - timedelta(seconds=self.config.republish_after_s)
-            rows = self.store.outbox_due(self.batch, _iso(horizon))
+            try:
+                # The disk may be full or read-only: the store says so once; the reporter keeps its connection,
+                # publishes nothing it cannot record, and catches up when the store works again.
+                self._record_published()
+                rows = self.store.outbox_due(self.batch, _iso(horizon))
+            except sqlite3.OperationalError:
+                await self._store_pause()
+                continue
+            self._store_backoff_s = _STORE_RETRY_FIRST_S
             if len(rows) < self.batch:
                 cutoff = None
             if rows:
@@ -251,9 +295,11 @@ class Reporter:
 
         results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
         done = [r for r in results if isinstance(r, OutboxRow)]
-        # Record what the broker took even when the connection broke part way through.
-        self.store.outbox_published([r.message_id for r in done if r.kind == HUB_RESULT])
-        self.store.outbox_published([r.message_id for r in done if r.kind != HUB_RESULT], needs_ack=False)
+        # Record what the broker took even when the connection broke part way through; what the store cannot
+        # record now is held and recorded first when it can (`_record_published`).
+        self._unrecorded.update({r.message_id: r.kind == HUB_RESULT for r in done})
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._record_published()
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             raise failure

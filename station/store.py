@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ from station.orders import OrderImportError, OrderRequest
 from station.outcome import Interruption, Outcome
 
 __all__ = ["MIGRATIONS", "Actor", "FlashStep", "JobRecord", "OutboxRow", "Store", "StoreError"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -251,6 +254,7 @@ class Store:
         self._checkpoint_every = checkpoint_every
         self._clock = clock
         self._appended: list[str] = []
+        self._write_error: str | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so that each state change is exactly one.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -287,17 +291,48 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One state change, all or nothing. When the disk is full or read-only (or fails) the change is not made,
+        the error is raised to the caller, and the store says so once, then once more when a write succeeds again
+        (`writable`): the callers retry, and nothing is written twice or half."""
         cursor = self._db.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
         self._appended = []
         try:
-            yield cursor
-        except BaseException:
-            cursor.execute("ROLLBACK")
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+                cursor.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.OperationalError as exc:
+            self._write_failed(exc)
             raise
-        cursor.execute("COMMIT")
+        self._write_succeeded()
         for kind in self._appended:
             crash_point.reached(f"after:{kind}")
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (SQLITE_FULL at COMMIT does); a ROLLBACK that fails must not hide the
+        # error that caused it, and must not leave a transaction open for the next BEGIN to trip over.
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    @property
+    def writable(self) -> bool:
+        """False from a failed write (disk full, read-only, I/O error) until the next write that succeeds."""
+        return self._write_error is None
+
+    def _write_failed(self, exc: sqlite3.OperationalError) -> None:
+        if self._write_error is None:
+            log.error("store %s: cannot write: %s; the station goes on and catches up when it can write", self.path,
+                      exc)  # fmt: skip
+        self._write_error = str(exc)
+
+    def _write_succeeded(self) -> None:
+        if self._write_error is not None:
+            log.warning("store %s: writing again (it could not since: %s)", self.path, self._write_error)
+            self._write_error = None
 
     @property
     def schema_version(self) -> int:

@@ -28,6 +28,7 @@ from firmware_catalog.reason import ReasonCode
 from station.atomic_file import write_atomically
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, input_errors, print_json
 from station.cli.station_options import state_dir_option
+from station.display_text import display_cell
 from station.pin_folder import PinFolder
 
 __all__ = ["catalog"]
@@ -124,11 +125,11 @@ def inspect(image_path: str, as_json: bool) -> None:
     if as_json:
         print_json(fields)
         return
-    table = Table(title=image_path, show_header=False)
+    table = Table(title=display_cell(image_path), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for name, value in fields.items():
-        table.add_row(name, str(value))
+        table.add_row(name, display_cell(value))  # the header string is the file's, not ours
     console().print(table)
 
 

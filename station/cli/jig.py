@@ -21,6 +21,7 @@ from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, print_json
 from station.cli.station_options import state_dir_option
+from station.display_text import display_text
 from station.pin_folder import PinFileError, PinFolder
 
 __all__ = ["jig"]
@@ -72,7 +73,7 @@ def identify(url: str, as_json: bool) -> None:
         print_json({key: fields.get(key) for key in IDENTIFY_KEYS} | {"staged_version": fields.get("staged_version")})
         return
     for key in IDENTIFY_KEYS:
-        click.echo(f"{key:>17}: {fields.get(key) or '-'}")
+        click.echo(f"{key:>17}: {display_text(fields.get(key)) or '-'}")
 
 
 async def _flash(
@@ -145,5 +146,5 @@ def flash_command(
     if as_json:
         print_json(result)
     else:
-        click.echo(f"{result['outcome']} ({result['reason']}): {result.get('message', '')}")
+        click.echo(display_text(f"{result['outcome']} ({result['reason']}): {result.get('message', '')}"))
     sys.exit(0 if result["outcome"] in ("REFLASHED", "ALREADY_CURRENT") else EXIT_REFUSED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 
@@ -13,6 +14,7 @@ from station.cli.output import EXIT_INPUT, console, print_json
 from station.cli.station_options import config_option
 from station.config import ConfigError, load_config
 from station.daemon import render_status, run_station, status_path
+from station.display_text import DisplayTextFormatter
 
 __all__ = ["run", "status"]
 
@@ -29,7 +31,17 @@ def run(config_path: str, once: bool, log_format: str, live: bool | None) -> Non
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
+    _log_to_stderr()
     sys.exit(asyncio.run(run_station(config, once=once, log_format=log_format, live=live)))
+
+
+def _log_to_stderr() -> None:
+    """Warnings and errors on stderr, one line each, with whatever a hub said made safe to show (display_text)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(DisplayTextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 @click.command()
