@@ -13,9 +13,14 @@ def write_atomically(path: Path, data: bytes | str, *, durable: bool = True) -> 
     rewritten every moment and worth nothing after a power cut (the live status)."""
     payload = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(payload)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(payload)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        # Name the file the caller asked for, not our temporary one; leave no temporary file behind.
+        tmp.unlink(missing_ok=True)
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc

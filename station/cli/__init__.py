@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a command stopped by Ctrl-C (128 + SIGINT)
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a fault in this program, not in its input
+EXIT_INPUT = 2
+EXIT_REFUSED = 1
+# Paths that do not lead where the operator said: bad input. Other OS errors (a refused connection, a device that
+# went away) are the world refusing, not the input being wrong.
+_INPUT_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 class _LazyGroup(click.Group):
@@ -64,6 +69,11 @@ class _LazyGroup(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A file, folder or device the operator named that cannot be used: one line, the path and the reason.
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(EXIT_INPUT if isinstance(exc, _INPUT_ERRORS) else EXIT_REFUSED)
         except Exception as exc:
             if _debug(args):
                 traceback.print_exc()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import TextIO
+from pathlib import Path
 
 import click
 
+from station.atomic_file import write_atomically
 from station.audit import verify_chain
 from station.cli.output import EXIT_REFUSED, print_json
 from station.cli.station_options import config_option, open_store
@@ -58,10 +59,16 @@ def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> s
 @click.option(
     "--since", callback=_instant, help="Only entries at or after this ISO 8601 time with a zone (2026-11-23T00:00:00Z)"
 )
-@click.option("--out", type=click.File("w"), default="-", help="File to write (default: stdout)")
+@click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: stdout); never an existing one")
 @config_option
-def export(since: str | None, out: TextIO, config_path: str) -> None:
+def export(since: str | None, out: str | None, config_path: str) -> None:
     """Write audit entries as JSON lines, oldest first."""
+    if out is not None and Path(out).exists():
+        raise click.BadParameter(f"{out} exists; export never overwrites a file", param_hint="--out")
     _, store = open_store(config_path)
-    for entry in store.audit_entries(since):
-        out.write(json.dumps(entry.export(), sort_keys=True) + "\n")
+    lines = (json.dumps(entry.export(), sort_keys=True) + "\n" for entry in store.audit_entries(since))
+    if out is None:
+        for line in lines:
+            click.echo(line, nl=False)
+        return
+    write_atomically(Path(out), "".join(lines))

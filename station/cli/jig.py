@@ -65,8 +65,8 @@ def identify(url: str, as_json: bool) -> None:
     """Identify the hub on the jig at URL (a serial device, tcp://HOST:PORT, usb://VID:PID?serial=...)."""
     try:
         identity = asyncio.run(_identify(_driver(url, None)))
-    except (MaintenancePortError, OSError) as exc:
-        click.echo(f"error: {url}: {exc}", err=True)
+    except (MaintenancePortError, OSError, LookupError) as exc:  # LookupError: no such USB jig
+        click.echo(f"error: {exc}" if str(exc).startswith(url) else f"error: {url}: {exc}", err=True)
         sys.exit(EXIT_REFUSED)
     fields = identity.model_dump()
     if as_json:
@@ -141,7 +141,7 @@ def flash_command(
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     except MaintenancePortError as exc:
-        click.echo(f"error: {url}: {exc}", err=True)
+        click.echo(f"error: {exc}" if str(exc).startswith(url) else f"error: {url}: {exc}", err=True)
         sys.exit(EXIT_REFUSED)
     if as_json:
         print_json(result)

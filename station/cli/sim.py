@@ -91,6 +91,15 @@ def _trusted(specs: tuple[str, ...]) -> dict[int, list[ec.EllipticCurvePublicKey
     return trusted
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise click.BadParameter(
+            f"{text!r}: expected HOST:PORT with a port 0..65535 (0: any free one)", param_hint="--tcp"
+        )
+    return host or "127.0.0.1", int(port_text)
+
+
 def _link(baud: int, latency_ms: float) -> LinkSettings:
     return LinkSettings(baud=baud, latency_to_hub_s=latency_ms / 1000, latency_to_station_s=latency_ms / 1000)
 
@@ -162,6 +171,7 @@ def hub(
     """Serve one simulated hub until stopped, on a pty (`--pty` prints the path to open) or a TCP port."""
     if bool(tcp) == pty:
         raise click.UsageError("give exactly one of --tcp HOST:PORT or --pty")
+    tcp_host, tcp_port = _host_port(tcp) if tcp else ("", 0)
     try:
         identity = (
             load_identity(identity_file)
@@ -194,8 +204,7 @@ def hub(
                     await port.close()
 
             return Served()
-        host, _, port_text = (tcp or "").rpartition(":")
-        listening = await server.serve_tcp(host or "127.0.0.1", int(port_text or 0))
+        listening = await server.serve_tcp(tcp_host, tcp_port)
         click.echo(listening.url)
         return listening
 
