@@ -29,7 +29,8 @@ from rich.live import Live
 from rich.table import Table
 
 from drivers.jig import JigDriver, driver_class
-from firmware_catalog.catalog import CatalogHolder
+from firmware_catalog.catalog import CatalogHolder, Offer
+from firmware_catalog.errors import CatalogError
 from firmware_catalog.keys import load_public_key
 from station.bench import Bench, BenchSettings
 from station.config import JobSettings, StationConfig
@@ -148,9 +149,14 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _StartupError(Exception):
+    """A configuration the station cannot start with; the message names the file, the slot and the problem."""
+
+
 def _build_drivers(config: StationConfig) -> dict[str, JigDriver]:
     built: dict[str, JigDriver] = {}
-    for slot in config.slots:
+    for n, slot in enumerate(config.slots):
+        where = f"{config.source}: slots[{n}] ({slot.name})"
         options: dict[str, Any] = {"url": slot.url, **slot.options}
         for key in ("state_dir", "identity"):
             if key in options:
@@ -160,7 +166,12 @@ def _build_drivers(config: StationConfig) -> dict[str, JigDriver]:
                 manufacturer: [str(config.resolve(Path(p))) for p in paths]
                 for manufacturer, paths in dict(options["trusted_keys"]).items()
             }
-        built[slot.name] = driver_class(slot.driver).from_config(options)
+        try:
+            built[slot.name] = driver_class(slot.driver).from_config(options)
+        except KeyError as exc:  # an unknown driver name, or a required option missing
+            raise _StartupError(f"{where}: {exc.args[0] if exc.args else exc}") from exc
+        except (ValueError, TypeError, OSError, CatalogError, LookupError) as exc:
+            raise _StartupError(f"{where}: {exc}") from exc
     return built
 
 
@@ -178,58 +189,36 @@ async def run_station(
     emit = _emitter(log_format, quiet=live)
     section = config.station
     store_path = config.resolve(section.store)
+
+    def refuse(message: str, store: Store | None = None) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        if store is not None:
+            store.close()
+        return 2
+
+    # Everything is checked before anything is recorded: a station that will not start writes nothing to the audit.
+    try:
+        authority = load_public_key(config.resolve(config.catalog.authority_key))
+        drivers = _build_drivers(config)
+    except _StartupError as exc:
+        return refuse(str(exc))
+    except CatalogError as exc:  # an authority key that is missing, garbage, or private
+        return refuse(f"[catalog] authority_key in {config.source}: {exc}")
     try:
         store = Store.from_config(config)
+    except CatalogError as exc:  # the station key
+        return refuse(f"[station] key in {config.source}: {exc}")
     except (sqlite3.Error, OSError, StoreError) as exc:
-        print(f"error: cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
-        return 2
-    try:
-        interrupted = store.interrupt_running_jobs()
-        raw_config = config.source.read_bytes() if config.source.exists() else b""
-        store.audit(
-            "station_started",
-            software_version=version("reflash-station"),
-            config=str(config.source),
-            config_sha256=hashlib.sha256(raw_config).hexdigest(),
-            slots=[{"name": s.name, "driver": s.driver, "url": s.url} for s in config.slots],
-            interrupted_jobs=interrupted,
-        )
-        store.audit("operator_signed_in", operator=section.operator)
-    except (sqlite3.Error, OSError) as exc:
-        print(f"error: cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
-        store.close()
-        return 2
-    holder = CatalogHolder(load_public_key(config.resolve(config.catalog.authority_key)), pin=store.catalog_pin())
+        return refuse(f"cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}")
+    holder = CatalogHolder(authority, pin=store.catalog_pin())
     folder = config.resolve(config.catalog.folder)
-
-    def offer_catalog() -> None:
-        offer = holder.offer(folder, datetime.now(UTC))
-        store.record_catalog(
-            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(folder)
-        )
-        emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial, message=offer.message)
-
-    def reload_catalog() -> None:
-        try:
-            offer_catalog()
-        except sqlite3.OperationalError:
-            # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
-            # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
-            log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")
-
-    try:
-        offer_catalog()
-    except sqlite3.OperationalError as exc:
-        print(f"error: cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", file=sys.stderr)
-        store.close()
-        return 2
-    if section.key is None:
-        emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes unnoticed")
+    first = holder.offer(folder, datetime.now(UTC))
     if holder.current is None:
-        print(f"error: no acceptable catalog in {folder}; the station flashes nothing without one", file=sys.stderr)
-        store.close()
-        return 2
-    drivers = _build_drivers(config)
+        return refuse(
+            f"no acceptable catalog in {folder} ({first.code.value}: {first.message}); the station flashes nothing "
+            "without one",
+            store,
+        )
     reporter = None
     if config.mqtt is not None:
         birth = {
@@ -243,9 +232,40 @@ async def run_station(
             reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
                                 resolve=config.resolve)  # fmt: skip
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            print(f"error: [mqtt] in {config.source}: {exc}", file=sys.stderr)
-            store.close()
-            return 2
+            return refuse(f"[mqtt] in {config.source}: {exc}", store)
+
+    def record_offer(offer: Offer) -> None:
+        store.record_catalog(
+            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(folder)
+        )
+        emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial, message=offer.message)
+
+    try:
+        interrupted = store.interrupt_running_jobs()
+        raw_config = config.source.read_bytes() if config.source.exists() else b""
+        store.audit(
+            "station_started",
+            software_version=version("reflash-station"),
+            config=str(config.source),
+            config_sha256=hashlib.sha256(raw_config).hexdigest(),
+            slots=[{"name": s.name, "driver": s.driver, "url": s.url} for s in config.slots],
+            interrupted_jobs=interrupted,
+        )
+        store.audit("operator_signed_in", operator=section.operator)
+        record_offer(first)
+    except (sqlite3.Error, OSError) as exc:
+        return refuse(f"cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", store)
+
+    def reload_catalog() -> None:
+        try:
+            record_offer(holder.offer(folder, datetime.now(UTC)))
+        except sqlite3.OperationalError:
+            # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
+            # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
+            log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")
+
+    if section.key is None:
+        emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes unnoticed")
     ctx = JobContext(
         store=store,
         catalog=lambda: holder.current,

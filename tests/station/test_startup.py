@@ -1,0 +1,79 @@
+"""A station that will not start says why in one line, exits 2, and writes nothing to its audit trail: the whole
+configuration (each slot's driver and URL, both keys, the store, the catalog, the MQTT section) is checked first."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from firmware_catalog.keys import generate_key, write_keypair
+from station.cli import main
+from station.demo import DemoWorld, build_demo_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
+    return build_demo_world(tmp_path_factory.mktemp("startup") / "world")
+
+
+def config(world: DemoWorld, tmp_path: Path, *, slot: str = "", station: str = "", catalog: str = "") -> Path:
+    write_keypair(generate_key(), tmp_path / "station")
+    path = tmp_path / "station.toml"
+    path.write_text(
+        '[station]\nid = "st-1"\nregion = "North"\noperator = "op-1"\nfacility_approval = "SSC-1"\n'
+        f'store = "state/station.db"\nkey = "station.key"\n{station}\n'
+        f'[catalog]\nfolder = "{world.catalog_dir}"\nauthority_key = "{world.authority_pub}"\n{catalog}\n'
+        + (slot or '[[slots]]\nname = "A1"\ndriver = "tcp"\nurl = "tcp://127.0.0.1:9"\n')
+    )
+    return path
+
+
+def audit_entries(tmp_path: Path) -> int:
+    db = tmp_path / "state" / "station.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+
+CASES = {
+    "an unknown driver": (dict(slot='[[slots]]\nname = "A1"\ndriver = "ftdi"\nurl = "/dev/ttyUSB0"\n'),
+                          "slots[0] (A1): unknown jig driver 'ftdi'"),
+    "a port out of range": (dict(slot='[[slots]]\nname = "A1"\ndriver = "tcp"\nurl = "tcp://127.0.0.1:99999"\n'),
+                            "slots[0] (A1): transport URL 'tcp://127.0.0.1:99999'"),
+    "a URL without a port": (dict(slot='[[slots]]\nname = "A1"\ndriver = "tcp"\nurl = "tcp://127.0.0.1"\n'),
+                             "slots[0] (A1): transport URL 'tcp://127.0.0.1': no port"),
+    "a bad USB URL": (dict(slot='[[slots]]\nname = "A1"\ndriver = "usb"\nurl = "usb://bad"\n'),
+                      "slots[0] (A1): transport URL 'usb://bad'"),
+    "a baud that is not a number": (
+        dict(slot='[[slots]]\nname = "A1"\ndriver = "serial"\nurl = "/dev/ttyS9"\noptions = { baud = "fast" }\n'),
+        "slots[0] (A1):"),
+    "a missing station key": (dict(station='key = "nope.key"'), "[station] key in"),
+    "a public key as the station key": (dict(station='key = "station.pub"'), "[station] key in"),
+    "a private key as the authority": (dict(catalog=""), "[catalog] authority_key in"),
+    "no catalog": (dict(catalog=""), "no acceptable catalog"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_a_station_that_will_not_start_records_nothing(world: DemoWorld, tmp_path: Path, case: str) -> None:
+    overrides, expected = CASES[case]
+    path = config(world, tmp_path, **overrides)
+    text = path.read_text()
+    # TOML keeps the last of a repeated key nowhere: overrides replace the line they name.
+    if case == "a missing station key" or case == "a public key as the station key":
+        text = text.replace('key = "station.key"\n', "")
+    if case == "a private key as the authority":
+        text = text.replace(f'authority_key = "{world.authority_pub}"', 'authority_key = "station.key"')
+    if case == "no catalog":
+        text = text.replace(f'folder = "{world.catalog_dir}"', f'folder = "{tmp_path / "empty"}"')
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--once", "--no-live"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert audit_entries(tmp_path) == 0
