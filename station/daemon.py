@@ -214,6 +214,10 @@ async def run_station(
     folder = config.resolve(config.catalog.folder)
     first = holder.offer(folder, datetime.now(UTC))
     if holder.current is None:
+        # The one record a station that will not start makes: a refused catalog (a rollback, a forgery, an expired
+        # one) is worth a trace of its own, and the entry is complete in itself.
+        with contextlib.suppress(sqlite3.Error, OSError):
+            store.record_catalog(False, first.code.value, first.message, None, str(folder))
         return refuse(
             f"no acceptable catalog in {folder} ({first.code.value}: {first.message}); the station flashes nothing "
             "without one",

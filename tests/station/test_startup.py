@@ -1,5 +1,6 @@
-"""A station that will not start says why in one line, exits 2, and writes nothing to its audit trail: the whole
-configuration (each slot's driver and URL, both keys, the store, the catalog, the MQTT section) is checked first."""
+"""A station that will not start says why in one line, exits 2, and writes nothing to its audit trail but the refusal
+of a catalog: the whole configuration (each slot's driver and URL, both keys, the store, the catalog, the MQTT
+section) is checked first."""
 
 from __future__ import annotations
 
@@ -31,12 +32,15 @@ def config(world: DemoWorld, tmp_path: Path, *, slot: str = "", station: str = "
     return path
 
 
-def audit_entries(tmp_path: Path) -> int:
+def audit_kinds(tmp_path: Path) -> list[str]:
     db = tmp_path / "state" / "station.db"
     if not db.exists():
-        return 0
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return [row[0] for row in conn.execute("SELECT kind FROM audit ORDER BY seq")]
+    finally:
+        conn.close()
 
 
 CASES = {
@@ -76,4 +80,8 @@ def test_a_station_that_will_not_start_records_nothing(world: DemoWorld, tmp_pat
     assert "Traceback" not in result.output
     assert expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert audit_entries(tmp_path) == 0
+    if case == "no catalog":
+        # A refused catalog is the one thing recorded: one entry, complete in itself (a rollback leaves a trace).
+        assert audit_kinds(tmp_path) == ["catalog_refused"]
+    else:
+        assert audit_kinds(tmp_path) == []
