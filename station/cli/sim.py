@@ -234,7 +234,9 @@ def bench(
             "[catalog]", f'folder = "{catalog_dir}"', f'authority_key = "{authority}"', "",
         ]  # fmt: skip
         for n, server in enumerate(listening, 1):
-            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{server.url}"', ""]
+            # The station cannot read a TCP jig's UART rate: tell it, so that its timeouts count the right line time.
+            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{server.url}"',
+                      f"options = {{ line_baud = {baud} }}", ""]  # fmt: skip
         Path(config_path).write_text("\n".join(lines))  # noqa: ASYNC240 -- once, before serving
         click.echo(f"serving {slots} hubs; wrote {config_path}")
 
