@@ -6,7 +6,12 @@ One run covers baud 115200 / 921600 / 3000000, latency 1 ms and 16 ms each way, 
 image (the start of a compiled binary on this machine), with our window and with stop-and-wait (window 1). Each case
 is a fresh simulated hub on the emulated link; the time is the station's `transfer` call, begin-transfer included.
 
-    python -m bench.link_efficiency [--quick] [--json] [--jobs N]
+The slow line: 19200 baud with a 16 KiB image (`--slow-kib`), the same latencies, images and windows, both through
+the in-memory `sim` driver and through a real TCP socket to `reflash sim hub`'s server (`tcp`: the station learns
+the line's rate only from the slot's `line_baud`), and a resume of the second half over TCP. "limit B/s" is the
+physical limit, baud/10.
+
+    python -m bench.link_efficiency [--quick] [--json] [--jobs N] [--slow-kib K]
 
 `--quick` uses 256 KiB images instead of 1 MiB. `--jobs` runs that many cases at once in one event loop (faster,
 less exact on a busy machine).
@@ -26,17 +31,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from drivers.jig import JigDriver
 from drivers.maintenance_port import SessionSettings
+from drivers.url_jig import UrlJig
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
-from simulators.hub import HubOptions
+from simulators.hub import HubOptions, stage_bytes
+from simulators.hub_server import HubServer
 from simulators.jig import SimJig
 from simulators.link import LinkSettings
 
 __all__ = ["Case", "firmware_like", "main", "run_case"]
 
 BAUDS = (115_200, 921_600, 3_000_000)
+SLOW_BAUD = 19_200
 LATENCIES_MS = (1, 16)
 IMAGES = ("random", "firmware")
 
@@ -47,6 +56,8 @@ class Case:
     latency_ms: int
     image: str
     window: int
+    transport: str = "sim"  # sim: in-memory link; tcp: a TCP socket to the hub server
+    resume: bool = False  # the hub holds the first half already
 
 
 def firmware_like(size: int) -> tuple[bytes, str]:
@@ -72,8 +83,19 @@ async def run_case(case: Case, image: UpgradeImage, identity: HubIdentity, key: 
             trusted_keys={image.manufacturer: [key.public_key()]},
             reboot_delay_s=0.0,
         )
+        half = image.total_size // 2 if case.resume else 0
+        if half:
+            stage_bytes(state, image.raw[:half], total_size=image.total_size,
+                        sha256=image.manufacturer_image_sha256, image_sha256=image.upgrade_image_sha256)  # fmt: skip
         link = LinkSettings(baud=case.baud, latency_to_hub_s=latency, latency_to_station_s=latency)
-        jig = SimJig(hub, link, dataclasses.replace(SessionSettings(), window=case.window))
+        settings = dataclasses.replace(SessionSettings(), window=case.window)
+        server = None
+        jig: JigDriver
+        if case.transport == "tcp":
+            server = await HubServer(hub, link).serve_tcp()
+            jig = UrlJig(server.url, dataclasses.replace(settings, line_baud=case.baud))
+        else:
+            jig = SimJig(hub, link, settings)
         try:
             await jig.identify()
             cpu = time.process_time()
@@ -83,24 +105,30 @@ async def run_case(case: Case, image: UpgradeImage, identity: HubIdentity, key: 
             cpu = time.process_time() - cpu
         finally:
             await jig.close()
+            if server is not None:
+                await server.close()
+    sent = image.total_size - half
     return {
         "baud": case.baud,
         "latency_ms": case.latency_ms,
         "image": case.image,
         "window": case.window,
-        "image_bytes": image.total_size,
+        "transport": case.transport,
+        "resumed_from": half,
+        "image_bytes": sent,
         "elapsed_s": round(elapsed, 3),
-        "efficiency": round(image.total_size / (elapsed * case.baud / 10), 3),
-        "bytes_per_s": round(image.total_size / elapsed),
+        "limit_bytes_per_s": case.baud // 10,
+        "efficiency": round(sent / (elapsed * case.baud / 10), 3),
+        "bytes_per_s": round(sent / elapsed),
         "compression": stats.compression.name.lower(),
         "wire_bytes": stats.data_bytes,
+        "frames": stats.frames,
         "retransmitted_frames": stats.retransmitted_frames,
         "cpu_s": round(cpu, 3),
     }
 
 
-async def _run(size: int, jobs: int) -> tuple[list[dict[str, Any]], str]:
-    key = generate_key()
+def _images(key: Any, size: int) -> tuple[dict[str, UpgradeImage], str]:
     firmware, source = firmware_like(size)
     bodies = {"random": os.urandom(size), "firmware": firmware}
     images = {
@@ -117,26 +145,49 @@ async def _run(size: int, jobs: int) -> tuple[list[dict[str, Any]], str]:
         )
         for name, body in bodies.items()
     }
+    return images, source
+
+
+async def _run(size: int, jobs: int, slow_size: int) -> tuple[list[dict[str, Any]], str]:
+    key = generate_key()
+    images, source = _images(key, size)
+    slow_images, _ = _images(key, slow_size)
     identity = HubIdentity(manufacturer="1072", model="0102", hardware_version="0110", firmware_version="04000007")
     window = SessionSettings().window
     cases = [Case(b, lat, img, w) for b in BAUDS for lat in LATENCIES_MS for img in IMAGES for w in (window, 1)]
+    slow = [
+        Case(SLOW_BAUD, lat, img, w, transport)
+        for transport in ("sim", "tcp")
+        for lat in LATENCIES_MS
+        for img in IMAGES
+        for w in (window, 1)
+    ]
+    slow += [Case(SLOW_BAUD, 16, "random", w, "tcp", resume=True) for w in (window, 1)]
     gate = asyncio.Semaphore(jobs)
 
     async def one(case: Case) -> dict[str, Any]:
         async with gate:
-            return await run_case(case, images[case.image], identity, key)
+            chosen = slow_images if case.baud == SLOW_BAUD else images
+            return await run_case(case, chosen[case.image], identity, key)
+
+    cases += slow
 
     results = await asyncio.gather(*(one(c) for c in cases))
     return list(results), source
 
 
 def _table(results: list[dict[str, Any]]) -> str:
-    head = "| baud | latency ms | image | window | efficiency | bytes/s | compression | retransmitted | CPU s |"
-    rows = [head, "|" + "---|" * 9]
+    head = (
+        "| baud | latency ms | image | window | transport | resumed from | bytes sent | efficiency | bytes/s | "
+        "limit B/s | compression | frames | retransmitted | CPU s |"
+    )
+    rows = [head, "|" + "---|" * 14]
     for r in results:
         rows.append(
-            f"| {r['baud']} | {r['latency_ms']} | {r['image']} | {r['window']} | {r['efficiency']:.3f} | "
-            f"{r['bytes_per_s']} | {r['compression']} | {r['retransmitted_frames']} | {r['cpu_s']:.2f} |"
+            f"| {r['baud']} | {r['latency_ms']} | {r['image']} | {r['window']} | {r['transport']} | "
+            f"{r['resumed_from']} | {r['image_bytes']} | {r['efficiency']:.3f} | {r['bytes_per_s']} | "
+            f"{r['limit_bytes_per_s']} | {r['compression']} | {r['frames']} | {r['retransmitted_frames']} | "
+            f"{r['cpu_s']:.2f} |"
         )
     return "\n".join(rows)
 
@@ -146,15 +197,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="256 KiB images instead of 1 MiB")
     parser.add_argument("--json", action="store_true", help="print the cases as a JSON list")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (default 1)")
+    parser.add_argument("--slow-kib", type=int, default=16, help="image size at 19200 baud (default 16 KiB)")
     args = parser.parse_args(argv)
     size = (256 if args.quick else 1024) * 1024
-    results, source = asyncio.run(_run(size, max(1, args.jobs)))
+    results, source = asyncio.run(_run(size, max(1, args.jobs), args.slow_kib * 1024))
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(
         f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {platform.machine()}, Python "
-        f"{platform.python_version()}, images of {size // 1024} KiB (firmware-like: {source}), jobs {args.jobs}"
+        f"{platform.python_version()}, images of {size // 1024} KiB ({args.slow_kib} KiB at {SLOW_BAUD} baud; "
+        f"firmware-like: {source}), jobs {args.jobs}"
     )
     print(_table(results))
 

@@ -9,6 +9,7 @@
      |    +-- ActivationFailed      CS06 outcome other than Success, or the wrong version running afterwards
      |    +-- VerificationFailed    the hub's hash or signature verdict does not match what was sent
      |    +-- ProofFailed           the hub could not prove (PROVE) that it holds the bytes; `region`, `held`
+     |    +-- DataRejected          the hub NAKs the data itself (bad data, beyond the end) without taking any
      +-- HubSwapped                 the hub on the jig is not the one the job began with. Not retryable.
      +-- ProtocolError              the hub broke the protocol: unexpected message, bad field, impossible offset
           +-- FrameError            bytes that do not parse as a frame or message (names field and byte offset)
@@ -25,6 +26,7 @@ from firmware_catalog.hub import HubIdentity
 
 __all__ = [
     "ActivationFailed",
+    "DataRejected",
     "DeframeError",
     "FrameError",
     "HubRefused",
@@ -93,6 +95,18 @@ class ProofFailed(HubRefused):
     def __init__(self, region: int, held: int, message: str) -> None:
         self.region = region
         self.held = held
+        super().__init__(message)
+
+
+class DataRejected(HubRefused):
+    """The hub answered DATA with NAKs that reject the data itself (bad data, beyond the end), rewind after rewind,
+    without taking a byte: its flash write fails, or it will not take this image. `offset` is where it is stuck,
+    `reason` the last such `NakReason` and `naks` how many NAKs came without progress. What it holds is kept."""
+
+    def __init__(self, offset: int, reason: int, naks: int, message: str) -> None:
+        self.offset = offset
+        self.reason = reason
+        self.naks = naks
         super().__init__(message)
 
 

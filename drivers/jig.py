@@ -2,7 +2,9 @@
 
 A driver is a transport opener plus the maintenance-port session: `MaintenancePortJig` takes any coroutine that opens
 a `Transport` (serial, TCP, USB, an in-memory link) and does the rest, reopening the transport after a link error
-so that the next call resumes. Once told which hub to expect (`expect`), every IDENTIFY is checked against it, so a
+so that the next call resumes. A transport that cannot be opened (`OSError`: refused, unplugged, missing) is a link
+failure like a closed or silent one: every retry loop here counts it against the same `link_retries`
+(`LINK_FAILURES`). Once told which hub to expect (`expect`), every IDENTIFY is checked against it, so a
 hub swapped for another between two connections raises `HubSwapped` before anything else is sent to it. The registry
 maps the names used in configuration to driver classes, by import path
 so that `drivers` never imports the packages that provide them (`sim` lives in `simulators`).
@@ -19,8 +21,11 @@ from typing import Any, TypeVar
 from drivers.errors import ActivationFailed, HubSwapped, LinkError, ProofFailed, VerificationFailed
 from drivers.frame import ActivationCode, ProofRegion
 from drivers.maintenance_port import (
+    DEFAULT_LINE_BAUD,
+    MIN_NEGOTIATED_PAYLOAD,
     Activation,
     BaudControl,
+    LinkTiming,
     MaintenancePort,
     Proof,
     SessionSettings,
@@ -33,6 +38,7 @@ from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage
 
 __all__ = [
+    "LINK_FAILURES",
     "FlashResult",
     "JigDriver",
     "MaintenancePortJig",
@@ -45,6 +51,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+# What a retry can cure: the session's link failed (closed, silent), or the transport could not be opened at all
+# (OSError from the opener: connection refused, port missing). Retried alike, by the same configured counts.
+LINK_FAILURES: tuple[type[Exception], ...] = (LinkError, OSError)
 
 
 class JigDriver(abc.ABC):
@@ -62,6 +72,10 @@ class JigDriver(abc.ABC):
     def from_config(cls, options: Mapping[str, Any]) -> JigDriver:
         """Build the driver from its config table; each driver documents its keys."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from configuration")
+
+    def timing(self) -> LinkTiming:
+        """The line this driver talks over, for the nominal time of each part of a flash (deadlines)."""
+        return LinkTiming(DEFAULT_LINE_BAUD, MIN_NEGOTIATED_PAYLOAD, 1)
 
     @abc.abstractmethod
     async def identify(self) -> HubIdentity: ...
@@ -111,6 +125,17 @@ class MaintenancePortJig(JigDriver):
         self.settings = settings or SessionSettings()
         self.target_baud = baud
         self.port: MaintenancePort | None = None
+        # The line's rate before a session has said (drivers that know it from their configuration set it).
+        self.line_baud: int | None = self.settings.line_baud
+        # The size of the image last transferred: how long VERIFY may take the hub to hash, on any session.
+        self._image_size = 0
+
+    def timing(self) -> LinkTiming:
+        if self.port is not None and not self.port.closed:
+            return self.port.timing()
+        s = self.settings
+        payload = min(s.max_payload, MIN_NEGOTIATED_PAYLOAD)
+        return LinkTiming(self.line_baud or DEFAULT_LINE_BAUD, payload, s.window, s.activate_timeout_s)
 
     async def session(self) -> MaintenancePort:
         """The open session, opening the transport (and identifying, and switching rate) when there is none."""
@@ -143,7 +168,7 @@ class MaintenancePortJig(JigDriver):
         port = await self.session()
         try:
             return await call(port)
-        except LinkError:
+        except LINK_FAILURES:
             # The next call opens a fresh transport; the hub keeps what it holds.
             await self._drop()
             raise
@@ -161,10 +186,11 @@ class MaintenancePortJig(JigDriver):
         return await self._call(identify)
 
     async def transfer(self, image: UpgradeImage, progress: Progress | None = None) -> TransferStats:
+        self._image_size = image.total_size
         return await self._call(lambda port: port.transfer(image, progress))
 
     async def verify(self) -> Verification:
-        return await self._call(lambda port: port.verify())
+        return await self._call(lambda port: port.verify(self._image_size))
 
     async def prove(self, image: UpgradeImage, region: ProofRegion) -> Proof:
         return await self._call(lambda port: port.prove(image.raw, region))
@@ -241,7 +267,7 @@ async def _with_link_retries(call: Callable[[], Awaitable[_T]], link_retries: in
     for attempt in range(link_retries + 1):
         try:
             return await call()
-        except LinkError:
+        except LINK_FAILURES:
             if attempt == link_retries:
                 raise
     raise AssertionError("unreachable")
@@ -272,7 +298,7 @@ async def _transfer_and_verify(
     driver: JigDriver, image: UpgradeImage, progress: Progress | None, link_retries: int
 ) -> tuple[TransferStats, Verification]:
     stats = await _with_link_retries(lambda: driver.transfer(image, progress), link_retries)
-    verification = await driver.verify()
+    verification = await _with_link_retries(driver.verify, link_retries)
     if verification.held != image.total_size or verification.sha256 != image.manufacturer_image_sha256:
         raise VerificationFailed(
             f"hub holds {verification.held} of {image.total_size} bytes with hash {verification.sha256}; "
@@ -310,11 +336,11 @@ async def _flash(driver: JigDriver, image: UpgradeImage, progress: Progress | No
     activation: Activation | None = None
     try:
         activation = await driver.activate(image.manufacturer_image_sha256, image.upgrade_image_sha256)
-    except LinkError as dropped:
+    except LINK_FAILURES as dropped:
         # The hub may be rebooting into the new image: what it runs after reconnecting decides.
         try:
             version = await _with_link_retries(driver.read_version, link_retries)
-        except LinkError as again:
+        except LINK_FAILURES as again:
             raise dropped from again
     else:
         if activation.code != ActivationCode.SUCCESS:

@@ -36,17 +36,20 @@ from drivers.frame import (
     RefuseReason,
     proof_mac,
 )
-from drivers.transfer import Progress, TransferEngine, TransferStats, choose_compression
+from drivers.transfer import DATA_HEADER_SIZE, Progress, TransferEngine, TransferStats, choose_compression
 from drivers.transport import Transport
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage
 
 __all__ = [
+    "DEFAULT_LINE_BAUD",
     "MIN_NEGOTIATED_PAYLOAD",
     "PROVE_SECONDS_PER_MIB",
+    "ROUND_TRIP_ALLOWANCE_S",
     "Activation",
     "BaudControl",
     "HubStatus",
+    "LinkTiming",
     "MaintenancePort",
     "Proof",
     "SessionSettings",
@@ -60,6 +63,17 @@ _SMALLEST_USABLE_PAYLOAD = 64
 # A hub answers PROVE within reply_timeout + this many seconds per MiB proved (it must read and hash the bytes).
 PROVE_SECONDS_PER_MIB = 1.0
 _MIB = 1024 * 1024
+# The line rate assumed when the transport cannot say (a TCP or USB jig in front of a UART) and `line_baud` is not
+# configured: the rate every session opens at.
+DEFAULT_LINE_BAUD = 115_200
+# One round trip's allowance in a nominal time: adapter latency both ways (16 ms each for an FTDI default latency
+# timer) and the hub's turn-around.
+ROUND_TRIP_ALLOWANCE_S = 0.05
+# The largest answer payload each request can get, for the line time of the answer; 64 covers every fixed answer.
+_ANSWER_PAYLOAD = {MessageType.IDENTIFY: 600}
+_DEFAULT_ANSWER_PAYLOAD = 64
+# An ACK or NAK to a DATA frame: next_offset and a reason byte.
+_DATA_ANSWER_BYTES = FRAME_OVERHEAD + 5
 
 
 class BaudControl(Protocol):
@@ -82,6 +96,8 @@ class SessionSettings:
     min_rto_s: float = 0.2
     max_stalls: int = 6
     compression: bool = True
+    # The UART's rate when the transport cannot report it (TCP, USB): every timeout counts line time at this rate.
+    line_baud: int | None = None
 
     def prove_timeout_s(self, length: int) -> float:
         """How long to wait for the answer to a PROVE over `length` bytes: reply timeout + 1 s per MiB."""
@@ -92,6 +108,58 @@ class SessionSettings:
             raise ValueError(f"max_payload must be {_SMALLEST_USABLE_PAYLOAD}..{MAX_PAYLOAD}, got {self.max_payload}")
         if not 1 <= self.window <= 255:
             raise ValueError(f"window must be 1..255 frames, got {self.window}")
+        if self.line_baud is not None and self.line_baud <= 0:
+            raise ValueError(f"line_baud must be positive, got {self.line_baud}")
+
+
+@dataclass(frozen=True)
+class LinkTiming:
+    """What a healthy hub on a clean line needs for each part of a flash, at the line's rate: the line time of every
+    byte each way, one round-trip allowance per exchange and per window of DATA frames, and the hub's hashing
+    (`PROVE_SECONDS_PER_MIB`). Deadlines are built on these (a factor and slack on top, station/job.py).
+
+    `activate_timeout_s` is the session's own bound on a hub's reboot at ACTIVATE: not line time."""
+
+    baud: int
+    payload_size: int
+    window: int
+    activate_timeout_s: float = 30.0
+
+    def line_s(self, nbytes: int) -> float:
+        """Seconds to move `nbytes` over the line (8N1: 10 bits a byte)."""
+        return nbytes * 10 / self.baud
+
+    def exchange_s(self, answer_payload: int = _DEFAULT_ANSWER_PAYLOAD, request_payload: int = 72) -> float:
+        """One request and its answer: both frames' line time and a round trip."""
+        return self.line_s(2 * FRAME_OVERHEAD + request_payload + answer_payload) + ROUND_TRIP_ALLOWANCE_S
+
+    @staticmethod
+    def hashing_s(nbytes: int) -> float:
+        """The hub reading and hashing `nbytes` (VERIFY, PROVE, ACTIVATE's checks)."""
+        return PROVE_SECONDS_PER_MIB * nbytes / _MIB
+
+    def data_s(self, nbytes: int) -> float:
+        """`nbytes` of image sent raw as DATA frames: frame and DATA header overhead, a round trip per window."""
+        room = max(1, self.payload_size - DATA_HEADER_SIZE)
+        frames = math.ceil(nbytes / room)
+        wire = nbytes + frames * (FRAME_OVERHEAD + DATA_HEADER_SIZE)
+        return self.line_s(wire) + math.ceil(frames / self.window) * ROUND_TRIP_ALLOWANCE_S
+
+    def transfer_s(self, total_size: int) -> float:
+        """A transfer of the whole image uncompressed: IDENTIFY, BEGIN_TRANSFER, a resume proof, every DATA frame."""
+        identify = self.exchange_s(_ANSWER_PAYLOAD[MessageType.IDENTIFY])
+        return identify + 2 * self.exchange_s() + self.hashing_s(total_size) + self.data_s(total_size)
+
+    def verify_s(self, total_size: int) -> float:
+        """IDENTIFY, VERIFY and PROVE of the whole staged image: the hub hashes it for each."""
+        identify = self.exchange_s(_ANSWER_PAYLOAD[MessageType.IDENTIFY])
+        return identify + 2 * (self.exchange_s() + self.hashing_s(total_size))
+
+    def activate_s(self, total_size: int) -> float:
+        """ACTIVATE (the hub checks the image) and, after its reboot, IDENTIFY, READ_VERSION and PROVE of the running
+        image. The reboot itself is bounded by `activate_timeout_s`, not counted here."""
+        identify = self.exchange_s(_ANSWER_PAYLOAD[MessageType.IDENTIFY])
+        return identify + 3 * self.exchange_s() + 2 * self.hashing_s(total_size)
 
 
 @dataclass(frozen=True)
@@ -159,6 +227,28 @@ class MaintenancePort:
         self._inbox: asyncio.Queue[Frame | None] | None = None
         self._closed: LinkClosed | None = None
         self._reader: asyncio.Task[None] | None = None
+        # The line, modelled (loop time): when what the station has written will have left it, and when the answers
+        # expected to all of it will have come back. A reply timeout starts where the line says the answer can come.
+        self._line_free = 0.0
+        self._answers_free = 0.0
+        # The size of the image last begun, for how long the hub may hash it at VERIFY.
+        self.image_size = 0
+
+    @property
+    def line_baud(self) -> int:
+        """The line's rate: the UART's when the transport has one, else `SessionSettings.line_baud`, else the
+        rate sessions open at (`DEFAULT_LINE_BAUD`)."""
+        if self.baud is not None and self.baud.baud > 0:
+            return self.baud.baud
+        return self.settings.line_baud or DEFAULT_LINE_BAUD
+
+    def line_time(self, nbytes: int) -> float:
+        return nbytes * 10 / self.line_baud
+
+    def timing(self) -> LinkTiming:
+        """This session's line, for the nominal times of a flash (deadlines)."""
+        window = self.window if self.identity is not None else self.settings.window
+        return LinkTiming(self.line_baud, self.payload_size, window, self.settings.activate_timeout_s)
 
     async def __aenter__(self) -> MaintenancePort:
         await self.start()
@@ -222,14 +312,31 @@ class MaintenancePort:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    async def _write(self, frame: Frame) -> None:
+    async def _write(self, frame: Frame, answer_bytes: int = 0) -> float:
+        """Write `frame`; returns when (loop time) its last byte will have left the line, behind what is queued.
+
+        `answer_bytes` is the size of the answer it asks for, whose line time is added behind the answers already
+        expected: a reply cannot come sooner than the line lets it."""
         if self._closed is not None:
             raise self._closed
+        data = frame.encode()
         try:
-            self.transport.writer.write(frame.encode())
+            self.transport.writer.write(data)
             await self.transport.writer.drain()
         except (ConnectionError, OSError) as exc:
             raise LinkClosed(f"{self.transport.description}: {exc}") from exc
+        now = asyncio.get_running_loop().time()
+        self._line_free = max(now, self._line_free) + self.line_time(len(data))
+        if answer_bytes:
+            self._answers_free = max(self._line_free, self._answers_free) + self.line_time(answer_bytes)
+        return self._line_free
+
+    async def _write_data(self, frame: Frame) -> float:
+        return await self._write(frame, _DATA_ANSWER_BYTES)
+
+    def _answer_due_in(self) -> float:
+        """Seconds until the line lets the last expected answer arrive (0 when nothing is queued)."""
+        return max(0.0, self._answers_free - asyncio.get_running_loop().time())
 
     async def request(
         self,
@@ -257,20 +364,27 @@ class MaintenancePort:
         kind = frame.type
         timeout = self.settings.reply_timeout_s if wait_s is None else wait_s
         retries = self.settings.retries if retries is None else retries
+        answer = FRAME_OVERHEAD + _ANSWER_PAYLOAD.get(kind, _DEFAULT_ANSWER_PAYLOAD)
         waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending[frame.seq] = waiter
+        waited = 0.0
         try:
             for attempt in range(retries + 1):
-                await self._write(frame if attempt == 0 else replace(frame, flags=Flag.RETRANSMISSION))
+                await self._write(frame if attempt == 0 else replace(frame, flags=Flag.RETRANSMISSION), answer)
+                # The answer cannot come before the request, everything queued ahead of it and the answer itself
+                # have crossed the line: the timeout starts there.
+                wait = self._answer_due_in() + timeout
+                waited += wait
                 try:
-                    reply = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                    reply = await asyncio.wait_for(asyncio.shield(waiter), wait)
                     break
                 except TimeoutError:
                     continue
             else:
                 raise LinkTimeout(
                     f"{self.transport.description}: no answer to {kind.name} after {retries + 1} tries "
-                    f"{timeout:.2f} s apart"
+                    f"{timeout:.2f} s apart after the line time of what was queued ({waited:.2f} s in all, at "
+                    f"{self.line_baud} baud)"
                 )
         finally:
             self._pending.pop(frame.seq, None)
@@ -329,6 +443,7 @@ class MaintenancePort:
         if self.identity is None:
             await self.identify()
         raw = image.raw
+        self.image_size = image.total_size
         compression = choose_compression(raw) if self.settings.compression else Compression.NONE
         accepted = await self._begin(image, compression)
         if accepted is None:
@@ -363,12 +478,13 @@ class MaintenancePort:
                 payload_size=self.payload_size,
                 window=self.window,
                 compression=compression,
-                send=self._write,
+                send=self._write_data,
                 next_seq=self._next_seq,
                 inbox=self._inbox,
                 progress=progress,
                 min_rto_s=self.settings.min_rto_s,
-                initial_rto_s=max(self.settings.reply_timeout_s, self._frame_time() * 3),
+                # Measured from when a frame leaves the line: the answer's line time and the usual reply allowance.
+                initial_rto_s=self.settings.reply_timeout_s + self.line_time(_DATA_ANSWER_BYTES),
                 max_stalls=self.settings.max_stalls,
             )
             stats = await engine.run()
@@ -428,12 +544,13 @@ class MaintenancePort:
         ok = m.held >= offset + length and hmac.compare_digest(bytes(m.mac), expected)
         return Proof(region, offset, length, m.held, ok)
 
-    def _frame_time(self) -> float:
-        rate = self.baud.baud if self.baud is not None else 0
-        return (self.payload_size + FRAME_OVERHEAD) * 10 / rate if rate else 0.0
-
-    async def verify(self) -> Verification:
-        m = await self.request(MessageType.VERIFY, MessageType.VERIFY_RESULT)
+    async def verify(self, total_size: int | None = None) -> Verification:
+        """The hub's own view of what it holds. It hashes the image and checks its signature before it answers: each
+        try waits the reply timeout + 1 s per MiB of `total_size` (default: the image last begun in this session)."""
+        size = self.image_size if total_size is None else total_size
+        m = await self.request(
+            MessageType.VERIFY, MessageType.VERIFY_RESULT, wait_s=self.settings.prove_timeout_s(size)
+        )
         return Verification(m.held, m.total_size, bytes(m.sha256).hex(), bool(m.signature_ok))
 
     async def activate(self, sha256: str, image_sha256: str) -> Activation:

@@ -4,9 +4,16 @@ Rules (docs/maintenance-port.md, "Transfer"):
 - Up to `window` DATA frames are in flight. Each carries the image offset it starts at; the hub takes a frame only
   at the offset it expects next and answers every frame with ACK(next_offset), cumulative.
 - A gap makes the hub send one NAK(next_offset); the engine goes back to that offset. A NAK that cannot yet reflect
-  the frame last sent at that offset (sent less than one smoothed round trip ago) is ignored.
-- No progress for one retransmission timeout (RFC 6298 estimator over acknowledged, never-retransmitted frames,
-  doubled on each expiry) also goes back to the last acknowledged offset. Too many expiries in a row: `LinkTimeout`.
+  the frame last sent at that offset (that frame has not finished leaving the station's line plus one smoothed
+  round trip) is ignored.
+- Every frame's clock starts when its last byte leaves the station's line, as `send` models it (the line time of
+  the frames queued ahead of it, at the line's rate), never when it was handed to the transport: a slow line never
+  looks like a lost frame. No progress for one retransmission timeout after that (RFC 6298 estimator over
+  acknowledged, never-retransmitted frames, doubled on each expiry) goes back to the last acknowledged offset.
+- Every go-back without progress, by timer or by NAK, is a stall; after a stall the engine probes with one frame
+  until the hub takes data again. More than `max_stalls` stalls in a row, or more than (max_stalls + 1) x window
+  NAKs without progress, ends the transfer: `DataRejected` when the hub's NAKs rejected the data itself (bad data,
+  beyond the end), else `LinkTimeout`.
 - Data below the acknowledged offset is never sent again, and a transfer starts at the hub's resume offset.
 - Compression: raw DEFLATE of each chunk with the preceding 32 KiB of the image as preset dictionary, so every frame
   decodes on its own and resuming needs no shared state. A chunk whose DEFLATE is not smaller goes raw; if the whole
@@ -22,7 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from drivers.errors import LinkClosed, LinkError, LinkTimeout, ProtocolError
+from drivers.errors import DataRejected, LinkClosed, LinkError, LinkTimeout, ProtocolError
 from drivers.frame import Compression, Flag, Frame, MessageType, NakReason, encode_message
 
 __all__ = [
@@ -63,6 +70,7 @@ class TransferStats:
     image_bytes_sent: int = 0
     timeouts: int = 0
     naks: int = 0
+    stalls: int = 0
     elapsed_s: float = 0.0
     acknowledged: int = 0
     resume_proven: bool | None = None
@@ -80,6 +88,7 @@ class _Chunk:
 class _Sent:
     chunk: _Chunk
     seq: int
+    # When the frame's last byte leaves the station's line (loop time): its round trip starts there.
     sent_at: float
     retransmission: bool
 
@@ -134,6 +143,14 @@ class _Chunker:
         return _Chunk(offset, offset + len(raw), payload)
 
 
+# NAKs that say the hub will not take the data itself, as opposed to a gap (a lost frame) or a reset.
+_REJECTING = {NakReason.BAD_DATA, NakReason.BEYOND_END}
+
+# `send` writes a frame and may return when its last byte will have left the station's line (loop time); None means
+# "now" (a transport with no line to model).
+Send = Callable[[Frame], Awaitable[float | None]]
+
+
 class TransferEngine:
     """Sends `image` from `start` through `send`, reading the hub's ACK/NAK frames from `inbox` (None = link gone)."""
 
@@ -145,7 +162,7 @@ class TransferEngine:
         payload_size: int,
         window: int,
         compression: Compression,
-        send: Callable[[Frame], Awaitable[None]],
+        send: Send,
         next_seq: Callable[[], int],
         inbox: asyncio.Queue[Frame | None],
         progress: Progress | None = None,
@@ -175,6 +192,8 @@ class TransferEngine:
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._stalls = 0
+        self._naks = 0
+        self._rejected: NakReason | None = None
         self._progress_at = 0.0
 
     async def run(self) -> TransferStats:
@@ -207,30 +226,53 @@ class TransferEngine:
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         total = len(self.image)
-        while len(self._inflight) < self.window and self._next < total:
+        # After a stall, one frame at a time until the hub takes data again: a hub that refuses it, or a link that
+        # loses it, is not fed a window of frames that can only be thrown away.
+        window = 1 if self._stalls else self.window
+        while len(self._inflight) < window and self._next < total:
             chunk = self._chunks.at(self._next)
             again = chunk.offset < self._highest_sent
             seq = self._next_seq()
             frame = Frame(MessageType.DATA, seq, 0, chunk.payload, Flag.RETRANSMISSION if again else Flag.NONE)
-            self._inflight.append(_Sent(chunk, seq, loop.time(), again))
+            sent = _Sent(chunk, seq, loop.time(), again)
+            self._inflight.append(sent)
             self._next = chunk.end
             self._highest_sent = max(self._highest_sent, chunk.end)
             self.stats.frames += 1
             self.stats.retransmitted_frames += again
             self.stats.data_bytes += len(chunk.payload) + 18
             self.stats.image_bytes_sent += chunk.end - chunk.offset
-            await self._send(frame)
+            leaves = await self._send(frame)
+            if leaves is not None:
+                sent.sent_at = leaves
 
     def _expire(self) -> None:
         self.stats.timeouts += 1
-        self._stalls += 1
-        if self._stalls > self._max_stalls:
-            raise LinkTimeout(
-                f"no acknowledgement past byte {self._acked} of {len(self.image)} after {self._stalls - 1} "
-                f"retransmissions (timeout now {self._rto:.2f} s)"
-            )
         self._rto = min(self._rto * 2, self._max_rto)
+        self._stall()
         self._rewind(self._acked)
+
+    def _stall(self) -> None:
+        """A go-back without progress: counted, and too many in a row end the transfer."""
+        self._stalls += 1
+        self.stats.stalls += 1
+        if self._stalls > self._max_stalls or self._naks > (self._max_stalls + 1) * self.window:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        total = len(self.image)
+        if self._rejected is not None:
+            raise DataRejected(
+                self._acked,
+                int(self._rejected),
+                self._naks,
+                f"the hub rejects the data at byte {self._acked} of {total}: {self._naks} NAKs "
+                f"(last {self._rejected.name}) and {self._stalls} go-backs without taking a byte",
+            )
+        raise LinkTimeout(
+            f"no progress past byte {self._acked} of {total} after {self._stalls} go-backs "
+            f"({self.stats.timeouts} timeouts, {self._naks} NAKs; timeout now {self._rto:.2f} s)"
+        )
 
     def _rewind(self, offset: int) -> None:
         self._inflight.clear()
@@ -248,23 +290,39 @@ class TransferEngine:
             self.stats.naks += 1
             if message.reason == NakReason.NO_TRANSFER:
                 raise LinkError("the hub has no transfer open (it reset or aborted); begin-transfer again to resume")
-            self._advance(message.next_offset, now)
+            if self._advance(message.next_offset, now):
+                return
+            # No progress: the NAK counts whatever it leads to, and says why the hub did not take the data.
+            self._naks += 1
+            try:
+                reason = NakReason(message.reason)
+            except ValueError:
+                reason = None
+            if reason in _REJECTING:
+                self._rejected = reason
             target = message.next_offset
-            recent = any(s.chunk.offset == target and now - s.sent_at < (self._srtt or 0.0) for s in self._inflight)
-            if not recent:
-                self._rewind(target)
+            recent = any(s.chunk.offset == target and now < s.sent_at + (self._srtt or 0.0) for s in self._inflight)
+            if recent:
+                if self._naks > (self._max_stalls + 1) * self.window:
+                    self._give_up()
+                return
+            self._stall()
+            self._rewind(target)
 
-    def _advance(self, offset: int, now: float) -> None:
+    def _advance(self, offset: int, now: float) -> bool:
+        """Take the hub's next_offset; True when it is progress."""
         if offset > self._highest_sent or offset > len(self.image):
             raise ProtocolError(f"hub acknowledged byte {offset}, beyond the {self._highest_sent} bytes sent")
         if offset < self._acked:
             # The hub has forgotten what it acknowledged; resuming from the hub's view is the only safe course.
             raise ProtocolError(f"hub went back from acknowledged byte {self._acked} to {offset}")
         if offset == self._acked:
-            return
+            return False
         self._acked = offset
         self._progress_at = now
         self._stalls = 0
+        self._naks = 0
+        self._rejected = None
         while self._inflight and self._inflight[0].chunk.end <= offset:
             self._inflight.popleft()
         if (self._inflight and self._inflight[0].chunk.offset < offset) or self._next < offset:
@@ -272,12 +330,13 @@ class TransferEngine:
         self._chunks.forget_below(offset)
         if self._progress:
             self._progress(offset, len(self.image))
+        return True
 
     def _sample_rtt(self, seq: int, now: float) -> None:
         for sent in self._inflight:
             if sent.seq == seq:
                 if not sent.retransmission:
-                    self._update_rto(now - sent.sent_at)
+                    self._update_rto(max(0.0, now - sent.sent_at))
                 return
 
     def _update_rto(self, rtt: float) -> None:

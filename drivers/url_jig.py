@@ -2,8 +2,9 @@
 
 Configuration (a slot's table): `url` (any form `drivers.transport_url` takes: a device path or pyserial URL,
 `tcp://HOST:PORT`, `usb://VID:PID?serial=...`), optional `baud` (the rate to switch to after identify, serial only),
-`open_baud` (the rate to open a serial port at, default 115200), and session tuning `window`, `max_payload`,
-`reply_timeout_s`.
+`open_baud` (the rate to open a serial port at, default 115200), `line_baud` (the UART's rate behind a TCP or USB
+jig, which the station cannot read from the transport; every timeout and deadline counts line time at it, default
+115200), and session tuning `window`, `max_payload`, `reply_timeout_s`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class UrlJig(MaintenancePortJig):
         self._options = options
         parse_transport_url(url)  # a bad URL is a configuration error now, not at the first hub
         super().__init__(self._open, settings, baud)
+        if self.line_baud is None and "baudrate" in options:
+            self.line_baud = int(options["baudrate"])
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> UrlJig:
-        known = {"url", "baud", "open_baud", "window", "max_payload", "reply_timeout_s"}
+        known = {"url", "baud", "open_baud", "line_baud", "window", "max_payload", "reply_timeout_s"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown jig option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -48,6 +51,7 @@ class UrlJig(MaintenancePortJig):
             window=int(options.get("window", 8)),
             max_payload=int(options.get("max_payload", 4096)),
             reply_timeout_s=float(options.get("reply_timeout_s", 1.0)),
+            line_baud=int(options["line_baud"]) if "line_baud" in options else None,
         )
         extra: dict[str, Any] = {}
         if isinstance(parse_transport_url(str(options["url"])), SerialAddress):

@@ -15,6 +15,9 @@ Grammar (spaces around items are ignored; an empty spec means no fault):
                             instead, until the link drops (a hostile or broken hub jamming the station's deframer)
     rules:  silent-after=N  once the held image reaches byte N, the hub never sends another byte (until power cycle)
             corrupt-every=K every Kth frame the hub sends has one byte flipped (K >= 2)
+            trickle=B       a failing flash: the hub takes at most B bytes of each DATA frame it accepts, and each
+                            write takes 0.15 s (`TRICKLE_WRITE_S`): tiny, steady progress (16 bytes per 0.15 s
+                            for trickle=16), acknowledged honestly
     flags:  activation-fail           activation passes the hub's checks, the new image fails to boot:
                                       CS06 3 Activation Failure, old version still running, image still held
             old-version-after-reboot  activation claims CS06 0 Success but the hub still runs the old version
@@ -31,6 +34,8 @@ Grammar (spaces around items are ignored; an empty spec means no fault):
             ignore-erase              ERASE answers DONE and forgets nothing
             activate-then-drop        ACTIVATE drops the link at once, unanswered; the activation completes in the
                                       background after the reboot delay
+            nak-forever               a flash whose every write fails: every DATA frame is answered
+                                      NAK(held, BAD_DATA), nothing is written, ever
 
 Each fault may appear once. Errors name the item, its position in the spec and what was expected.
 """
@@ -40,7 +45,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-__all__ = ["FaultSpecError", "Faults", "parse_faults"]
+__all__ = ["TRICKLE_WRITE_S", "FaultSpecError", "Faults", "parse_faults"]
+
+# How long one flash write takes a `trickle=B` hub.
+TRICKLE_WRITE_S = 0.15
 
 
 class FaultSpecError(ValueError):
@@ -67,6 +75,8 @@ class Faults:
     ignore_erase: bool = False
     activate_then_drop: bool = False
     flood_sof: int | None = None
+    nak_forever: bool = False
+    trickle: int | None = None
 
     def __str__(self) -> str:
         items = []
@@ -97,6 +107,8 @@ _FORMS = {
     "ignore-erase": "",
     "activate-then-drop": "",
     "flood-sof": "@",
+    "nak-forever": "",
+    "trickle": "=",
 }
 _MINIMUM = {"corrupt-every": 2}
 _ITEM = re.compile(r"(?P<name>[a-z][a-z-]*)(?:(?P<sep>[@=])(?P<value>.*))?")

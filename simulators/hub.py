@@ -52,7 +52,7 @@ from drivers.transport import Transport
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import HEADER_FIELDS, HEADER_LENGTH, UpgradeImage, parse_image
-from simulators.fault import Faults
+from simulators.fault import TRICKLE_WRITE_S, Faults
 
 __all__ = [
     "BaudSetter",
@@ -460,6 +460,10 @@ class SimulatedHub:
         if not self._receiving:
             await self._nak(frame, transport, held, NakReason.NO_TRANSFER, always=True)
             return
+        if self.faults.nak_forever:
+            # Every flash write fails: the hub says so for every frame, and never takes a byte.
+            await self._nak(frame, transport, held, NakReason.BAD_DATA, always=True)
+            return
         if message.offset < held:
             await self._send(transport, self._reply(frame, MessageType.ACK, next_offset=held))
             return
@@ -474,6 +478,10 @@ class SimulatedHub:
         if chunk is None:
             await self._nak(frame, transport, held, NakReason.BAD_DATA)
             return
+        if self.faults.trickle is not None:
+            # A failing flash: a few bytes per slow write, acknowledged honestly.
+            chunk = chunk[: self.faults.trickle]
+            await asyncio.sleep(TRICKLE_WRITE_S)
         await self._write(held, chunk, transport)
         self._nak_sent_for = None
         await self._send(transport, self._reply(frame, MessageType.ACK, next_offset=self.held))

@@ -40,6 +40,7 @@ class SimJig(MaintenancePortJig):
         super().__init__(self._open, settings, baud)
         self.hub_options = hub
         self.link_settings = link or LinkSettings()
+        self.line_baud = self.settings.line_baud or self.link_settings.baud
         self.hub = SimulatedHub(hub)
         self.swap_to = swap_to
         # The hubs taken off the jig by a swap, first first.

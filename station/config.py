@@ -103,13 +103,20 @@ class MqttConfig(_Section):
 
 
 class JobSettings(_Section):
-    """How patient a job is with a hub (docs/station.md)."""
+    """How patient a job is with a hub (docs/station.md).
+
+    Each phase of a flash (transfer; verify and proof; activation and read-back) has a deadline: `deadline_factor`
+    times what a healthy hub needs at the line's rate (`drivers.maintenance_port.LinkTiming`: line time of the image
+    and of every exchange, a round trip per exchange, the hub's hashing), plus `deadline_slack_s`, plus the waits the
+    settings themselves configure (retry backoffs; the activation timeout and read-back interval)."""
 
     link_retries: int = Field(default=5, ge=0, le=100)
     retry_backoff_s: float = Field(default=0.5, ge=0)
     readback_tries: int = Field(default=10, ge=1)
     readback_interval_s: float = Field(default=0.5, ge=0)
     max_steps: int = Field(default=4, ge=1, le=16)
+    deadline_factor: float = Field(default=3.0, ge=1.0, le=100.0)
+    deadline_slack_s: float = Field(default=30.0, ge=0)
 
 
 class SlotConfig(_Section):

@@ -15,6 +15,11 @@ What the station reports must be what the hub runs, and the hub in the record mu
 
 A job that stops without an outcome (the station is stopping, no catalog is in force, the link failed, another
 hub is on the jig) is marked interrupted, never done, and resumes when its hub is seen again.
+
+Every wait is bounded. Requests and DATA frames time out on the line's own terms (drivers/maintenance_port.py),
+retries follow `link_retries` for every kind of link failure (closed, silent, or a transport that would not open),
+and each phase of a flash (transfer; verify and proof; activation and read-back) has a deadline computed from the
+image size and the line's rate (`_bound`). A phase past its deadline ends the job with its own reason code.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from drivers.errors import HubSwapped, LinkError, ProofFailed, ProtocolError, TransferRefused
+from drivers.errors import DataRejected, HubSwapped, LinkError, ProofFailed, ProtocolError, TransferRefused
 from drivers.frame import ActivationCode, ProofRegion
-from drivers.jig import JigDriver
-from drivers.maintenance_port import Verification
+from drivers.jig import LINK_FAILURES, JigDriver
+from drivers.maintenance_port import LinkTiming, Verification
 from firmware_catalog.catalog import Catalog
-from firmware_catalog.errors import ImageFormatError
+from firmware_catalog.errors import CatalogError
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, parse_image
 from firmware_catalog.policy import Decision, decide
@@ -93,6 +98,9 @@ _Fail = Callable[..., _Ending]
 # link (it would only time out), nor when the hub has shown that its answers cannot be trusted.
 _READ_AT_END = {
     JobReason.TRANSFER_REFUSED_BY_HUB,
+    JobReason.HUB_REJECTS_DATA,
+    JobReason.TRANSFER_DEADLINE_EXCEEDED,
+    JobReason.VERIFY_DEADLINE_EXCEEDED,
     JobReason.HUB_HASH_MISMATCH,
     JobReason.HUB_SIGNATURE_REJECTED,
     JobReason.HUB_PROOF_FAILED,
@@ -128,7 +136,7 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
             ending = await _process(driver, identity, slot, ctx, job_id, order_ref)
         except ProtocolError as exc:
             ending = _Ending(Outcome.QUARANTINED, JobReason.PROTOCOL_ERROR, str(exc))
-        ending = await _read_at_end(driver, ending, ctx)
+        ending = await _read_at_end(driver, ending)
     except asyncio.CancelledError:
         store.suspend_job(job_id, "station stopping", code=Interruption.STATION_STOPPING.value)
         slot.begin("held", message="interrupted: station stopping")
@@ -161,13 +169,13 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
     return _record(ctx, job_id, order_ref, slot, ending)
 
 
-async def _read_at_end(driver: JigDriver, ending: _Ending, ctx: JobContext) -> _Ending:
+async def _read_at_end(driver: JigDriver, ending: _Ending) -> _Ending:
     """The version the hub runs as the job ends, for the result (the DSP applies it). Best effort: null if not read."""
     if ending.firmware_after is not None or ending.reason not in _READ_AT_END:
         return ending
     try:
         version = await driver.read_version()
-    except (LinkError, ProtocolError, HubSwapped):
+    except (LinkError, OSError, ProtocolError, HubSwapped):
         return ending
     return dataclasses.replace(ending, firmware_after=version.running_version)
 
@@ -227,7 +235,8 @@ async def _process(
         catalog = ctx.catalog()
         if catalog is None:
             raise _Held("no catalog in force")
-        decision = decide(current, catalog, ctx.clock())
+        # The policy reads image files: off the event loop, which every slot's link shares.
+        decision = await asyncio.to_thread(decide, current, catalog, ctx.clock())
         entry = decision.entry
         ctx.store.record_event(
             job_id,
@@ -259,24 +268,65 @@ async def _process(
 
 
 async def _with_link_retries(call: Callable[[], Awaitable[_T]], tries: int, interval: float) -> _T:
+    """`call`, tried up to `tries` times `interval` apart while the link fails (closed, silent, or not opening)."""
     for attempt in range(tries):
         try:
             return await call()
-        except LinkError:
+        except LINK_FAILURES:
             if attempt == tries - 1:
                 raise
             await asyncio.sleep(interval)
     raise AssertionError("unreachable")
 
 
+def _link_tries(settings: JobSettings) -> tuple[int, float]:
+    """Tries and interval for a request before activation: the first and `link_retries` more."""
+    return settings.link_retries + 1, settings.retry_backoff_s
+
+
+def _bound(settings: JobSettings, nominal_s: float, waits_s: float = 0.0) -> float:
+    """A phase's deadline: `deadline_factor` x what a healthy hub needs at the line's rate (`nominal_s`), plus
+    `deadline_slack_s`, plus the waits the settings themselves configure (`waits_s`: backoffs, timeouts)."""
+    return settings.deadline_factor * nominal_s + settings.deadline_slack_s + waits_s
+
+
+def _transfer_bound(settings: JobSettings, timing: LinkTiming, size: int) -> float:
+    backoffs = settings.retry_backoff_s * settings.link_retries * (settings.link_retries + 1) / 2
+    return _bound(settings, timing.transfer_s(size), backoffs)
+
+
+def _verify_bound(settings: JobSettings, timing: LinkTiming, size: int) -> float:
+    return _bound(settings, timing.verify_s(size), settings.retry_backoff_s * settings.link_retries)
+
+
+def _activate_bound(settings: JobSettings, timing: LinkTiming, size: int) -> float:
+    waits = timing.activate_timeout_s + settings.readback_tries * settings.readback_interval_s
+    return _bound(settings, timing.activate_s(size), waits)
+
+
+def _describe(bound: float, timing: LinkTiming) -> str:
+    return f"{bound:.1f} s deadline ({timing.baud} baud)"
+
+
+async def _drop_link(driver: JigDriver) -> None:
+    """After a deadline cut a phase short: close the session, so that nothing half-done lingers on it; the next
+    request opens a fresh one (and identifies the hub again)."""
+    try:
+        await driver.close()
+    except (LinkError, OSError):
+        log.debug("closing the link after a deadline failed", exc_info=True)
+
+
 def _catalog_image(catalog: Catalog, upgrade_image_sha256: str) -> UpgradeImage | None:
-    """The image file of the catalog in force whose whole-file hash is `upgrade_image_sha256`, if it holds one."""
+    """The image file of the catalog in force whose whole-file hash is `upgrade_image_sha256`, if it holds one.
+    It reads files: call it off the event loop (`asyncio.to_thread`)."""
     for entry in catalog.document.entries:
         if entry.upgrade_image_sha256 != upgrade_image_sha256:
             continue
         try:
-            image = parse_image((catalog.folder / entry.image).read_bytes())
-        except (OSError, ImageFormatError):
+            # Read as the policy reads it: a regular file inside the folder, never more than the entry's size.
+            image = parse_image(catalog.image_bytes(entry))
+        except CatalogError:  # ImageFileRefused, ImageFormatError
             continue
         if image.upgrade_image_sha256 == upgrade_image_sha256:
             return image
@@ -292,7 +342,7 @@ async def _resume_activated(
     ctx.store.record_event(
         job_id, "resumed_after_activation", target=step.target, upgrade_image_sha256=step.upgrade_image_sha256
     )
-    image = _catalog_image(catalog, step.upgrade_image_sha256)
+    image = await asyncio.to_thread(_catalog_image, catalog, step.upgrade_image_sha256)
     if image is None:
         return _Ending(
             Outcome.QUARANTINED,
@@ -302,37 +352,69 @@ async def _resume_activated(
             None, step.target, step.image_sha256, None, step.upgrade_image_sha256,
         )  # fmt: skip
     slot.begin("verifying", target=step.target)
-    return await _confirm_running(driver, image, step.target, ctx, job_id, hub_sha=None)
+    return await _activation_phase(driver, image, step.target, ctx, job_id, hub_sha=None, activate=None)
 
 
 async def _transfer(
     driver: JigDriver, image: UpgradeImage, slot: SlotView, ctx: JobContext, job_id: int, fail: _Fail
 ) -> _Ending | None:
-    """Send the image, resuming where the hub proves it is. Returns an ending when the transfer cannot be done."""
+    """Send the image, resuming where the hub proves it is. Returns an ending when the transfer cannot be done.
+
+    Every attempt and every backoff between attempts lies within the transfer phase's deadline."""
     store, settings = ctx.store, ctx.settings
     target = f"{image.file_version:08X}"
     half = image.total_size // 2
+    held = 0
 
     def progress(done: int, total: int) -> None:
+        nonlocal held
+        held = done
         slot.progress(done, total)
         if done >= half:
             crash_point.reached("transfer_half")
 
+    timing = driver.timing()
+    bound = _transfer_bound(settings, timing, image.total_size)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
     slot.begin("transferring", target=target, bytes_done=0, bytes_total=image.total_size)
     for attempt in range(settings.link_retries + 1):
         number = store.begin_attempt(job_id, f"transfer to {target}")
         try:
-            stats = await driver.transfer(image, progress)
-        except LinkError as exc:
+            async with asyncio.timeout_at(deadline) as phase:
+                stats = await driver.transfer(image, progress)
+        except TimeoutError:
+            if not phase.expired():
+                raise
+            detail = (
+                f"the transfer did not finish within its {_describe(bound, timing)}: the hub acknowledged {held} of "
+                f"{image.total_size} bytes, and keeps them for the next visit"
+            )
+            store.end_attempt(job_id, number, "deadline", detail, 0)
+            await _drop_link(driver)
+            return fail(Outcome.FAILED, JobReason.TRANSFER_DEADLINE_EXCEEDED, detail)
+        except LINK_FAILURES as exc:
             store.end_attempt(job_id, number, "link_error", str(exc), 0)
             ctx.emit("link_error", slot=slot.name, attempt=number, error=str(exc))
             if attempt == settings.link_retries:
                 return fail(Outcome.FAILED, JobReason.LINK_RETRIES_EXHAUSTED, str(exc))
-            await asyncio.sleep(settings.retry_backoff_s * (attempt + 1))
+            backoff = settings.retry_backoff_s * (attempt + 1)
+            if loop.time() + backoff >= deadline:
+                await asyncio.sleep(max(0.0, deadline - loop.time()))
+                detail = (
+                    f"the transfer did not finish within its {_describe(bound, timing)} (the link failed: {exc}); "
+                    f"the hub keeps the {held} bytes it acknowledged for the next visit"
+                )
+                return fail(Outcome.FAILED, JobReason.TRANSFER_DEADLINE_EXCEEDED, detail)
+            await asyncio.sleep(backoff)
             continue
         except TransferRefused as exc:
             store.end_attempt(job_id, number, "refused", str(exc), 0)
             return fail(Outcome.FAILED, JobReason.TRANSFER_REFUSED_BY_HUB, str(exc))
+        except DataRejected as exc:
+            # Not a link fault that another session would cure: the hub heard every frame and refused the data.
+            store.end_attempt(job_id, number, "rejected", str(exc), 0)
+            return fail(Outcome.FAILED, JobReason.HUB_REJECTS_DATA, str(exc))
         except ProofFailed as exc:
             # The hub claimed a prefix it could not prove, was erased, and still claimed it: a liar.
             store.end_attempt(job_id, number, "proof_failed", str(exc), 0)
@@ -374,64 +456,137 @@ async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: Job
         return _Ending(outcome, reason, detail, None, target, sha, hub_sha, envelope)
 
     store.begin_step(job_id, FlashStep(target, sha, envelope), size=image.total_size)
-    tries, interval = settings.readback_tries, settings.readback_interval_s
     verification: Verification | None = None
     for round_ in range(2):
         ended = await _transfer(driver, image, slot, ctx, job_id, fail)
         if ended is not None:
             return ended
         slot.begin("verifying")
-        verification = await _with_link_retries(driver.verify, tries, interval)
-        store.record_event(
-            job_id,
-            "verified",
-            held=verification.held,
-            total_size=verification.total_size,
-            hub_sha256=verification.sha256,
-            signature_ok=verification.signature_ok,
-        )
-        if verification.held != image.total_size or verification.sha256 != sha:
-            return fail(
+        timing = driver.timing()
+        bound = _verify_bound(settings, timing, image.total_size)
+        try:
+            async with asyncio.timeout(bound) as phase:
+                ended, verification, proven = await _check_staged(driver, image, ctx, job_id, fail, round_)
+                if proven:
+                    # The hub about to activate must still be the one this job decided for, even if the link never
+                    # dropped.
+                    await _with_link_retries(driver.identify, *_link_tries(settings))
+        except TimeoutError:
+            if not phase.expired():
+                raise
+            await _drop_link(driver)
+            detail = f"verifying and proving the staged image did not finish within its {_describe(bound, timing)}"
+            return fail(Outcome.FAILED, JobReason.VERIFY_DEADLINE_EXCEEDED, detail)
+        if ended is not None:
+            return ended
+        if proven:
+            break
+    assert verification is not None
+    slot.begin("activating")
+    crash_point.reached("activating")
+    return await _activation_phase(driver, image, target, ctx, job_id, hub_sha=verification.sha256, activate=sha)
+
+
+async def _check_staged(
+    driver: JigDriver, image: UpgradeImage, ctx: JobContext, job_id: int, fail: _Fail, round_: int
+) -> tuple[_Ending | None, Verification, bool]:
+    """VERIFY and PROVE the staged image: (an ending, the verification, whether it is proven). Unproven in the first
+    round, the hub is erased, to be sent the image once more."""
+    store = ctx.store
+    tries, interval = _link_tries(ctx.settings)
+    sha = image.manufacturer_image_sha256
+    verification = await _with_link_retries(driver.verify, tries, interval)
+    store.record_event(
+        job_id,
+        "verified",
+        held=verification.held,
+        total_size=verification.total_size,
+        hub_sha256=verification.sha256,
+        signature_ok=verification.signature_ok,
+    )
+    if verification.held != image.total_size or verification.sha256 != sha:
+        return (
+            fail(
                 Outcome.FAILED,
                 JobReason.HUB_HASH_MISMATCH,
                 f"hub holds {verification.held}/{image.total_size} bytes, hash {verification.sha256}",
                 verification.sha256,
-            )
-        if not verification.signature_ok:
-            return fail(Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED, "hub's signature check failed")
-        # VERIFY is the hub's word; the proof is evidence: a MAC under a fresh nonce over every byte of the envelope.
-        proof = await _with_link_retries(lambda: driver.prove(image, ProofRegion.STAGED), tries, interval)
-        store.record_event(job_id, "proof", region="staged", ok=proof.ok, held=proof.held, length=proof.length)
-        if proof.ok:
-            break
-        if round_ == 1:
-            return fail(
-                Outcome.QUARANTINED,
-                JobReason.HUB_PROOF_FAILED,
-                f"the hub could not prove it holds the {image.total_size}-byte image after an erase and a fresh "
-                f"transfer (it holds {proof.held} bytes)",
-                verification.sha256,
-            )
-        # Flash that lost bytes, or a hub that lied: forget what it holds and send it all again, once.
-        await _with_link_retries(driver.erase, tries, interval)
-        store.record_event(job_id, "erased", cause="the staged image was not proven")
-    assert verification is not None
+            ),
+            verification,
+            False,
+        )
+    if not verification.signature_ok:
+        ending = fail(Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED, "hub's signature check failed")
+        return ending, verification, False
+    # VERIFY is the hub's word; the proof is evidence: a MAC under a fresh nonce over every byte of the envelope.
+    proof = await _with_link_retries(lambda: driver.prove(image, ProofRegion.STAGED), tries, interval)
+    store.record_event(job_id, "proof", region="staged", ok=proof.ok, held=proof.held, length=proof.length)
+    if proof.ok:
+        return None, verification, True
+    if round_ == 1:
+        ending = fail(
+            Outcome.QUARANTINED,
+            JobReason.HUB_PROOF_FAILED,
+            f"the hub could not prove it holds the {image.total_size}-byte image after an erase and a fresh "
+            f"transfer (it holds {proof.held} bytes)",
+            verification.sha256,
+        )
+        return ending, verification, False
+    # Flash that lost bytes, or a hub that lied: forget what it holds and send it all again, once.
+    await _with_link_retries(driver.erase, tries, interval)
+    store.record_event(job_id, "erased", cause="the staged image was not proven")
+    return None, verification, False
 
-    # The hub about to activate must still be the one this job decided for, even if the link never dropped.
-    await _with_link_retries(driver.identify, tries, interval)
-    slot.begin("activating")
-    crash_point.reached("activating")
+
+async def _activation_phase(
+    driver: JigDriver,
+    image: UpgradeImage,
+    target: str,
+    ctx: JobContext,
+    job_id: int,
+    hub_sha: str | None,
+    activate: str | None,
+) -> _Ending:
+    """ACTIVATE (unless `activate` is None: a resumed job whose hub already runs the target), then read back and
+    prove the running image, all within the activation phase's deadline."""
+    timing = driver.timing()
+    bound = _activate_bound(ctx.settings, timing, image.total_size)
+    sha, envelope = image.manufacturer_image_sha256, image.upgrade_image_sha256
+    try:
+        async with asyncio.timeout(bound) as phase:
+            if activate is not None:
+                ended = await _activate(driver, image, target, ctx, job_id, hub_sha)
+                if ended is not None:
+                    return ended
+            return await _confirm_running(driver, image, target, ctx, job_id, hub_sha)
+    except TimeoutError:
+        if not phase.expired():
+            raise
+        await _drop_link(driver)
+        detail = f"activation and read-back did not finish within their {_describe(bound, timing)}"
+        ctx.store.record_event(job_id, "read_back", running=None, error=detail)
+        return _Ending(
+            Outcome.QUARANTINED, JobReason.ACTIVATE_DEADLINE_EXCEEDED, detail, None, target, sha, hub_sha, envelope
+        )
+
+
+async def _activate(
+    driver: JigDriver, image: UpgradeImage, target: str, ctx: JobContext, job_id: int, hub_sha: str | None
+) -> _Ending | None:
+    store = ctx.store
+    sha, envelope = image.manufacturer_image_sha256, image.upgrade_image_sha256
     try:
         activation = await driver.activate(sha, envelope)
-    except LinkError as exc:
+    except LINK_FAILURES as exc:
         # The hub may be rebooting into the new image; what it runs now is the question that decides.
         store.record_event(job_id, "activate", code=None, error=str(exc))
-    else:
-        store.record_event(job_id, "activate", code=int(activation.code), running=activation.running_version)
-        if activation.code is not ActivationCode.SUCCESS:
-            reason = _ACTIVATION_REASONS[activation.code]
-            return fail(Outcome.QUARANTINED, reason, f"CS06 {int(activation.code)}", verification.sha256)
-    return await _confirm_running(driver, image, target, ctx, job_id, hub_sha=verification.sha256)
+        return None
+    store.record_event(job_id, "activate", code=int(activation.code), running=activation.running_version)
+    if activation.code is not ActivationCode.SUCCESS:
+        reason = _ACTIVATION_REASONS[activation.code]
+        detail = f"CS06 {int(activation.code)}"
+        return _Ending(Outcome.QUARANTINED, reason, detail, None, target, sha, hub_sha, envelope)
+    return None
 
 
 async def _confirm_running(
@@ -447,7 +602,7 @@ async def _confirm_running(
 
     try:
         version = await _with_link_retries(driver.read_version, tries, interval)
-    except LinkError as exc:
+    except LINK_FAILURES as exc:
         store.record_event(job_id, "read_back", running=None, error=str(exc))
         return ending(Outcome.QUARANTINED, JobReason.HUB_UNRESPONSIVE_AFTER_ACTIVATE, str(exc), None)
     store.record_event(job_id, "read_back", running=version.running_version, staged=version.staged_version)

@@ -27,6 +27,9 @@ class JobReason(StrEnum):
     NOT_IN_OPEN_ORDER = "NOT_IN_OPEN_ORDER"
     TRANSFER_REFUSED_BY_HUB = "TRANSFER_REFUSED_BY_HUB"
     LINK_RETRIES_EXHAUSTED = "LINK_RETRIES_EXHAUSTED"
+    HUB_REJECTS_DATA = "HUB_REJECTS_DATA"
+    TRANSFER_DEADLINE_EXCEEDED = "TRANSFER_DEADLINE_EXCEEDED"
+    VERIFY_DEADLINE_EXCEEDED = "VERIFY_DEADLINE_EXCEEDED"
     HUB_HASH_MISMATCH = "HUB_HASH_MISMATCH"
     HUB_SIGNATURE_REJECTED = "HUB_SIGNATURE_REJECTED"
     HUB_PROOF_FAILED = "HUB_PROOF_FAILED"
@@ -36,6 +39,7 @@ class JobReason(StrEnum):
     HUB_UNRESPONSIVE_AFTER_ACTIVATE = "HUB_UNRESPONSIVE_AFTER_ACTIVATE"
     VERSION_NOT_TARGET_AFTER_ACTIVATE = "VERSION_NOT_TARGET_AFTER_ACTIVATE"
     RUNNING_IMAGE_UNPROVEN = "RUNNING_IMAGE_UNPROVEN"
+    ACTIVATE_DEADLINE_EXCEEDED = "ACTIVATE_DEADLINE_EXCEEDED"
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
 
 
@@ -50,6 +54,20 @@ JOB_REASONS: dict[JobReason, tuple[Outcome, str]] = {
     JobReason.LINK_RETRIES_EXHAUSTED: (
         Outcome.FAILED,
         "the link failed on every attempt; what the hub holds is kept for the next visit (resume)",
+    ),
+    JobReason.HUB_REJECTS_DATA: (
+        Outcome.FAILED,
+        "the hub answered the data with NAKs (bad data) go-back after go-back without taking a byte: its flash "
+        "write fails; what it holds is kept",
+    ),
+    JobReason.TRANSFER_DEADLINE_EXCEEDED: (
+        Outcome.FAILED,
+        "the transfer did not finish within its deadline (a hub that takes data too slowly); what the hub holds is "
+        "kept for the next visit (resume)",
+    ),
+    JobReason.VERIFY_DEADLINE_EXCEEDED: (
+        Outcome.FAILED,
+        "verifying and proving the staged image did not finish within its deadline; not activated",
     ),
     JobReason.HUB_HASH_MISMATCH: (Outcome.FAILED, "the hub holds other bytes than were sent; not activated"),
     JobReason.HUB_SIGNATURE_REJECTED: (Outcome.FAILED, "the hub's own signature check failed; not activated"),
@@ -71,6 +89,10 @@ JOB_REASONS: dict[JobReason, tuple[Outcome, str]] = {
     JobReason.RUNNING_IMAGE_UNPROVEN: (
         Outcome.QUARANTINED,
         "the hub reports the target version but could not prove it runs the catalog's image",
+    ),
+    JobReason.ACTIVATE_DEADLINE_EXCEEDED: (
+        Outcome.QUARANTINED,
+        "activation and read-back did not finish within their deadline: what the hub runs is not known",
     ),
     JobReason.PROTOCOL_ERROR: (Outcome.QUARANTINED, "the hub broke the maintenance-port protocol"),
 }

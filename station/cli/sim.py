@@ -300,7 +300,9 @@ def bench(
             "[catalog]", f'folder = "{catalog_dir}"', f'authority_key = "{authority}"', "",
         ]  # fmt: skip
         for n, opened in enumerate(listening, 1):
-            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{opened.url}"', ""]
+            # The station cannot read a TCP jig's UART rate: tell it, so that its timeouts count the right line time.
+            lines += ["[[slots]]", f'name = "S{n:03d}"', 'driver = "tcp"', f'url = "{opened.url}"',
+                      f"options = {{ line_baud = {baud} }}", ""]  # fmt: skip
         write_atomically(config_file, "\n".join(lines), durable=False)
         hubs = [
             {"slot": f"S{n:03d}", "url": opened.url, "chf_id": bench_device_ids(number, n)[0],

@@ -11,7 +11,7 @@ def test_every_fault_parses_and_round_trips() -> None:
     spec = (
         "power-loss@65536,disconnect@1000,silent-after=2_000,corrupt-every=7,"
         "activation-fail,old-version-after-reboot,refuse-image,stuck,swap@4096,no-store,echo-hash,"
-        "claim-full-resume,resume-by-mi,ignore-erase,activate-then-drop,flood-sof@8192"
+        "claim-full-resume,resume-by-mi,ignore-erase,activate-then-drop,flood-sof@8192,nak-forever,trickle=16"
     )
     faults = parse_faults(spec)
     assert faults == Faults(
@@ -31,6 +31,8 @@ def test_every_fault_parses_and_round_trips() -> None:
         ignore_erase=True,
         activate_then_drop=True,
         flood_sof=8192,
+        nak_forever=True,
+        trickle=16,
     )
     assert parse_faults(str(faults)) == faults
     assert parse_faults("") == Faults()
@@ -67,6 +69,6 @@ def test_simulator_doc_lists_every_fault_in_its_form() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "simulator.md").read_text()
     table = doc[doc.index("## Faults") :]
     listed = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
-    parameter = {"corrupt-every": "K"}
+    parameter = {"corrupt-every": "K", "trickle": "B"}
     expected = {f"{name}{form}{parameter.get(name, 'N')}" if form else name for name, form in _FORMS.items()}
     assert listed == expected
