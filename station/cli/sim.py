@@ -24,6 +24,7 @@ from simulators.hub_server import HubServer
 from simulators.link import LinkSettings
 from station.atomic_file import write_atomically
 from station.cli.output import console, print_json, print_json_line
+from station.identifier import check_label, check_name
 
 __all__ = ["sim"]
 
@@ -226,6 +227,11 @@ def _bench_number(state: Path, given: int | None) -> int:
     return number
 
 
+def _toml(text: str) -> str:
+    """A TOML basic string."""
+    return json.dumps(text)
+
+
 def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
     """CHF and GPF device IDs of the hub on `slot` (from 1) of bench number `bench`."""
     return format_eui64(0x00DB510000000000 | bench << 16 | slot), format_eui64(0x00DB520000000000 | bench << 16 | slot)
@@ -255,11 +261,17 @@ def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
 @click.option("--state", "state", default="work/sim-bench", show_default=True, type=click.Path(file_okay=False))
 @click.option("--catalog", "catalog_dir", default="catalog", show_default=True, help="For the written config")
 @click.option("--authority", default="keys/authority.pub", show_default=True, help="For the written config")
+@click.option("--station-id", default="sim-station", show_default=True, help="For the written config: [station] id")
+@click.option("--operator", default="sim-operator", show_default=True, help="For the written config")
+@click.option("--facility", default="SSC-SIM", show_default=True, help="For the written config: facility_approval")
+@click.option("--station-key", help="For the written config: [station] key (signs audit checkpoints)")
+@click.option("--broker", help="For the written config: [mqtt] url, e.g. mqtt://127.0.0.1:1883")
 @click.option("--json", "as_json", is_flag=True, help="Print the bench (slots, URLs, device IDs) as one JSON line")
 def bench(
     slots: int, config_path: str, force: bool, bench_number: int | None, port_base: int, manufacturer: str,
     model: str, hardware: str, firmware: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
-    state: str, catalog_dir: str, authority: str, as_json: bool,
+    state: str, catalog_dir: str, authority: str, station_id: str, operator: str, facility: str,
+    station_key: str | None, broker: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Serve N simulated hubs on TCP ports and write a station config whose slots reach them.
 
@@ -267,6 +279,11 @@ def bench(
     """
     if port_base and port_base + slots - 1 > 65535:
         raise click.BadParameter(f"{port_base} + {slots} slots runs past port 65535", param_hint="--port-base")
+    for value, hint in ((station_id, "--station-id"), (operator, "--operator"), (facility, "--facility")):
+        try:
+            check_name(value) if hint == "--station-id" else check_label(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=hint) from exc
     config_file = Path(config_path)
     if config_file.exists() and not force:
         raise click.UsageError(f"{config_file} exists; give --force to replace it")
@@ -295,9 +312,11 @@ def bench(
                 ) from exc
         lines = [
             "# Written by `reflash sim bench`: slots reaching simulated hubs over TCP. Set [station] for real use.",
-            "[station]", 'id = "sim-station"', 'region = "North"', 'operator = "sim-operator"',
-            'facility_approval = "SSC-SIM"', 'store = "state/station.db"', "",
-            "[catalog]", f'folder = "{catalog_dir}"', f'authority_key = "{authority}"', "",
+            "[station]", f"id = {_toml(station_id)}", 'region = "North"', f"operator = {_toml(operator)}",
+            f"facility_approval = {_toml(facility)}", 'store = "state/station.db"',
+            *([f"key = {_toml(station_key)}"] if station_key else []), "",
+            "[catalog]", f"folder = {_toml(catalog_dir)}", f"authority_key = {_toml(authority)}", "",
+            *(["[mqtt]", f"url = {_toml(broker)}", ""] if broker else []),
         ]  # fmt: skip
         for n, opened in enumerate(listening, 1):
             # The station cannot read a TCP jig's UART rate: tell it, so that its timeouts count the right line time.
