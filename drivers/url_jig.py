@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from drivers.jig import MaintenancePortJig, OpenedLink
 from drivers.maintenance_port import SessionSettings
 from drivers.serial_port import BaudRateControl
 from drivers.transport_url import SerialAddress, open_transport, parse_transport_url
+from firmware_catalog.errors import format_validation_error
 
-__all__ = ["UrlJig"]
+__all__ = ["UrlJig", "UrlJigOptions"]
 
 
 class _SerialBaud:
@@ -32,6 +35,20 @@ class _SerialBaud:
         self.baud = self._port.baudrate
 
 
+class UrlJigOptions(BaseModel):
+    """A `serial`, `tcp` or `usb` slot's table, typed: a wrong or unknown option is named when the config loads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1)
+    baud: int | None = Field(default=None, ge=300, le=12_000_000)
+    open_baud: int = Field(default=115_200, ge=300, le=12_000_000)
+    line_baud: int | None = Field(default=None, ge=300, le=12_000_000)
+    window: int = Field(default=8, ge=1, le=255)
+    max_payload: int = Field(default=4096, ge=64, le=65535)
+    reply_timeout_s: float = Field(default=1.0, gt=0, le=60)
+
+
 class UrlJig(MaintenancePortJig):
     def __init__(self, url: str, settings: SessionSettings | None = None, baud: int | None = None, **options: Any):
         self.url = url
@@ -43,21 +60,21 @@ class UrlJig(MaintenancePortJig):
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> UrlJig:
-        known = {"url", "baud", "open_baud", "line_baud", "window", "max_payload", "reply_timeout_s"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown jig option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            given = UrlJigOptions.model_validate(dict(options))
+        except ValidationError as exc:
+            where, message = format_validation_error(exc)
+            raise ValueError(f"option {where}: {message}") from None
         settings = SessionSettings(
-            window=int(options.get("window", 8)),
-            max_payload=int(options.get("max_payload", 4096)),
-            reply_timeout_s=float(options.get("reply_timeout_s", 1.0)),
-            line_baud=int(options["line_baud"]) if "line_baud" in options else None,
+            window=given.window,
+            max_payload=given.max_payload,
+            reply_timeout_s=given.reply_timeout_s,
+            line_baud=given.line_baud,
         )
         extra: dict[str, Any] = {}
-        if isinstance(parse_transport_url(str(options["url"])), SerialAddress):
-            extra["baudrate"] = int(options.get("open_baud", 115_200))
-        baud = int(options["baud"]) if "baud" in options else None
-        return cls(str(options["url"]), settings, baud, **extra)
+        if isinstance(parse_transport_url(given.url), SerialAddress):
+            extra["baudrate"] = given.open_baud
+        return cls(given.url, settings, given.baud, **extra)
 
     async def _open(self) -> OpenedLink:
         transport = await open_transport(self.url, **self._options)

@@ -54,7 +54,10 @@ CASES = {
                       "slots[0] (A1): transport URL 'usb://bad'"),
     "a baud that is not a number": (
         dict(slot='[[slots]]\nname = "A1"\ndriver = "serial"\nurl = "/dev/ttyS9"\noptions = { baud = "fast" }\n'),
-        "slots[0] (A1):"),
+        "slots[0] (A1): option baud: Input should be a valid integer"),
+    "an unknown driver option": (
+        dict(slot='[[slots]]\nname = "A1"\ndriver = "tcp"\nurl = "tcp://127.0.0.1:9"\noptions = { windw = 4 }\n'),
+        "slots[0] (A1): option windw: unknown key 'windw'"),
     "a missing station key": (dict(station='key = "nope.key"'), "[station] key in"),
     "a public key as the station key": (dict(station='key = "station.pub"'), "[station] key in"),
     "a private key as the authority": (dict(catalog=""), "[catalog] authority_key in"),
