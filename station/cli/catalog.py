@@ -21,12 +21,12 @@ from firmware_catalog.catalog_source import build_catalog
 from firmware_catalog.errors import CatalogRefused, ImageFormatError
 from firmware_catalog.hexcode import format_hex, parse_hex
 from firmware_catalog.hub import HubIdentity
-from firmware_catalog.image import UpgradeImage, build_signed_image, read_image
+from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image, read_image
 from firmware_catalog.keys import fingerprint, generate_key, load_private_key, load_public_key, write_keypair
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
 from station.atomic_file import write_atomically
-from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, input_errors, print_json
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, input_errors, print_json
 from station.cli.station_options import state_dir_option
 from station.display_text import display_cell
 from station.pin_folder import PinFolder
@@ -59,13 +59,26 @@ def catalog() -> None:
 
 @catalog.command()
 @click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False), help="Writes PREFIX.key, PREFIX.pub")
-def keygen(prefix: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
+def keygen(prefix: str, as_json: bool) -> None:
     """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)."""
-    if Path(f"{prefix}.key").exists():
-        click.echo(f"error: {prefix}.key exists; refusing to overwrite a private key", err=True)
-        sys.exit(EXIT_INPUT)
+    for path in (Path(f"{prefix}.key"), Path(f"{prefix}.pub")):
+        if path.exists():
+            fail(f"{path} exists; refusing to overwrite a key", EXIT_INPUT, as_json)
     key = generate_key()
-    private_path, public_path = write_keypair(key, prefix)
+    try:
+        private_path, public_path = write_keypair(key, prefix)
+    except OSError as exc:
+        fail(f"{exc.filename or prefix}: {exc.strerror}", EXIT_INPUT, as_json)
+    if as_json:
+        print_json(
+            {
+                "private_key": str(private_path),
+                "public_key": str(public_path),
+                "fingerprint": fingerprint(key.public_key()),
+            }
+        )
+        return
     click.echo(f"wrote {private_path} (mode 0600) and {public_path}")
     click.echo(f"fingerprint {fingerprint(key.public_key())}")
 
@@ -81,7 +94,9 @@ def keygen(prefix: str) -> None:
 @click.option("--control", default=0, type=click.IntRange(0, 255), help="Control byte (CH force-replace flag)")
 @click.argument("manufacturer_image", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="The image's header as one JSON object (errors too)")
 def sign_image(
+    as_json: bool,
     key_path: str,
     manufacturer: int,
     image_type: int,
@@ -110,7 +125,14 @@ def sign_image(
             )
         except (ValueError, UnicodeEncodeError) as exc:
             raise click.UsageError(str(exc)) from exc
-        write_atomically(Path(out), data)
+        try:
+            write_atomically(Path(out), data)
+        except OSError as exc:
+            fail(f"{exc.filename or out}: {exc.strerror}", EXIT_INPUT, as_json)
+    if as_json:
+        image = parse_image(data)
+        print_json({"out": out, **image.describe()})
+        return
     click.echo(f"wrote {out} ({len(data)} bytes, version {format_hex(file_version, 8)})")
 
 

@@ -182,3 +182,23 @@ def test_orders_speak_json_to_scripts_errors_included(config: Path) -> None:
     closed = json.loads(out)
     assert closed["summary_published"] is None  # no broker configured: nothing to publish to
     assert Path(closed["report_json"]).exists()
+
+
+def test_keygen_and_sign_image_speak_json(tmp_path: Path) -> None:
+    code, out, _ = reflash("catalog", "keygen", "--out", str(tmp_path / "maker"), "--json")
+    assert code == 0
+    made = json.loads(out)
+    assert (Path(made["private_key"]).exists(), len(made["fingerprint"])) == (True, 64)
+    code, out, _ = reflash("catalog", "keygen", "--out", str(tmp_path / "maker"), "--json")
+    assert (code, json.loads(out)["error"]) == (2, f"{tmp_path / 'maker'}.key exists; refusing to overwrite a key")
+    (tmp_path / "mi.bin").write_bytes(b"\x42" * 300)
+    sign = ["catalog", "sign-image", "--key", str(tmp_path / "maker.key"), "--manufacturer", "121D",
+            "--image-type", "0000", "--version", "01020000", "--min-hw", "1100", "--max-hw", "12FF",
+            str(tmp_path / "mi.bin")]  # fmt: skip
+    code, out, _ = reflash(*sign, str(tmp_path / "fw.bin"), "--json")
+    assert code == 0
+    described = json.loads(out)
+    assert (described["file_version"], described["total_size"]) == ("01020000", 300 + 60 + 66)
+    code, out, err = reflash(*sign, str(tmp_path / "no-such-folder" / "fw.bin"))
+    assert code == 2
+    assert err.strip() == f"error: {tmp_path / 'no-such-folder' / 'fw.bin'}: No such file or directory"
