@@ -125,6 +125,11 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
     if order_ref is not None and (done := store.final_job(chf_id, order_ref)) is not None:
         slot.begin("done", message=f"already {done.outcome} in order {order_ref}")
         return None
+    if order_ref is None and (last := store.latest_job(chf_id)) is not None and last.outcome == "UNEXPECTED":
+        # Reported once as UNEXPECTED and still in no open order: a restart or a re-seat is not news for the DSP.
+        # The hub is released by an order that names it (it is then processed) or by dispatching it.
+        slot.begin("done", message=f"already reported UNEXPECTED at {last.finished_at}; no open order names it")
+        return None
     slot.begin("deciding", chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, firmware=identity.firmware_version)
     job_id = store.start_job(
         chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot.name, identity=identity.model_dump()

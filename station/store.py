@@ -714,6 +714,11 @@ class Store:
             return None
         return FlashStep(job.step_target, job.step_image_sha256, job.step_upgrade_image_sha256)
 
+    def latest_job(self, chf_id: str) -> JobRecord | None:
+        """The hub's most recent job, in any order or none."""
+        row = self._db.execute("SELECT * FROM jobs WHERE chf_id = ? ORDER BY id DESC LIMIT 1", (chf_id,)).fetchone()
+        return None if row is None else _job(row)
+
     def final_job(self, chf_id: str, order_ref: str) -> JobRecord | None:
         row = self._db.execute(
             "SELECT * FROM jobs WHERE chf_id = ? AND order_ref = ? AND state = 'final'", (chf_id, order_ref)

@@ -319,3 +319,22 @@ def test_a_full_disk_after_activation_resumes_to_reflashed(
         assert [row["outcome"] for row in charge] == ["REFLASHED"]
     finally:
         store.close()
+
+
+def test_an_unexpected_hub_is_reported_once_and_processed_once_an_order_names_it(
+    tmp_path: Path, world: DemoWorld, catalog: Catalog, store: Store
+) -> None:
+    state = tmp_path / "hub"
+    ctx = JobContext(
+        store=store, catalog=lambda: catalog, tariff=Tariff(), station=ACTOR.station, region="North",
+        settings=JobSettings(retry_backoff_s=0.05, readback_tries=4, readback_interval_s=0.1),
+        emit=lambda event, **fields: None,
+    )  # fmt: skip
+    for _ in range(2):  # the station restarted, or the hub was re-seated: no second report
+        asyncio.run(Bench({"A1": sim_jig(world, state, 7)}, ctx).run(once=True))
+    (job,) = store.jobs()
+    assert (job.outcome, job.order_ref) == ("UNEXPECTED", None)
+    assert len(store.rows("SELECT * FROM outbox")) == 1
+    run_bench(store, catalog, {"A1": sim_jig(world, state, 7)}, [7])  # an order names it now
+    jobs = store.jobs()
+    assert [(j.outcome, j.order_ref) for j in jobs] == [("UNEXPECTED", None), ("REFLASHED", ORDER)]
