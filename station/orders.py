@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware_catalog.hub import normalise_eui64
+from firmware_catalog.eui64 import normalise_eui64
 from station.identifier import check_label, check_order_ref
 
 __all__ = ["REGIONS", "OrderImportError", "OrderRequest", "read_order_file"]

@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_catalog.catalog import CatalogPin
-from firmware_catalog.hub import normalise_eui64
+from firmware_catalog.eui64 import normalise_eui64
 from firmware_catalog.keys import fingerprint, load_private_key
 from station import crash_point
 from station.audit import GENESIS, AuditEntry, Checkpoint, entry_hash, sign_checkpoint

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from firmware_catalog.hub import normalise_eui64
+from firmware_catalog.eui64 import normalise_eui64
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, print_json, print_json_line
 from station.cli.station_options import config_option, open_store
 from station.messages import order_summary

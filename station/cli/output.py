@@ -16,7 +16,6 @@ import click
 from rich.console import Console
 
 from firmware_catalog.errors import CatalogError
-from station.pin_folder import PinFileError
 
 __all__ = ["EXIT_INPUT", "EXIT_REFUSED", "console", "fail", "input_errors", "print_json", "print_json_line"]
 
@@ -53,6 +52,8 @@ def fail(message: str, code: int, as_json: bool = False, **details: Any) -> NoRe
 @contextmanager
 def input_errors() -> Iterator[None]:
     """Turn the catalog package's input errors, and a bad catalog pin file, into one line on stderr and exit 2."""
+    from station.pin_folder import PinFileError  # here, not at import: it brings cryptography with it
+
     try:
         yield
     except (CatalogError, PinFileError) as exc:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from firmware_catalog.errors import CatalogError
-from station.config import ConfigError, StationConfig, load_config
-from station.pin_folder import STATE_DIR_ENV
-from station.store import Store
+if TYPE_CHECKING:
+    from station.config import StationConfig
+    from station.store import Store
+
+# The name only: importing station.pin_folder would load cryptography for every command's --help.
+STATE_DIR_ENV = "REFLASH_STATE_DIR"
 
 __all__ = ["CONFIG_ENV", "config_option", "open_store", "state_dir_option"]
 
@@ -35,6 +37,10 @@ def config_option(func: F) -> F:
 def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig, Store]:
     """The configuration and its store. Only a command that starts a station's records (`orders import`) may
     create the store: anything else would make an empty database from a mistyped path and report on it."""
+    from firmware_catalog.errors import CatalogError
+    from station.config import ConfigError, load_config
+    from station.store import Store
+
     try:
         config = load_config(config_path)
         path = config.resolve(config.station.store)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +67,13 @@ def run_job(store: Store) -> RunJob:
         )
 
     return run
+
+
+def store_contents(path: Path) -> str:
+    """A digest of what a store holds (its SQL dump, read-only), not of its file bytes: SQLite moves pages between
+    the WAL and the database file whenever a connection closes, which changes the bytes and nothing stored."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
+    finally:
+        db.close()

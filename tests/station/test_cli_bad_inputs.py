@@ -6,9 +6,7 @@ without anyone adding it here."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from click.testing import CliRunner
 
 from firmware_catalog.keys import generate_key, write_keypair
 from station.cli import COMMANDS, main
+from tests.station.conftest import store_contents
 
 # Commands that serve until stopped once their input is good: walked with bad input only, which must stop them.
 SKIP = {("demo",)}  # it takes no input that names a station file; tests/station/test_demo.py covers its door
@@ -111,13 +110,7 @@ def args_for(command: click.Command, bad: click.Parameter, value: str, station: 
 
 
 def digest(station: Path) -> str:
-    """What the store holds (its SQL dump, read-only), not its file bytes: SQLite moves pages between the WAL and the
-    database file whenever a connection closes, which changes the bytes and nothing stored."""
-    db = sqlite3.connect(f"file:{station / 'state' / 'station.db'}?mode=ro", uri=True)
-    try:
-        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
-    finally:
-        db.close()
+    return store_contents(station / "state" / "station.db")
 
 
 CASES = list(cases())

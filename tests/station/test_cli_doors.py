@@ -3,7 +3,6 @@ gives (2 bad input, 1 refusal, 130 Ctrl-C, 70 a fault of ours), never a tracebac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 
 from firmware_catalog.keys import generate_key, write_keypair
 from station.cli import main
-from tests.station.conftest import hub_id
+from tests.station.conftest import hub_id, store_contents
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def with_order(config: Path) -> None:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return store_contents(path)
 
 
 @pytest.mark.parametrize(

@@ -54,3 +54,10 @@ def test_a_subcommand_still_runs() -> None:
     assert done.exit_code == 0
     assert "keygen" in done.output
     assert CliRunner().invoke(main, ["nope"]).exit_code == 2
+
+
+def test_the_state_dir_variable_is_named_once_in_effect() -> None:
+    from station.cli.station_options import STATE_DIR_ENV as said_in_help
+    from station.pin_folder import STATE_DIR_ENV as read
+
+    assert said_in_help == read
