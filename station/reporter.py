@@ -336,7 +336,10 @@ class Reporter:
         if seen is None or status.session >= seen[0]:  # a stale will never overrides a newer birth
             self.bridges[status.bridge] = (status.session, status.state)
         if self.bridge_online != before:
-            log.warning("DSP bridge %s: %s", "online" if self.bridge_online else "none online", status.bridge)
+            if self.bridge_online:
+                log.info("a DSP bridge is online (%s): unconfirmed results are republished again", status.bridge)
+            else:
+                log.warning("no DSP bridge online (%s went offline): republishing held", status.bridge)
             self.wake.set()
 
     async def _messages(self, client: aiomqtt.Client) -> None:
