@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test broker clean
+.PHONY: demo test broker contract-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,23 @@ broker:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
+# The official AsyncAPI JSON Schemas that tests/station/test_contract.py validates docs/asyncapi.yaml against: npm
+# package @asyncapi/specs at the version pinned in tools/asyncapi/package.json and package-lock.json.
+CONTRACT_TOOLS := tools/asyncapi/node_modules/.installed
+contract-tools: $(CONTRACT_TOOLS)
+$(CONTRACT_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the contract check (Debian: apt-get install npm)"; exit 1; }
+	cd tools/asyncapi && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
 demo: $(STAMP) broker
 	$(BIN)/reflash demo
 
-test: $(STAMP) broker
+test: $(STAMP) broker contract-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) work .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) work tools/asyncapi/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -9,6 +9,11 @@ malformed message is kept for inspection and never applied.
 Exactly once: the SMI update and the record of the message_id are one transaction; the ack follows the commit. If
 the bridge dies between the two, the station republishes, the bridge finds the message_id already applied and acks
 `duplicate`.
+
+Contract 1.1: it accepts results of 1.0 and 1.1 (each checked against its own version's schema), acks on the
+result's MQTT v5 response topic with its correlation data (a 1.0 station sends none: the ack topic beside the
+result's), and says it is there with a retained `reflash/v1/STATE/{name}` (online on connect, offline as its will
+and before it stops), so that stations hold republishing while no bridge is online.
 """
 
 from __future__ import annotations
@@ -19,22 +24,24 @@ import json
 import logging
 import random
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
-import jsonschema
-from jsonschema import Draft202012Validator
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
+from station.schema_check import SCHEMAS, PayloadChecker
 
 __all__ = ["SCHEMAS", "DspBridge", "SmiStore"]
 
 log = logging.getLogger(__name__)
-SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 RESULTS = "reflash/v1/+/+/result"
+STATE = "reflash/v1/STATE"
 ACKS_IN_FLIGHT = 100
 
 
@@ -138,11 +145,6 @@ class SmiStore:
         return [dict(row) for row in self._db.execute("SELECT id, message_id, topic, reason, at FROM rejected")]
 
 
-def _problem(error: jsonschema.ValidationError) -> str:
-    where = "/".join(str(part) for part in error.absolute_path) or "(message)"
-    return f"{where}: {error.message}"
-
-
 class DspBridge:
     """Runs until `stop()`; reconnects with jittered backoff; acks every message it takes."""
 
@@ -156,18 +158,24 @@ class DspBridge:
         self.name = name
         self.group = group
         self.smi = SmiStore(db)
-        schema = json.loads((SCHEMAS / "result.schema.json").read_text())
-        self.validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        self.checker = PayloadChecker("result")
         self.subscribed = asyncio.Event()
+        self.refused_acks = 0
         self._stopping = asyncio.Event()
 
-    def handle(self, messages: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
-        """Validate and apply a batch of (topic, payload); return the (topic, ack) pairs to send. A message without
-        a readable message_id cannot be acked: it is kept in `rejected` and logged."""
+    def handle(
+        self, messages: list[tuple[str, bytes]] | list[tuple[str, bytes, str | None]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Validate and apply a batch of (topic, payload[, response topic]); return the (topic, ack) pairs to send.
+        A message without a readable message_id cannot be acked: it is kept in `rejected` and logged."""
         valid: list[tuple[str, dict[str, Any]]] = []
         acks: list[tuple[str, dict[str, Any]]] = []
-        for topic, payload in messages:
+        for topic, payload, *respond in messages:
+            # The ack goes beside the result: that is also the MQTT v5 response topic a 1.1 station names. A response
+            # topic elsewhere would aim acks at another station: logged, and not followed.
             ack_topic = topic.rsplit("/", 1)[0] + "/ack"
+            if respond and respond[0] not in (None, ack_topic):
+                log.warning("result on %s names response topic %s; acking on %s", topic, respond[0], ack_topic)
             message_id: str | None = None
             try:
                 data = json.loads(payload)
@@ -176,11 +184,11 @@ class DspBridge:
             else:
                 if isinstance(data, dict) and isinstance(data.get("message_id"), str):
                     message_id = data["message_id"]
-                error = jsonschema.exceptions.best_match(self.validator.iter_errors(data))
-                if error is None:
+                problem = self.checker.problem(data)
+                if problem is None:
                     valid.append((ack_topic, data))
                     continue
-                reason = _problem(error)
+                reason = problem
             self.smi.reject(message_id, topic, payload, reason)
             log.warning("rejected a result on %s: %s", topic, reason)
             if message_id is not None:
@@ -191,7 +199,7 @@ class DspBridge:
 
     def _ack(self, message_id: str, result: str, reason: str | None) -> dict[str, Any]:
         return {
-            "schema": "reflash.dsp-ack/1",
+            "schema": "reflash.dsp-ack/1.1",
             "message_id": message_id,
             "result": result,
             "reason": reason,
@@ -202,30 +210,49 @@ class DspBridge:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _status(self, state: str, session: int, *, will: bool = False) -> bytes:
+        status = {"schema": "reflash.bridge-status/1.1", "state": state, "bridge": self.name, "group": self.group,
+                  "session": session, "at": None if will else _now()}  # fmt: skip
+        return json.dumps(status).encode()
+
     async def run(self) -> None:
         backoff = 0.25
+        state_topic = f"{STATE}/{self.name}"
         while not self._stopping.is_set():
+            session = time.time_ns() // 1_000_000
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # A persistent session: results that arrive while the bridge is away are queued for it by the broker.
             properties.SessionExpiryInterval = 14 * 24 * 3600
-            client = aiomqtt.Client(
+            client = BrokerClient(
                 self.hostname,
                 self.port,
                 identifier=f"reflash-{self.name}",
                 protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=False,
                 properties=properties,
+                will=aiomqtt.Will(state_topic, self._status("offline", session, will=True), qos=1, retain=True,
+                                  properties=publish_properties()),
                 tls_params=aiomqtt.TLSParameters() if self.tls else None,
                 timeout=10,
-            )
+            )  # fmt: skip
+            client.will_on_error = True
             client.pending_calls_threshold = ACKS_IN_FLIGHT + 1
             try:
                 async with client:
                     backoff = 0.25
-                    await client.subscribe(f"$share/{self.group}/{RESULTS}", qos=1)
+                    shared = f"$share/{self.group}/{RESULTS}"
+                    raise_for_suback(shared, await client.subscribe(shared, qos=1))
+                    await client.publish_checked(state_topic, self._status("online", session), qos=1, retain=True,
+                                                 properties=publish_properties())  # fmt: skip
                     self.subscribed.set()
                     await self._serve(client)
+                    if self._stopping.is_set():
+                        offline = self._status("offline", session)
+                        await client.publish_checked(state_topic, offline, qos=1, retain=True,
+                                                     properties=publish_properties(), timeout=5)  # fmt: skip
             except aiomqtt.MqttError as exc:
-                log.info("bridge: broker connection: %s", exc)
+                log.log(logging.ERROR if isinstance(exc, BrokerRefused) else logging.INFO,
+                        "bridge: broker connection: %s", exc)  # fmt: skip
             finally:
                 self.subscribed.clear()
             with contextlib.suppress(TimeoutError):
@@ -233,7 +260,7 @@ class DspBridge:
                     await self._stopping.wait()
             backoff = min(backoff * 2, 10.0)
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: BrokerClient) -> None:
         consume = asyncio.create_task(self._consume(client), name="bridge-consume")
         stop = asyncio.create_task(self._stopping.wait(), name="bridge-stop")
         try:
@@ -245,12 +272,19 @@ class DspBridge:
         if consume.done() and not consume.cancelled() and consume.exception() is not None:
             raise consume.exception()  # type: ignore[misc]
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: BrokerClient) -> None:
         limit = asyncio.Semaphore(ACKS_IN_FLIGHT)
 
         async def send(ack_topic: str, ack: dict[str, Any]) -> None:
             async with limit:
-                await client.publish(ack_topic, json.dumps(ack).encode(), qos=1)
+                properties = publish_properties(correlation=ack["message_id"].encode())
+                try:
+                    await client.publish_checked(ack_topic, json.dumps(ack).encode(), qos=1, properties=properties)
+                except BrokerRefused as exc:
+                    # The station republishes; the next ack may pass (an ACL fixed). Counted, said once.
+                    if not self.refused_acks:
+                        log.error("bridge: an ack was refused: %s", exc)
+                    self.refused_acks += 1
 
         messages = client.messages
         async for first in messages:
@@ -258,5 +292,10 @@ class DspBridge:
             batch = [first]
             while len(messages) and len(batch) < 500:
                 batch.append(await anext(messages))
-            acks = self.handle([(str(m.topic), bytes(m.payload)) for m in batch])
+            acks = self.handle([(str(m.topic), bytes(m.payload), _response_topic(m)) for m in batch])
             await asyncio.gather(*(send(t, a) for t, a in acks))
+
+
+def _response_topic(message: aiomqtt.Message) -> str | None:
+    where = getattr(message.properties, "ResponseTopic", None)
+    return where if isinstance(where, str) else None

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from station.messages import CHANNELS, ROOT, Channel
+from station.messages import CHANNELS, CONTRACT_VERSION, ROOT, Channel
 
-__all__ = ["asyncapi_document", "json_schema", "render", "write"]
+__all__ = ["SHARED_GROUP", "asyncapi_document", "json_schema", "render", "write"]
 
 SCHEMA_BASE = "https://reflash-station.invalid/schemas/"
 
@@ -38,23 +38,81 @@ def _parameters(address: str) -> dict[str, Any]:
         "station": "The station's ID (config [station] id)",
         "order_ref": "The order reference, percent-encoded (RFC 3986) outside A-Z a-z 0-9 . _ - ~",
         "slot": "The slot name (config [[slots]] name)",
+        "bridge": "The DSP bridge's name (`reflash sim dsp-bridge --name`)",
     }
     return {name: {"description": described[name]} for name in names}
 
 
+_MQTT = "0.2.0"  # the AsyncAPI MQTT bindings version
+SHARED_GROUP = "dsp-bridge"
+_SERVERS = {
+    "site": {
+        "host": "broker.site.example:8883",
+        "protocol": "mqtts",
+        "protocolVersion": "5",
+        "description": "The site's Mosquitto (config/mosquitto.conf): TLS with a client certificate, a password per "
+        "station and per bridge, and config/mosquitto.acl binding each station to its region and topics.",
+        "security": [{"$ref": "#/components/securitySchemes/clientCertificate"},
+                     {"$ref": "#/components/securitySchemes/password"}],
+        "bindings": {
+            "mqtt": {
+                "clientId": "reflash-station-{station} (the daemon); reflash-{station}-cli-{pid} (one-shot commands)",
+                "cleanSession": False,
+                "sessionExpiryInterval": 14 * 24 * 3600,
+                "keepAlive": 60,
+                "lastWill": {"topic": f"{ROOT}/{{region}}/{{station}}/status", "qos": 1, "retain": True,
+                             "message": "StationStatus, state offline, at null"},
+                "maximumPacketSize": 65536,
+                "bindingVersion": _MQTT,
+            }
+        },
+    },
+    "local": {
+        "host": "127.0.0.1:1883",
+        "protocol": "mqtt",
+        "protocolVersion": "5",
+        "description": "Loopback listener on the broker host, for the station's own tools (no TLS).",
+        "security": [{"$ref": "#/components/securitySchemes/password"}],
+    },
+}  # fmt: skip
+_SECURITY = {
+    "clientCertificate": {"type": "X509", "description": "A client certificate issued by the site CA ([mqtt] cert)."},
+    "password": {
+        "type": "userPassword",
+        "description": "Username: the station ID (or the bridge's or dashboard's account); the password from "
+        "$REFLASH_MQTT_PASSWORD or [mqtt] password_file.",
+    },
+}
+
+
+def _message(channel: Channel) -> dict[str, Any]:
+    name = channel.model.__name__
+    bindings: dict[str, Any] = {"contentType": "application/json", "payloadFormatIndicator": 1}
+    message: dict[str, Any] = {
+        "name": name,
+        "contentType": "application/json",
+        "summary": (channel.model.__doc__ or "").strip().splitlines()[0],
+        "payload": {"$ref": f"schemas/{channel.name}.schema.json"},
+    }
+    if channel.name == "result":
+        bindings["responseTopic"] = f"{ROOT}/{{region}}/{{station}}/ack"
+        bindings["correlationData"] = {"type": "string", "format": "uuid", "description": "the message_id"}
+        message["correlationId"] = {"location": "$message.payload#/message_id",
+                                    "description": "MQTT v5 correlation data carries the same message_id"}  # fmt: skip
+    if channel.name == "ack":
+        message["correlationId"] = {"location": "$message.payload#/message_id"}
+    message["bindings"] = {"mqtt": {**bindings, "bindingVersion": _MQTT}}
+    return message
+
+
 def asyncapi_document() -> dict[str, Any]:
+    """The station's side of the contract: what it sends and what it receives, as AsyncAPI 3.0."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for channel in CHANNELS:
         message_name = channel.model.__name__
-        messages[message_name] = {
-            "name": message_name,
-            "contentType": "application/json",
-            "summary": (channel.model.__doc__ or "").strip().splitlines()[0],
-            "payload": {"$ref": f"schemas/{channel.name}.schema.json"},
-            "bindings": {"mqtt": {"qos": channel.qos, "retain": channel.retain, "bindingVersion": "0.2.0"}},
-        }
+        messages[message_name] = _message(channel)
         channels[channel.name] = {
             "address": f"{ROOT}/{channel.address}",
             "description": channel.description,
@@ -62,24 +120,39 @@ def asyncapi_document() -> dict[str, Any]:
             "messages": {message_name: {"$ref": f"#/components/messages/{message_name}"}},
         }
         station_sends = channel.publisher == "station"
-        operations[f"{'publish' if station_sends else 'receive'}_{channel.name}"] = {
+        binding: dict[str, Any] = {"qos": channel.qos, "retain": channel.retain}
+        if channel.expiry_s is not None:
+            binding["messageExpiryInterval"] = channel.expiry_s
+        operation: dict[str, Any] = {
             "action": "send" if station_sends else "receive",
             "channel": {"$ref": f"#/channels/{channel.name}"},
             "summary": f"Published by the {channel.publisher}, QoS {channel.qos}"
             + (", retained" if channel.retain else ""),
+            "bindings": {"mqtt": {**binding, "bindingVersion": _MQTT}},
         }
+        if channel.name == "result":
+            operation["reply"] = {"channel": {"$ref": "#/channels/ack"}}
+            operation["description"] = (
+                f"DSP bridges subscribe as `$share/{SHARED_GROUP}/{ROOT}/+/+/result` at QoS 1 with a persistent "
+                "session: each result goes to one bridge of the group (docs/mqtt-api.md, The bridge)."
+            )
+            operation["x-shared-subscription"] = {"group": SHARED_GROUP, "filter": f"{ROOT}/+/+/result", "qos": 1}
+        operations[f"{'publish' if station_sends else 'receive'}_{channel.name}"] = operation
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "Re-flash station to DSP update bridge",
-            "version": version("reflash-station"),
-            "description": "Hub results, station status, order summaries and DSP acknowledgements over MQTT v5. "
-            "Generated from station/messages.py; see docs/mqtt-api.md.",
+            "version": CONTRACT_VERSION,
+            "description": "Hub results, station status, order summaries, DSP acknowledgements and bridge presence "
+            "over MQTT v5. Generated from station/messages.py; see docs/mqtt-api.md. Software version "
+            + version("reflash-station")
+            + ".",
         },
         "defaultContentType": "application/json",
+        "servers": _SERVERS,
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages},
+        "components": {"messages": messages, "securitySchemes": _SECURITY},
     }
 
 

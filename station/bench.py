@@ -67,8 +67,13 @@ class Bench:
         settings: BenchSettings | None = None,
         status_file: Path | None = None,
         on_result: Callable[[], None] | None = None,
+        extra_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.drivers = drivers
+        # More for the status file (the reporter's link and the outbox, docs/station.md), and whether the station
+        # has stopped, so that a one-shot command does not take a fresh file for a running daemon.
+        self.extra_status = extra_status
+        self.finished = False
         self.ctx = ctx
         self.settings = settings or BenchSettings()
         self.status_file = status_file
@@ -274,8 +279,16 @@ class Bench:
     def describe(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
         done = sum(self.outcomes.values())
+        extra: dict[str, Any] = {}
+        if self.extra_status is not None:
+            try:
+                extra = self.extra_status()
+            except Exception as exc:  # a store that cannot be read must not stop the status file
+                extra = {"reporting_error": str(exc)}
         return {
+            **extra,
             "station": self.ctx.station,
+            "stopped": self.finished,
             "updated_at": time.time(),
             "slots": [view.describe() for view in self.views.values()],
             "totals": {
@@ -286,6 +299,10 @@ class Bench:
                 "uptime_s": round(elapsed, 1),
             },
         }
+
+    def write_status(self) -> None:
+        """Write the status file now (the daemon does, while it drains the outbox after the bench stopped)."""
+        self._dump_status()
 
     def _dump_status(self) -> None:
         """Write status.json; a full or read-only disk is said once when it starts failing and once when it recovers."""

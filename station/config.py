@@ -90,7 +90,8 @@ class MqttConfig(_Section):
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
-    republish_after_s: float = Field(default=30.0, gt=0)
+    republish_after_s: float = Field(default=30.0, gt=0, description="First retry of an unacked or refused row")
+    republish_max_s: float = Field(default=600.0, gt=0, description="Cap of the per-message exponential backoff")
     max_in_flight: int = Field(default=100, ge=1, le=10_000)
     session_expiry_s: int = Field(default=14 * 24 * 3600, ge=0)
 

@@ -40,7 +40,7 @@ from station.reporter import Reporter
 from station.slot import SlotView
 from station.store import Store, StoreError
 
-__all__ = ["render_status", "run_station", "status_path"]
+__all__ = ["EXIT_UNCONFIRMED", "daemon_running", "render_status", "run_station", "status_path"]
 
 log = logging.getLogger("reflash")
 _OUTCOME_STYLE = {
@@ -54,8 +54,25 @@ _OUTCOME_STYLE = {
 }
 
 
+# `run --once` when every slot finished but results are still unconfirmed because the broker could not be reached
+# (or refused them): the hubs are done, their reports are not (docs/station.md).
+EXIT_UNCONFIRMED = 3
+# The daemon rewrites its status file every half second; older than this, no daemon is running.
+_RUNNING_WITHIN_S = 5.0
+
+
 def status_path(config: StationConfig) -> Path:
     return config.resolve(config.station.store).parent / "status.json"
+
+
+def daemon_running(config: StationConfig) -> bool:
+    """Whether a station daemon (`reflash run`) is running with this configuration: its status file is fresh and
+    says it is not stopped."""
+    try:
+        data = json.loads(status_path(config).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(time.time() - float(data.get("updated_at", 0)) < _RUNNING_WITHIN_S and not data.get("stopped"))
 
 
 def _emitter(log_format: str, quiet: bool) -> Any:
@@ -279,12 +296,21 @@ async def run_station(
         settings=job_settings or config.job,
         emit=emit,
     )
+
+    def reporting() -> dict[str, Any]:
+        """The broker link, the bridges and the outbox, for `reflash status` (docs/station.md)."""
+        if reporter is None:
+            return {"reporting": None}
+        return {"reporting": {**reporter.describe(), "last_ack_at": reporter.last_ack_at,
+                              "outbox": store.outbox_backlog()}}  # fmt: skip
+
     bench = Bench(
         drivers,
         ctx,
         bench_settings,
         status_file=status_path(config),
         on_result=(lambda: reporter.wake.set()) if reporter else None,
+        extra_status=reporting,
     )
     if reporter is not None:
         reporter.telemetry = bench.progress
@@ -294,6 +320,7 @@ async def run_station(
     loop.add_signal_handler(signal.SIGHUP, reload_catalog)
     emit("station_started", station=section.id, slots=len(drivers), once=once, interrupted_jobs=len(interrupted))
     reporter_task = asyncio.create_task(_supervise_reporter(reporter), name="reporter") if reporter else None
+    unconfirmed = 0
     try:
         if live:
             with Live(render_status(bench.describe()), console=Console(), refresh_per_second=4) as screen:
@@ -307,6 +334,7 @@ async def run_station(
             await bench.run(once)
         if once and reporter is not None:
             await _drain_outbox(store, reporter, bench)
+            unconfirmed = _unconfirmed_at_exit(store, reporter, emit)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -321,10 +349,14 @@ async def run_station(
             store.checkpoint()
         except sqlite3.OperationalError:
             log.error("the station's stop could not be recorded in the store (station_stopped, signed tail)")
+        bench.finished = True
+        bench.write_status()
         store.close()
     unfinished = [v.name for v in bench.views.values() if v.state in ("held", "error")]
     emit("station_stopped", outcomes=bench.outcomes, unfinished_slots=unfinished, slots=slots)
-    return 0 if not unfinished and not bench.stopping else 1
+    if unfinished or bench.stopping:
+        return 1
+    return EXIT_UNCONFIRMED if once and unconfirmed else 0
 
 
 def _slot_state(view: SlotView) -> dict[str, Any]:
@@ -340,12 +372,41 @@ def _slot_state(view: SlotView) -> dict[str, Any]:
     }
 
 
-async def _drain_outbox(store: Store, reporter: Reporter, bench: Bench, timeout_s: float = 30.0) -> None:
-    """With --once, give the reporter a moment to settle what this batch produced before stopping."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not bench.stopping:
+async def _drain_outbox(
+    store: Store, reporter: Reporter, bench: Bench, timeout_s: float = 30.0, unreachable_s: float = 5.0
+) -> None:
+    """With --once, give the reporter a moment to settle what this batch produced before stopping: up to
+    `timeout_s`, or `unreachable_s` when the broker cannot be reached at all (said once, not waited out)."""
+    start = time.monotonic()
+    said = False
+    while time.monotonic() - start < timeout_s and not bench.stopping:
         counts = store.outbox_counts()
         if counts["pending"] == 0 and counts["at_broker"] == 0:
             return
+        if not reporter.connected.is_set():
+            if not said:
+                log.warning("waiting up to %.0f s for the broker to settle %d results", unreachable_s,
+                            counts["pending"] + counts["at_broker"])  # fmt: skip
+                said = True
+            if time.monotonic() - start > unreachable_s:
+                return
         reporter.wake.set()
+        bench.write_status()
         await asyncio.sleep(0.1)
+
+
+def _unconfirmed_at_exit(store: Store, reporter: Reporter, emit: Any) -> int:
+    """Say what --once leaves unconfirmed. Returns how many results are not even at the broker (it could not be
+    reached, or it refused them): those make `run --once` exit EXIT_UNCONFIRMED."""
+    backlog = store.outbox_backlog()
+    waiting = backlog["pending"] + backlog["at_broker"]
+    if waiting:
+        emit("results_unconfirmed", pending=backlog["pending"], at_broker=backlog["at_broker"],
+             refused=backlog["refused"], broker_connected=reporter.link["connected"],
+             broker_error=reporter.link["last_error"])  # fmt: skip
+        log.warning(
+            "%d results unconfirmed at exit: %d not at the broker (%s), %d at the broker without a DSP ack; they "
+            "wait in the outbox for the next run", waiting, backlog["pending"],
+            reporter.last_refusal or reporter.link["last_error"] or "not published yet", backlog["at_broker"],
+        )  # fmt: skip
+    return int(backlog["pending"])

@@ -12,6 +12,7 @@ Topic tree, under a versioned root (`reflash/v1`), then the CSP region, then the
     reflash/v1/{region}/{station}/order/{order_ref}   OrderSummary    QoS 1, retained  (on order close)
     reflash/v1/{region}/{station}/slot/{slot}         SlotProgress    QoS 0            (telemetry, optional)
     reflash/v1/{region}/{station}/ack                 DspAck          QoS 1            (published by the bridge)
+    reflash/v1/STATE/{bridge}                         BridgeStatus    QoS 1, retained  (bridge birth and will)
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNELS",
+    "CONTRACT_VERSION",
     "ROOT",
+    "BridgeStatus",
     "Channel",
     "DspAck",
     "HubResult",
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 ROOT = "reflash/v1"
+# The contract's version: the topic root carries the major version, each payload's `schema` field major.minor.
+CONTRACT_VERSION = "1.1"
 
 Region = Literal["North", "Central", "South"]
 Hex4 = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{4}$")]
@@ -50,6 +55,8 @@ Hex8 = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{8}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{2}(-[0-9A-F]{2}){7}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^/#+\s]+$")]
+# A UUID as RFC 9562 writes it: lower-case hex with hyphens (what the JSON Schema `uuid` format accepts too).
+MessageId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 Outcome = Literal["REFLASHED", "ALREADY_CURRENT", "REFUSED", "FAILED", "QUARANTINED", "SCRAP", "UNEXPECTED"]
 
 
@@ -61,8 +68,13 @@ class _Message(BaseModel):
 class HubResult(_Message):
     """What happened to one hub: the DSP applies `firmware_after` to the CHF and GPF rows of the SMI."""
 
-    schema_: Literal["reflash.hub-result/1"] = Field("reflash.hub-result/1", alias="schema")
+    schema_: Literal["reflash.hub-result/1.1"] = Field("reflash.hub-result/1.1", alias="schema")
     message_id: UUID = Field(description="Idempotency key: the bridge applies each message_id once")
+    sequence: int = Field(
+        ge=1,
+        description="The station's result counter: 1, 2, 3... in the order results were recorded, never reused, so "
+        "that a DSP can see a gap. Republished messages keep their number; arrival order is not guaranteed",
+    )
     station: Name
     region: Region
     order_ref: str | None = Field(description="The re-flash order, or null for a hub no open order names")
@@ -91,12 +103,17 @@ class HubResult(_Message):
 class StationStatus(_Message):
     """Birth (`online`, on every connect) and death (`offline`, as the MQTT will and before a clean shutdown)."""
 
-    schema_: Literal["reflash.station-status/1"] = Field("reflash.station-status/1", alias="schema")
+    schema_: Literal["reflash.station-status/1.1"] = Field("reflash.station-status/1.1", alias="schema")
     state: Literal["online", "offline"]
     station: Name
     region: Region
-    session: int = Field(ge=0, description="Increases on every connect; ties a will to the birth it follows")
-    at: AwareDatetime
+    session: int = Field(
+        ge=0, description="Increases on every connect; ties a will to the birth it follows. Order status by session"
+    )
+    at: AwareDatetime | None = Field(
+        description="When the station published this message. Null in the will: the broker publishes the will "
+        "when the connection dies, a time the station cannot know when it writes it"
+    )
     software_version: str
     facility: str
     operator: str | None = None
@@ -115,7 +132,7 @@ class OrderTotals(_Message):
 class OrderSummary(_Message):
     """Published (retained) when an order is closed."""
 
-    schema_: Literal["reflash.order-summary/1"] = Field("reflash.order-summary/1", alias="schema")
+    schema_: Literal["reflash.order-summary/1.1"] = Field("reflash.order-summary/1.1", alias="schema")
     message_id: UUID
     station: Name
     region: Region
@@ -131,7 +148,7 @@ class OrderSummary(_Message):
 class SlotProgress(_Message):
     """Telemetry, QoS 0: lossy by design; the result message is what counts."""
 
-    schema_: Literal["reflash.slot-progress/1"] = Field("reflash.slot-progress/1", alias="schema")
+    schema_: Literal["reflash.slot-progress/1.1"] = Field("reflash.slot-progress/1.1", alias="schema")
     station: Name
     slot: Name
     state: str
@@ -145,12 +162,23 @@ class SlotProgress(_Message):
 class DspAck(_Message):
     """The bridge's answer to one HubResult: `applied`, `duplicate` (already applied), or `rejected` with reason."""
 
-    schema_: Literal["reflash.dsp-ack/1"] = Field("reflash.dsp-ack/1", alias="schema")
-    message_id: UUID = Field(description="The message_id of the HubResult acknowledged")
+    schema_: Literal["reflash.dsp-ack/1.1"] = Field("reflash.dsp-ack/1.1", alias="schema")
+    message_id: MessageId = Field(description="The message_id of the HubResult acknowledged")
     result: Literal["applied", "duplicate", "rejected"]
-    reason: str | None = Field(None, description="Why a message was rejected")
+    reason: str | None = Field(description="Why a message was rejected; null otherwise")
     bridge: str
-    at: AwareDatetime
+    at: AwareDatetime = Field(description="When the bridge sent the ack")
+
+
+class BridgeStatus(_Message):
+    """A DSP bridge's presence (Sparkplug host STATE): `online` on connect, `offline` as its will and on stop."""
+
+    schema_: Literal["reflash.bridge-status/1.1"] = Field("reflash.bridge-status/1.1", alias="schema")
+    state: Literal["online", "offline"]
+    bridge: Name
+    group: Name = Field(description="The shared-subscription group the bridge reads results in")
+    session: int = Field(ge=0, description="Increases on every connect; order a bridge's statuses by session")
+    at: AwareDatetime | None = Field(description="When the bridge published it; null in the will")
 
 
 @dataclass(frozen=True)
@@ -162,6 +190,7 @@ class Channel:
     retain: bool
     publisher: str
     description: str
+    expiry_s: int | None = None  # MQTT v5 message expiry, for messages worthless once stale
 
 
 CHANNELS: tuple[Channel, ...] = (
@@ -172,9 +201,12 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("order", "{region}/{station}/order/{order_ref}", OrderSummary, 1, True, "station",
             "The reconciliation totals of an order, on close."),
     Channel("slot", "{region}/{station}/slot/{slot}", SlotProgress, 0, False, "station",
-            "Slot progress telemetry; may be lost."),
+            "Slot progress telemetry, on change; may be lost; expires after 30 s.", expiry_s=30),
     Channel("ack", "{region}/{station}/ack", DspAck, 1, False, "dsp-bridge",
-            "The bridge's acknowledgement of each HubResult."),
+            "The bridge's acknowledgement of each HubResult, on the result's response topic."),
+    Channel("bridge_status", "STATE/{bridge}", BridgeStatus, 1, True, "dsp-bridge",
+            "Bridge presence: online on connect, offline as its will and on stop. Stations hold republishing "
+            "while no bridge is online."),
 )  # fmt: skip
 
 
@@ -192,8 +224,9 @@ def hub_result(
     """The HubResult payload for a finished job, checked against the model before it enters the outbox."""
     message = HubResult.model_validate(
         {
-            "schema": "reflash.hub-result/1",
+            "schema": "reflash.hub-result/1.1",
             "message_id": message_id,
+            "sequence": job.result_sequence,
             "station": station,
             "region": region,
             "order_ref": job.order_ref,
@@ -227,7 +260,7 @@ def order_summary(
     totals = report["totals"]
     message = OrderSummary.model_validate(
         {
-            "schema": "reflash.order-summary/1",
+            "schema": "reflash.order-summary/1.1",
             "message_id": message_id,
             "station": station,
             "region": region,

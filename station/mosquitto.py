@@ -69,6 +69,7 @@ autosave_interval 1
 max_queued_messages 200000
 max_inflight_messages 0
 persistent_client_expiration 14d
+message_size_limit 65536
 log_dest file {self.workdir}/mosquitto.log
 log_type error
 log_type warning

@@ -1,14 +1,20 @@
 """The reporter: publishes the outbox to MQTT and settles rows as the DSP acknowledges them. Nothing is lost.
 
 - A row is written to the outbox in the same transaction as the job's final state (station/store.py).
-- The reporter publishes it at QoS 1; PUBACK makes it `at_broker`; only the DSP bridge's ack makes it `confirmed`
-  (or `rejected`). Rows not confirmed within `republish_after_s` are published again, and on every reconnect all
-  unconfirmed rows are; the bridge applies each message_id once, so a repeat is harmless.
-- One fresh aiomqtt client per connection attempt, reconnect with jittered exponential backoff, a stable client id
-  and a persistent session (so acks sent while the station was away are delivered when it returns), at most
+- The reporter publishes it at QoS 1; a successful PUBACK makes it `at_broker`; a PUBACK with a failure reason code
+  (an ACL that denies, a message too large) leaves it pending, logged once, retried with backoff. Only the DSP
+  bridge's ack makes it `confirmed` (or `rejected`), and only an ack that passes ack.schema.json.
+- A row without an ack is published again after its own backoff (republish_after_s doubling to republish_max_s,
+  jittered), and not at all while the retained bridge status says no DSP bridge is online; the bridge applies each
+  message_id once, so a repeat is harmless.
+- One fresh client per connection attempt, reconnect with jittered exponential backoff, a stable client id and a
+  persistent session (so acks sent while the station was away are delivered when it returns), at most
   `max_in_flight` publishes outstanding.
 - Birth and death: `online` (retained) on every connect, `offline` as the will, and published explicitly before a
-  clean shutdown because a normal DISCONNECT suppresses the will.
+  clean shutdown because a normal DISCONNECT suppresses the will; a reporter that fails disconnects with reason
+  0x04 so that the broker publishes the will.
+- Only the daemon speaks for the station: a one-shot command (`speaks_for_station=False`) uses a client id of its
+  own, a clean session, no will, no birth and no subscription.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,18 +37,21 @@ from urllib.parse import urlsplit
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import ValidationError
 
+from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
 from station.config import MqttConfig, StationConfig
-from station.messages import CHANNELS, DspAck, SlotProgress, StationStatus, topic
+from station.messages import CHANNELS, ROOT, BridgeStatus, SlotProgress, StationStatus, topic
+from station.schema_check import PayloadChecker
 from station.store import OutboxRow, Store
 
-__all__ = ["Reporter", "client_settings", "publish_outbox"]
+__all__ = ["Reporter", "client_settings", "publish_outbox", "retry_delay"]
 
 log = logging.getLogger(__name__)
 HUB_RESULT = "hub_result"
 ORDER_SUMMARY = "order_summary"
 _RETAIN = {channel.name: channel.retain for channel in CHANNELS}
+_EXPIRY = {channel.name: channel.expiry_s for channel in CHANNELS}
+BRIDGES = f"{ROOT}/STATE/+"
 # How soon the reporter tries the store again after it could not read or write it (doubling up to the last).
 _STORE_RETRY_FIRST_S = 0.5
 _STORE_RETRY_LAST_S = 5.0
@@ -51,6 +59,12 @@ _STORE_RETRY_LAST_S = 5.0
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def retry_delay(tries: int, first_s: float, max_s: float) -> float:
+    """Seconds before the next try of one message after `tries` tries: first_s doubling to max_s, with jitter
+    (between half and all of it) so that rows published together do not come due together again."""
+    return float(min(first_s * 2 ** min(tries - 1, 30), max_s) * random.uniform(0.5, 1.0))
 
 
 def client_settings(config: MqttConfig, resolve: Callable[[Path], Path]) -> dict[str, Any]:
@@ -91,6 +105,8 @@ class Reporter:
         batch: int = 500,
         telemetry: Callable[[], list[dict[str, Any]]] | None = None,
         telemetry_interval_s: float = 1.0,
+        speaks_for_station: bool = True,
+        client_id: str | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -100,26 +116,69 @@ class Reporter:
         self.batch = batch
         self.telemetry = telemetry
         self.telemetry_interval_s = telemetry_interval_s
+        self.speaks_for_station = speaks_for_station
+        self.client_id = client_id or (
+            f"reflash-station-{station}" if speaks_for_station else f"reflash-{station}-cli-{os.getpid()}"
+        )
         self._settings = client_settings(config, resolve)
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
         # PUBACKs the store could not record yet (disk full): recorded first when it can write again, never lost
-        # and never published again meanwhile. (message_id, needs_ack)
-        self._unrecorded: dict[str, bool] = {}
+        # and never published again meanwhile. message_id -> (needs_ack, retry_at)
+        self._unrecorded: dict[str, tuple[bool, str]] = {}
         self._store_backoff_s = _STORE_RETRY_FIRST_S
+        self._acks = PayloadChecker("ack")
+        # What `reflash status` shows (the daemon writes it into its status file) and what is logged once.
+        self.link: dict[str, Any] = {"connected": False, "since": None, "last_error": None, "client_id": self.client_id}
+        self.bridges: dict[str, tuple[int, str]] = {}  # bridge -> (session, state)
+        self.refused_publishes = 0
+        self.last_refusal: str | None = None
+        self.refused_acks = 0
+        self.last_ack_at: str | None = None
+        self._refusals_said: set[str] = set()
+        self._bad_ack_said = False
+        self._telemetry_sent: dict[str, dict[str, Any]] = {}
+        self.only_kind: str | None = None
+
+    # -- what the station knows of the link -------------------------------------------------------------------------
+
+    @property
+    def bridge_online(self) -> bool | None:
+        """True when a DSP bridge says it is online, False when every bridge seen says offline, None when no bridge
+        has published a status (a 1.0 bridge): then rows are republished on their backoff as before."""
+        if not self.bridges:
+            return None
+        return any(state == "online" for _, state in self.bridges.values())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "broker": dict(self.link),
+            "bridge_online": self.bridge_online,
+            "bridges": {name: state for name, (_, state) in sorted(self.bridges.items())},
+            "refused_publishes": self.refused_publishes,
+            "last_refusal": self.last_refusal,
+            "refused_acks": self.refused_acks,
+        }
+
+    def _link(self, connected: bool, error: str | None = None) -> None:
+        if connected != self.link["connected"] or error is not None:
+            self.link.update(connected=connected, since=_iso(datetime.now(UTC)))
+        if error is not None:
+            self.link["last_error"] = error
 
     # -- topics and payloads ----------------------------------------------------------------------------------------
 
-    def _status(self, state: str, session: int) -> bytes:
+    def _status(self, state: str, session: int, *, will: bool = False) -> bytes:
         status = StationStatus.model_validate(
             {
-                "schema": "reflash.station-status/1",
+                "schema": "reflash.station-status/1.1",
                 "state": state,
                 "station": self.station,
                 "region": self.region,
                 "session": session,
-                "at": datetime.now(UTC),
+                # The broker publishes a will when the connection dies: the station cannot know that time now.
+                "at": None if will else datetime.now(UTC),
                 **self.birth,
             }
         )
@@ -132,6 +191,15 @@ class Reporter:
             channel = "order"
             return topic(channel, region=self.region, station=self.station, order_ref=order_ref), _RETAIN[channel]
         return topic("result", region=self.region, station=self.station), _RETAIN["result"]
+
+    def _properties(self, row: OutboxRow) -> Properties:
+        if row.kind == HUB_RESULT:
+            # MQTT v5 request/response: the DSP acks on the response topic, with the message_id as correlation data.
+            return publish_properties(
+                response_topic=topic("ack", region=self.region, station=self.station),
+                correlation=row.message_id.encode(),
+            )
+        return publish_properties()
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
@@ -146,30 +214,39 @@ class Reporter:
                 await self._stopping.wait()
         return self._stopping.is_set()
 
+    def _client(self, session: int) -> BrokerClient:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        will = None
+        if self.speaks_for_station:
+            properties.SessionExpiryInterval = self.config.session_expiry_s
+            will = aiomqtt.Will(
+                topic("status", region=self.region, station=self.station),
+                self._status("offline", session, will=True),
+                qos=1,
+                retain=True,
+                properties=publish_properties(),
+            )
+        client = BrokerClient(
+            **self._settings,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            # A one-shot command leaves nothing behind at the broker: a clean session that ends with it.
+            clean_start=not self.speaks_for_station,
+            properties=properties,
+            will=will,
+            max_inflight_messages=self.config.max_in_flight,
+            timeout=10,
+        )
+        client.will_on_error = self.speaks_for_station
+        # We cap publishes in flight ourselves; aiomqtt would warn from 10 on.
+        client.pending_calls_threshold = self.config.max_in_flight + 1
+        return client
+
     async def run(self) -> None:
         backoff = 0.25
         while not self._stopping.is_set():
             session = time.time_ns() // 1_000_000
-            will = aiomqtt.Will(
-                topic("status", region=self.region, station=self.station),
-                self._status("offline", session),
-                qos=1,
-                retain=True,
-            )
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self.config.session_expiry_s
-            client = aiomqtt.Client(
-                **self._settings,
-                identifier=f"reflash-station-{self.station}",
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=properties,
-                will=will,
-                max_inflight_messages=self.config.max_in_flight,
-                timeout=10,
-            )
-            # We cap publishes in flight ourselves; aiomqtt would warn from 10 on.
-            client.pending_calls_threshold = self.config.max_in_flight + 1
+            client = self._client(session)
             try:
                 async with client:
                     backoff = 0.25
@@ -177,10 +254,12 @@ class Reporter:
             except aiomqtt.MqttError as exc:
                 if self.connected.is_set():
                     log.warning("broker connection lost: %s", exc)
-                else:
+                elif self.link["last_error"] != str(exc):
                     log.info("broker not reachable: %s", exc)
+                self._link(False, str(exc))
             finally:
                 self.connected.clear()
+                self._link(False)
             if self._stopping.is_set():
                 return
             # Full jitter: many stations reconnecting after a broker restart do not arrive together.
@@ -189,18 +268,34 @@ class Reporter:
                     await self._stopping.wait()
             backoff = min(backoff * 2, 30.0)
 
-    async def _serve(self, client: aiomqtt.Client, session: int) -> None:
+    async def _publish_status(self, client: BrokerClient, state: str, session: int, wait_s: float = 10) -> None:
         status_topic = topic("status", region=self.region, station=self.station)
-        await client.subscribe(topic("ack", region=self.region, station=self.station), qos=1)
-        await client.publish(status_topic, self._status("online", session), qos=1, retain=True)
-        self.connected.set()
+        try:
+            await client.publish_checked(
+                status_topic, self._status(state, session), qos=1, retain=True, properties=publish_properties(),
+                timeout=wait_s,
+            )  # fmt: skip
+        except BrokerRefused as exc:
+            self._refused("status", str(exc))
+
+    async def _serve(self, client: BrokerClient, session: int) -> None:
         tasks = [
-            asyncio.create_task(self._acks(client), name="reporter-acks"),
             asyncio.create_task(self._publish_loop(client), name="reporter-publish"),
             asyncio.create_task(self._stopping.wait(), name="reporter-stop"),
         ]
-        if self.telemetry is not None:
-            tasks.append(asyncio.create_task(self._telemetry(client), name="reporter-telemetry"))
+        if self.speaks_for_station:
+            ack_topic = topic("ack", region=self.region, station=self.station)
+            for where in (ack_topic, BRIDGES):
+                try:
+                    raise_for_suback(where, await client.subscribe(where, qos=1))
+                except BrokerRefused as exc:
+                    self._refused("subscribe", str(exc))
+            await self._publish_status(client, "online", session)
+            tasks.append(asyncio.create_task(self._messages(client), name="reporter-acks"))
+            if self.telemetry is not None:
+                tasks.append(asyncio.create_task(self._telemetry(client), name="reporter-telemetry"))
+        self.connected.set()
+        self._link(True)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -210,31 +305,63 @@ class Reporter:
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
-        if self._stopping.is_set():
-            await client.publish(status_topic, self._status("offline", session), qos=1, retain=True, timeout=5)
+        if self._stopping.is_set() and self.speaks_for_station:
+            await self._publish_status(client, "offline", session, wait_s=5)
 
-    async def _telemetry(self, client: aiomqtt.Client) -> None:
-        """Slot progress at QoS 0: lossy by design, never queued, never in the outbox."""
-        assert self.telemetry is not None
-        while True:
-            for view in self.telemetry():
-                progress = SlotProgress.model_validate(
-                    {"schema": "reflash.slot-progress/1", "station": self.station, "at": datetime.now(UTC), **view}
-                )
-                where = topic("slot", region=self.region, station=self.station, slot=progress.slot)
-                await client.publish(where, progress.model_dump_json(by_alias=True).encode(), qos=0)
-            await asyncio.sleep(self.telemetry_interval_s)
+    # -- refusals ---------------------------------------------------------------------------------------------------
 
-    async def _acks(self, client: aiomqtt.Client) -> None:
+    def _refused(self, what: str, reason: str) -> None:
+        """Say a refusal once per kind of thing refused and reason, until that kind succeeds again."""
+        self.last_refusal = reason
+        key = f"{what}: {reason.split(': ', 1)[-1]}"
+        if key not in self._refusals_said:
+            self._refusals_said.add(key)
+            log.error("%s (%s); %s", reason, what, "retrying with backoff" if what in _RETRIED else "not retried")
+
+    def _accepted(self, what: str) -> None:
+        said = [key for key in self._refusals_said if key.startswith(f"{what}: ")]
+        if said:
+            log.warning("the broker accepts %s again", what)
+            self._refusals_said.difference_update(said)
+
+    # -- incoming ---------------------------------------------------------------------------------------------------
+
+    def _bridge_status(self, payload: bytes) -> None:
+        try:
+            status = BridgeStatus.model_validate_json(payload)
+        except ValueError:
+            return  # a bridge status this version does not read: ignored, as a 1.0 station would
+        before = self.bridge_online
+        seen = self.bridges.get(status.bridge)
+        if seen is None or status.session >= seen[0]:  # a stale will never overrides a newer birth
+            self.bridges[status.bridge] = (status.session, status.state)
+        if self.bridge_online != before:
+            if self.bridge_online:
+                log.info("a DSP bridge is online (%s): unconfirmed results are republished again", status.bridge)
+            else:
+                log.warning("no DSP bridge online (%s went offline): republishing held", status.bridge)
+            self.wake.set()
+
+    async def _messages(self, client: aiomqtt.Client) -> None:
         pending: list[tuple[str, str, str | None]] = []
         async for message in client.messages:
-            try:
-                ack = DspAck.model_validate_json(message.payload)
-            except ValidationError as exc:
-                # The row stays unconfirmed and is published again; the bridge will ack it again.
-                log.warning("ignoring an unreadable ack on %s: %s", message.topic, exc.errors()[0]["msg"])
+            if message.topic.matches(BRIDGES):
+                self._bridge_status(bytes(message.payload))
                 continue
-            pending.append((str(ack.message_id), ack.result, ack.reason))
+            try:
+                data = json.loads(message.payload)
+            except (ValueError, TypeError):
+                data = None
+            problem = self._acks.problem(data) if data is not None else "(message): not JSON"
+            if problem is not None:
+                # Refused: the row stays unconfirmed and is published again; a bridge that keeps to the contract
+                # acks it again. Counted, and said once.
+                self.refused_acks += 1
+                if not self._bad_ack_said:
+                    log.warning("refusing an ack that ack.schema.json rejects, on %s: %s", message.topic, problem)
+                    self._bad_ack_said = True
+                continue
+            pending.append((data["message_id"], data["result"], data["reason"]))
             if len(client.messages) == 0 or len(pending) >= self.batch:
                 try:
                     self.store.outbox_acked(pending)
@@ -242,40 +369,61 @@ class Reporter:
                     # The store said it cannot write. Keep the acks and record them with the next one; if none
                     # comes, the rows stay at_broker, are published again, and the bridge acks them again.
                     continue
+                self.last_ack_at = _iso(datetime.now(UTC))
                 pending = []
+
+    # -- outgoing ---------------------------------------------------------------------------------------------------
+
+    async def _telemetry(self, client: aiomqtt.Client) -> None:
+        """Slot progress at QoS 0, only when a slot's view changed: lossy by design, never queued, never in the
+        outbox, and expiring (MQTT v5 message expiry) so that a late reader gets nothing stale."""
+        assert self.telemetry is not None
+        properties = publish_properties(expiry_s=_EXPIRY["slot"])
+        while True:
+            for view in self.telemetry():
+                if self._telemetry_sent.get(view["slot"]) == view:
+                    continue
+                progress = SlotProgress.model_validate(
+                    {"schema": "reflash.slot-progress/1.1", "station": self.station, "at": datetime.now(UTC), **view}
+                )
+                where = topic("slot", region=self.region, station=self.station, slot=progress.slot)
+                await client.publish(
+                    where, progress.model_dump_json(by_alias=True).encode(), qos=0, properties=properties
+                )
+                self._telemetry_sent[view["slot"]] = dict(view)
+            await asyncio.sleep(self.telemetry_interval_s)
 
     def _record_published(self) -> None:
         """Write the PUBACKs not yet recorded. Raises sqlite3.OperationalError when the store still cannot."""
         if not self._unrecorded:
             return
-        needs_ack = [m for m, ack in self._unrecorded.items() if ack]
-        self.store.outbox_published(needs_ack)
-        for message_id in needs_ack:
-            del self._unrecorded[message_id]
-        self.store.outbox_published(list(self._unrecorded), needs_ack=False)
-        self._unrecorded.clear()
+        for needs_ack in (True, False):
+            chosen = {m: retry for m, (ack, retry) in self._unrecorded.items() if ack is needs_ack}
+            self.store.outbox_published(list(chosen), needs_ack=needs_ack, retry_at=chosen)
+            for message_id in chosen:
+                del self._unrecorded[message_id]
 
     async def _store_pause(self) -> None:
         """After a store error: wait (doubling, up to a few seconds) before trying the store again."""
         await self.wait_stopped(self._store_backoff_s)
         self._store_backoff_s = min(self._store_backoff_s * 2, _STORE_RETRY_LAST_S)
 
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        # On (re)connect everything unconfirmed goes again: `cutoff` is the connect time until the backlog is drained.
-        cutoff: datetime | None = datetime.now(UTC)
+    async def _publish_loop(self, client: BrokerClient) -> None:
         while True:
-            horizon = cutoff or datetime.now(UTC) - timedelta(seconds=self.config.republish_after_s)
             try:
                 # The disk may be full or read-only: the store says so once; the reporter keeps its connection,
                 # publishes nothing it cannot record, and catches up when the store works again.
                 self._record_published()
-                rows = self.store.outbox_due(self.batch, _iso(horizon))
+                # No bridge online: what is at the broker waits there (the bridges' persistent sessions queue it);
+                # publishing it again would only add copies. New and refused rows still go.
+                republish = self.bridge_online is not False or not self.speaks_for_station
+                rows = self.store.outbox_due(
+                    self.batch, _iso(datetime.now(UTC)), republish=republish, kind=self.only_kind
+                )
             except sqlite3.OperationalError:
                 await self._store_pause()
                 continue
             self._store_backoff_s = _STORE_RETRY_FIRST_S
-            if len(rows) < self.batch:
-                cutoff = None
             if rows:
                 await self._publish(client, rows)
                 continue
@@ -284,43 +432,76 @@ class Reporter:
                 async with asyncio.timeout(min(self.config.republish_after_s, 1.0)):
                     await self.wake.wait()
 
-    async def _publish(self, client: aiomqtt.Client, rows: list[OutboxRow]) -> None:
+    def _retry_at(self, tries: int) -> str:
+        delay = retry_delay(tries, self.config.republish_after_s, self.config.republish_max_s)
+        return _iso(datetime.now(UTC) + timedelta(seconds=delay))
+
+    async def _publish(self, client: BrokerClient, rows: list[OutboxRow]) -> None:
         limit = asyncio.Semaphore(self.config.max_in_flight)
 
         async def one(row: OutboxRow) -> OutboxRow:
             async with limit:
                 where, retain = self._topic_for(row)
-                await client.publish(where, row.payload.encode(), qos=1, retain=retain)
+                await client.publish_checked(
+                    where, row.payload.encode(), qos=1, retain=retain, properties=self._properties(row)
+                )
                 return row
 
         results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
         done = [r for r in results if isinstance(r, OutboxRow)]
+        refused = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, BrokerRefused)]
         # Record what the broker took even when the connection broke part way through; what the store cannot
         # record now is held and recorded first when it can (`_record_published`).
-        self._unrecorded.update({r.message_id: r.kind == HUB_RESULT for r in done})
+        self._unrecorded.update({r.message_id: (r.kind == HUB_RESULT, self._retry_at(r.publishes + 1)) for r in done})
         with contextlib.suppress(sqlite3.OperationalError):
             self._record_published()
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        for kind in {row.kind for row in done}:
+            self._accepted(kind)
+        if refused:
+            self.refused_publishes += len(refused)
+            for row, exc in refused:
+                self._refused(row.kind, str(exc))
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.store.outbox_refused(
+                    [(row.message_id, str(exc), self._retry_at(row.refusals + 1)) for row, exc in refused]
+                )
+        failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, BrokerRefused)), None)
         if failure is not None:
             raise failure
 
 
-async def publish_outbox(store: Store, config: StationConfig, within_s: float) -> bool:
-    """Run a reporter until nothing is pending (PUBACK for every row), or `within_s` passes. For commands that
-    queue a message outside `reflash run` (an order summary on close)."""
+_RETRIED = {HUB_RESULT, ORDER_SUMMARY}
+
+
+async def publish_outbox(store: Store, config: StationConfig, within_s: float) -> str:
+    """For a one-shot command when no daemon runs: publish the pending order summaries with a client id of the
+    command's own (never the daemon's: that would take over its session), no will and no status, until the broker
+    has taken them or `within_s` passes. Returns `published`, `refused: <reason>` or `unreachable`. Hub results are
+    left to the daemon, which holds the acks' session."""
     assert config.mqtt is not None
     section = config.station
-    birth = {"software_version": version("reflash-station"), "facility": section.facility_approval, "slots": 0}
-    reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
-                        resolve=config.resolve)  # fmt: skip
+    reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth={},
+                        resolve=config.resolve, speaks_for_station=False)  # fmt: skip
+    reporter.only_kind = ORDER_SUMMARY
+
+    def waiting() -> int:
+        return int(
+            store.rows(
+                "SELECT COUNT(*) FROM outbox WHERE kind = ? AND state = 'pending' AND last_error IS NULL",
+                (ORDER_SUMMARY,),
+            )[0][0]
+        )
+
     task = asyncio.create_task(reporter.run())
     try:
         async with asyncio.timeout(within_s):
-            while store.outbox_counts()["pending"]:  # noqa: ASYNC110 -- the store is the thing to watch
+            while waiting():  # noqa: ASYNC110 -- the store is the thing to watch
                 await asyncio.sleep(0.05)
-        return True
     except TimeoutError:
-        return False
+        pass
     finally:
         reporter.stop()
         await task
+    if reporter.refused_publishes:
+        return f"refused: {reporter.last_refusal}"
+    return "published" if not waiting() else "unreachable"

@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -168,6 +168,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN step_upgrade_image_sha256 TEXT;
     ALTER TABLE jobs ADD COLUMN upgrade_image_sha256 TEXT;
     """,
+    # Contract 1.1 (docs/mqtt-api.md): each hub result carries the station's result sequence number; each outbox
+    # row its own retry time (exponential backoff) and the broker's last refusal, so a refused row stays pending.
+    """
+    ALTER TABLE jobs ADD COLUMN result_sequence INTEGER;
+    CREATE UNIQUE INDEX jobs_by_result_sequence ON jobs(result_sequence) WHERE result_sequence IS NOT NULL;
+    ALTER TABLE outbox ADD COLUMN next_attempt_at TEXT;
+    ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN last_error TEXT;
+    """,
 )
 
 
@@ -191,6 +200,7 @@ class OutboxRow:
     payload: str
     state: str
     publishes: int
+    refusals: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,7 @@ class JobRecord:
     step_image_sha256: str | None = None
     step_upgrade_image_sha256: str | None = None
     upgrade_image_sha256: str | None = None
+    result_sequence: int | None = None
 
 
 def _utc_now() -> datetime:
@@ -804,7 +815,11 @@ class Store:
                     "hub_sha256": hub_sha256,
                 },
             )
-            cur.execute("UPDATE jobs SET audit_hash = ? WHERE id = ?", (entry.hash, job_id))
+            # The station's result counter (contract 1.1): assigned with the outcome, so it never has a gap.
+            sequence = cur.execute("SELECT COALESCE(MAX(result_sequence), 0) + 1 FROM jobs").fetchone()[0]
+            cur.execute(
+                "UPDATE jobs SET audit_hash = ?, result_sequence = ? WHERE id = ?", (entry.hash, sequence, job_id)
+            )
             record = _job(cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
             message_id = str(uuid.uuid4())
             payload = report(record, entry, message_id)
@@ -823,29 +838,55 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------------------------------------------
 
-    def outbox_due(self, limit: int, republish_before: str) -> list[OutboxRow]:
-        """Rows to publish: never published, or published before `republish_before` and still not confirmed."""
+    def outbox_due(self, limit: int, now: str, *, republish: bool = True, kind: str | None = None) -> list[OutboxRow]:
+        """Rows to publish now: pending rows whose retry time has come (never published, or refused by the broker),
+        and, with `republish`, rows at the broker whose retry time has come without a DSP ack. `kind` keeps to one
+        kind of message (a one-shot command publishes only its order summary)."""
         rows = self._db.execute(
-            "SELECT message_id, kind, payload, state, publishes FROM outbox "
-            "WHERE state = 'pending' OR (state = 'at_broker' AND published_at < ?) "
-            "ORDER BY created_at, message_id LIMIT ?",
-            (republish_before, limit),
+            "SELECT message_id, kind, payload, state, publishes, refusals FROM outbox "
+            "WHERE ((state = 'pending' AND COALESCE(next_attempt_at, '') <= ?1) "
+            "OR (?2 AND state = 'at_broker' AND COALESCE(next_attempt_at, '') <= ?1)) "
+            "AND (?4 IS NULL OR kind = ?4) "
+            "ORDER BY created_at, message_id LIMIT ?3",
+            (now, republish, limit, kind),
         ).fetchall()
-        return [OutboxRow(r["message_id"], r["kind"], r["payload"], r["state"], r["publishes"]) for r in rows]
+        return [
+            OutboxRow(r["message_id"], r["kind"], r["payload"], r["state"], r["publishes"], r["refusals"]) for r in rows
+        ]
 
-    def outbox_published(self, message_ids: Sequence[str], *, needs_ack: bool = True) -> None:
-        """PUBACK received: the broker holds them. A kind the DSP does not ack is done at this point."""
+    def outbox_published(
+        self, message_ids: Sequence[str], *, needs_ack: bool = True, retry_at: Mapping[str, str] | None = None
+    ) -> None:
+        """PUBACK received (success): the broker holds them. A kind the DSP does not ack is done at this point.
+        `retry_at` is when each is published again if no DSP ack comes. The count of publishes always grows, even
+        when the DSP's ack was recorded first (the ack can overtake the PUBACK)."""
         if not message_ids:
             return
         now = self.now()
         state, confirmed_at = ("at_broker", None) if needs_ack else ("confirmed", now)
+        retry = retry_at or {}
         with self.transaction() as cur:
             cur.executemany(
-                "UPDATE outbox SET publishes = publishes + 1, published_at = ?, state = ?, confirmed_at = ? "
-                "WHERE message_id = ? AND state IN ('pending', 'at_broker')",
-                [(now, state, confirmed_at, message_id) for message_id in message_ids],
+                "UPDATE outbox SET publishes = publishes + 1, published_at = ?1, next_attempt_at = ?2, "
+                "last_error = NULL, "
+                "confirmed_at = CASE WHEN state IN ('pending', 'at_broker') THEN ?3 ELSE confirmed_at END, "
+                "state = CASE WHEN state IN ('pending', 'at_broker') THEN ?4 ELSE state END "
+                "WHERE message_id = ?5",
+                [(now, retry.get(message_id), confirmed_at, state, message_id) for message_id in message_ids],
             )
         crash_point.reached("after:published")
+
+    def outbox_refused(self, refusals: Sequence[tuple[str, str, str]]) -> None:
+        """The broker refused these publishes (message_id, reason, retry_at): the rows keep their state (a refused
+        row is not at the broker) and are tried again at retry_at."""
+        if not refusals:
+            return
+        with self.transaction() as cur:
+            cur.executemany(
+                "UPDATE outbox SET refusals = refusals + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE message_id = ? AND state IN ('pending', 'at_broker')",
+                [(reason, retry_at, message_id) for message_id, reason, retry_at in refusals],
+            )
 
     def outbox_acked(self, acks: Sequence[tuple[str, str, str | None]]) -> int:
         """DSP acks (message_id, result, reason): confirmed (applied or duplicate) or rejected. One audit entry
@@ -857,8 +898,9 @@ class Store:
         with self.transaction() as cur:
             for message_id, result, reason in acks:
                 state = "rejected" if result == "rejected" else "confirmed"
+                # An ack proves a publish: a row whose PUBACK is not recorded yet still counts one.
                 cur.execute(
-                    "UPDATE outbox SET state = ?, confirmed_at = ?, ack = ? "
+                    "UPDATE outbox SET state = ?, confirmed_at = ?, ack = ?, publishes = MAX(publishes, 1) "
                     "WHERE message_id = ? AND state IN ('pending', 'at_broker')",
                     (state, now, json.dumps({"result": result, "reason": reason}), message_id),
                 )
@@ -867,6 +909,28 @@ class Store:
             if settled:
                 self._append_audit(cur, "dsp_acks", {"acks": settled})
         return len(settled)
+
+    def outbox_backlog(self) -> dict[str, Any]:
+        """What `reflash status` shows of the outbox: counts by state, the oldest unconfirmed row's creation time,
+        rows the broker refused last time, and the last DSP ack recorded."""
+        row = self._db.execute(
+            "SELECT MIN(created_at) AS oldest, SUM(last_error IS NOT NULL) AS refused FROM outbox "
+            "WHERE state IN ('pending', 'at_broker')"
+        ).fetchone()
+        last_ack = self._db.execute(
+            "SELECT MAX(confirmed_at) FROM outbox WHERE ack IS NOT NULL AND state IN ('confirmed', 'rejected')"
+        ).fetchone()[0]
+        refusal = self._db.execute(
+            "SELECT last_error FROM outbox WHERE last_error IS NOT NULL AND state IN ('pending', 'at_broker') "
+            "ORDER BY next_attempt_at DESC LIMIT 1"
+        ).fetchone()
+        return {
+            **self.outbox_counts(),
+            "oldest_unconfirmed_at": row["oldest"],
+            "refused": int(row["refused"] or 0),
+            "last_refusal": refusal[0] if refusal else None,
+            "last_dsp_ack_at": last_ack,
+        }
 
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "at_broker": 0, "confirmed": 0, "rejected": 0}

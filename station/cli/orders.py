@@ -14,6 +14,7 @@ from rich.table import Table
 from firmware_catalog.eui64 import normalise_eui64
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, print_json, print_json_line
 from station.cli.station_options import config_option, open_store
+from station.daemon import daemon_running
 from station.messages import order_summary
 from station.orders import OrderImportError, read_order_file
 from station.reconciliation import order_report, report_csv, write_report
@@ -149,20 +150,29 @@ def close(order_ref: str, out: str | None, as_json: bool, config_path: str) -> N
         fail(str(exc), EXIT_INPUT, as_json)
     folder = Path(out) if out else config.resolve(Path("reports"))
     json_path, csv_path = write_report(order_report(store, order_ref), folder)
-    published = asyncio.run(publish_outbox(store, config, within_s=10)) if config.mqtt is not None else None
+    # Only the daemon speaks for the station: while it runs, the summary waits in the outbox for its reporter.
+    if config.mqtt is None:
+        delivery = None
+    elif daemon_running(config):
+        delivery = "queued"
+    else:
+        delivery = asyncio.run(publish_outbox(store, config, within_s=10))
     if as_json:
         print_json(
             {"order_ref": order_ref, "report_json": str(json_path), "report_csv": str(csv_path),
-             "summary_published": published, "totals": report["totals"]}
+             "summary_published": delivery == "published" if delivery is not None else None,
+             "summary_delivery": delivery, "totals": report["totals"]}
         )  # fmt: skip
         return
     click.echo(f"closed order {order_ref}; report: {json_path} {csv_path}")
-    if published is not None:
-        click.echo(
-            "order summary published"
-            if published
-            else "broker not reachable: the order summary waits in the outbox for the station's reporter"
-        )
+    if delivery == "published":
+        click.echo("order summary published")
+    elif delivery == "queued":
+        click.echo("order summary queued: the running station's reporter publishes it")
+    elif delivery is not None and delivery.startswith("refused"):
+        click.echo(f"order summary {delivery}; it waits in the outbox for the station's reporter", err=True)
+    elif delivery is not None:
+        click.echo("broker not reachable: the order summary waits in the outbox for the station's reporter")
 
 
 @orders.command()

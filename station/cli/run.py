@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -31,14 +33,32 @@ def run(config_path: str, once: bool, log_format: str, live: bool | None) -> Non
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INPUT)
-    _log_to_stderr()
+    _log_to_stderr(log_format)
     sys.exit(asyncio.run(run_station(config, once=once, log_format=log_format, live=live)))
 
 
-def _log_to_stderr() -> None:
-    """Warnings and errors on stderr, one line each, with whatever a hub said made safe to show (display_text)."""
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, in the shape of the station's events (`ts`, `event`), for --log-format json."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "event": "log",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return json.dumps(line, default=str)
+
+
+def _log_to_stderr(log_format: str = "text") -> None:
+    """Warnings and errors on stderr, one line each: JSON with --log-format json (so that a log collector reads
+    every line), otherwise text with whatever a hub said made safe to show (display_text)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(DisplayTextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(DisplayTextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
@@ -62,10 +82,45 @@ def status(config_path: str, as_json: bool) -> None:
         sys.exit(1)
     age = time.time() - float(data.get("updated_at", 0))
     data["age_s"] = round(age, 1)
-    data["running"] = age < 5
+    data["running"] = age < 5 and not data.get("stopped")
+    reporting = data.get("reporting")
+    if reporting:
+        outbox = reporting["outbox"]
+        oldest = outbox.get("oldest_unconfirmed_at")
+        outbox["oldest_unconfirmed_age_s"] = (
+            round(time.time() - datetime.fromisoformat(oldest).timestamp(), 1) if oldest else None
+        )
     if as_json:
         print_json(data)
         return
     console().print(render_status(data))
+    for line in _reporting_lines(reporting):
+        click.echo(line)
     if not data["running"]:
         click.echo(f"(the station is not running: this is its state {age:.0f} s ago)")
+
+
+def _reporting_lines(reporting: dict[str, Any] | None) -> list[str]:
+    """The broker link, the DSP bridges and the outbox, below the slots table."""
+    if reporting is None:
+        return ["reporting: no [mqtt] broker configured"]
+    broker, outbox = reporting["broker"], reporting["outbox"]
+    link = "connected" if broker["connected"] else "NOT connected"
+    if broker.get("since"):
+        link += f" since {broker['since']}"
+    if not broker["connected"] and broker.get("last_error"):
+        link += f" ({broker['last_error']})"
+    bridge = {True: "online", False: "NONE online", None: "no status seen"}[reporting["bridge_online"]]
+    age = outbox.get("oldest_unconfirmed_age_s")
+    lines = [
+        f"broker: {link}; client id {broker['client_id']}",
+        f"DSP bridge: {bridge}; last DSP ack: {reporting.get('last_ack_at') or outbox.get('last_dsp_ack_at') or '-'}",
+        f"outbox: {outbox['pending']} pending, {outbox['at_broker']} at the broker awaiting a DSP ack, "
+        f"{outbox['confirmed']} confirmed, {outbox['rejected']} rejected; oldest unconfirmed: "
+        + (f"{age:.0f} s" if age is not None else "-"),
+    ]
+    if outbox["refused"]:
+        lines.append(f"REFUSED by the broker: {outbox['refused']} messages; last: {outbox['last_refusal']}")
+    if reporting.get("refused_acks"):
+        lines.append(f"acks refused (not ack.schema.json): {reporting['refused_acks']}")
+    return lines

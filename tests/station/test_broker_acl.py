@@ -1,4 +1,5 @@
-"""config/mosquitto.acl on a real Mosquitto: a station publishes only under its own topics."""
+"""config/mosquitto.acl on a real Mosquitto: a station publishes only under its own region and topics, a dashboard
+only reads, and every refusal is a failure the station sees."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from station.broker_client import BrokerClient, BrokerRefused
+from station.config import MqttConfig
 from station.messages import topic
 from station.mosquitto import Mosquitto
+from station.reporter import Reporter
+from station.store import Store
+from tests.station.test_reporting import eventually, finish_jobs
 
 CONFIG = Path(__file__).parents[2] / "config"
 USERS = {"st-north-01": "pw-a", "st-north-02": "pw-b", "dsp-bridge": "pw-bridge"}
@@ -67,3 +73,73 @@ async def test_station_reads_only_its_own_acks(acl_broker: Mosquitto) -> None:
         async with asyncio.timeout(10):
             first = await anext(aiter(a.messages))
     assert str(first.topic) == a_acks
+
+
+USERS.update({"st-south-01": "pw-c", "dashboard": "pw-dash"})
+
+
+async def test_each_station_is_bound_to_its_region(acl_broker: Mosquitto) -> None:
+    async with checked_client(acl_broker, "st-north-01") as a:
+        await a.publish_checked(topic("result", region="North", station="st-north-01"), b"{}", qos=1)
+        with pytest.raises(BrokerRefused) as refused:
+            await a.publish_checked(topic("result", region="South", station="st-north-01"), b"{}", qos=1)
+    assert refused.value.code == 0x87
+
+
+async def test_dashboards_read_everything_and_publish_nothing(acl_broker: Mosquitto) -> None:
+    results = topic("result", region="South", station="st-south-01")
+    async with checked_client(acl_broker, "dashboard") as dash, checked_client(acl_broker, "st-south-01") as st:
+        await dash.subscribe("reflash/v1/#", qos=1)
+        await st.publish_checked(results, b'{"n": 1}', qos=1)
+        async with asyncio.timeout(10):
+            seen = await anext(aiter(dash.messages))
+        assert str(seen.topic) == results
+        for where in (results, topic("ack", region="South", station="st-south-01"), "reflash/v1/STATE/x"):
+            with pytest.raises(BrokerRefused):
+                await dash.publish_checked(where, b"{}", qos=1)
+
+
+def checked_client(broker: Mosquitto, user: str) -> BrokerClient:
+    return BrokerClient(
+        "127.0.0.1", broker.port, username=user, password=USERS[user], identifier=f"{user}-{uuid.uuid4()}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+    )  # fmt: skip
+
+
+async def test_refusals_are_failures_the_station_sees(
+    acl_broker: Mosquitto, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A station whose config names the wrong region: the ACL denies every publish. Nothing is marked as held by
+    the broker, nothing is confirmed, the refusal is logged once and retried with backoff."""
+    monkeypatch.setenv("ACL_TEST_PASSWORD", USERS["st-north-01"])
+    config = MqttConfig(url=acl_broker.url, username="st-north-01", password_env="ACL_TEST_PASSWORD",
+                        republish_after_s=0.2, republish_max_s=0.5)  # fmt: skip
+    finish_jobs(store, 1, 3)
+    store.rows(
+        "INSERT INTO outbox (message_id, kind, payload, state, created_at) "
+        "VALUES (?, 'order_summary', ?, 'pending', ?)",
+        (str(uuid.uuid4()), json.dumps({"order_ref": "C-1"}), store.now()),
+    )
+    birth = {"software_version": "test", "facility": "f", "slots": 0}
+    reporter = Reporter(store, config, station="st-north-01", region="South", birth=birth)
+    task = asyncio.create_task(reporter.run())
+    try:
+        await eventually(lambda: store.rows("SELECT MIN(refusals) FROM outbox")[0][0] >= 3, what="three tries each")
+        assert reporter.connected.is_set()
+    finally:
+        reporter.stop()
+        await task
+    assert store.outbox_counts() == {"pending": 4, "at_broker": 0, "confirmed": 0, "rejected": 0}
+    errors = {row["last_error"] for row in store.rows("SELECT last_error FROM outbox")}
+    assert len(errors) == 2  # one topic for the results, one for the summary
+    assert all("0x87 Not authorized" in e for e in errors)
+    assert reporter.refused_publishes >= 12
+    said = [r.getMessage() for r in caplog.records if "refused by the broker" in r.getMessage()]
+    # once for the results, once for the order summary, once for the birth and once for the offline
+    assert len([s for s in said if "(hub_result)" in s]) == 1
+    assert len([s for s in said if "(order_summary)" in s]) == 1
+    assert len([s for s in said if "(status)" in s]) == 1
+    assert reporter.describe()["last_refusal"]
+    backlog = store.outbox_backlog()
+    assert backlog["refused"] == 4
+    assert "0x87" in backlog["last_refusal"]

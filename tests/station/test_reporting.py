@@ -203,7 +203,7 @@ async def test_malformed_results_are_rejected_and_kept(running: Running, private
             outcome="REFLASHED", reason="REFLASHED", manufacturer="121D", model="0000", hardware_version="1200",
             firmware_before="01000000", firmware_after="01020000", target_version="01020000", image_sha256="ab" * 32,
             hub_sha256="ab" * 32, attempts=1, started_at="2026-11-23T10:00:00Z", finished_at="2026-11-23T10:01:00Z",
-            operator="op", facility="f", audit_hash="cd" * 32,
+            operator="op", facility="f", audit_hash="cd" * 32, result_sequence=1,
         )  # fmt: skip
         good = hub_result(job, "cd" * 32, late_id, station=ACTOR.station, region=REGION, requesting_party=None)
         bad_time = good | {"finished_at": "yesterday"}

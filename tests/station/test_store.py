@@ -16,14 +16,14 @@ from tests.station.conftest import ACTOR, RunJob, hub_id
 
 def test_wal_mode_and_schema_version(store: Store) -> None:
     assert store.rows("PRAGMA journal_mode")[0][0] == "wal"
-    assert store.schema_version == 2
+    assert store.schema_version == 3
 
 
 def test_reopening_keeps_everything_and_does_not_migrate_twice(tmp_path: Path, run_job: RunJob, store: Store) -> None:
     run_job(hub_id(1), None)
     store.close()
     again = Store(store.path, ACTOR)
-    assert again.schema_version == 2
+    assert again.schema_version == 3
     assert len(again.jobs()) == 1
     again.close()
 
@@ -41,7 +41,7 @@ def test_a_version_1_database_gains_the_flash_step_and_keeps_its_jobs(tmp_path: 
     )
     db.close()
     store = Store(path, ACTOR)
-    assert store.schema_version == 2
+    assert store.schema_version == 3
     (job,) = store.jobs()
     assert (job.chf_id, job.state, job.step_target) == (hub_id(1), "interrupted", None)
     assert store.flash_step(job.id) is None
