@@ -294,22 +294,6 @@ def test_sigterm_is_prompt_while_a_fifo_stands_for_an_image(bench: Bench) -> Non
         process.kill()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs of the test's own (skips where it cannot be mounted), as in test_hostile_hubs.py."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def fill(disk: Path) -> Path:
     """Fill the disk to the last block (a real ENOSPC for every writer on it)."""
     filler = disk / "filler"
