@@ -138,6 +138,11 @@ class SmiStore:
     def devices(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._db.execute("SELECT * FROM smi_devices ORDER BY chf_id, device_type")]
 
+    def forget(self, message_ids: list[str]) -> None:
+        """Lose what was applied for these messages, as a DSP restored from an old backup would (for tests of the
+        resend request: the station publishes them again and the bridge applies them as new)."""
+        self._db.executemany("DELETE FROM applied WHERE message_id = ?", [(m,) for m in message_ids])
+
     def applied_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM applied").fetchone()[0])
 

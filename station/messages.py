@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from station.identifier import topic_level
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHANNELS",
     "CONTRACT_VERSION",
+    "RESEND_MAX",
     "ROOT",
     "BridgeStatus",
     "Channel",
@@ -38,6 +39,7 @@ __all__ = [
     "HubResult",
     "OrderSummary",
     "OrderTotals",
+    "ResendRequest",
     "SlotProgress",
     "StationStatus",
     "hub_result",
@@ -159,6 +161,10 @@ class SlotProgress(_Message):
     at: AwareDatetime
 
 
+# The most results one resend request may ask for: a DSP that lost more asks in several requests.
+RESEND_MAX = 10_000
+
+
 class DspAck(_Message):
     """The bridge's answer to one HubResult: `applied`, `duplicate` (already applied), or `rejected` with reason."""
 
@@ -168,6 +174,24 @@ class DspAck(_Message):
     reason: str | None = Field(description="Why a message was rejected; null otherwise")
     bridge: str
     at: AwareDatetime = Field(description="When the bridge sent the ack")
+
+
+class ResendRequest(_Message):
+    """A DSP's request to a station: publish the HubResults with these sequence numbers again (it found a gap in
+    `sequence`, or lost what it had applied). The station re-queues every result in the range it holds; the bridge
+    applies each message_id once, so a result it already has is acked `duplicate`."""
+
+    schema_: Literal["reflash.resend-request/1.1"] = Field("reflash.resend-request/1.1", alias="schema")
+    from_sequence: int = Field(ge=1, description="The first result sequence number to publish again")
+    to_sequence: int = Field(ge=1, description="The last, inclusive; at most 10,000 after from_sequence")
+    bridge: str = Field(min_length=1, description="Who asks (recorded in the station's audit trail)")
+    at: AwareDatetime = Field(description="When the request was sent")
+
+    @model_validator(mode="after")
+    def _a_range(self) -> ResendRequest:
+        if not self.from_sequence <= self.to_sequence < self.from_sequence + RESEND_MAX:
+            raise ValueError(f"to_sequence must be from_sequence .. from_sequence + {RESEND_MAX - 1}")
+        return self
 
 
 class BridgeStatus(_Message):
@@ -204,6 +228,8 @@ CHANNELS: tuple[Channel, ...] = (
             "Slot progress telemetry, on change; may be lost; expires after 30 s.", expiry_s=30),
     Channel("ack", "{region}/{station}/ack", DspAck, 1, False, "dsp-bridge",
             "The bridge's acknowledgement of each HubResult, on the result's response topic."),
+    Channel("resend", "{region}/{station}/resend", ResendRequest, 1, False, "dsp-bridge",
+            "A DSP asks the station to publish a range of its results again (by sequence)."),
     Channel("bridge_status", "STATE/{bridge}", BridgeStatus, 1, True, "dsp-bridge",
             "Bridge presence: online on connect, offline as its will and on stop. Stations hold republishing "
             "while no bridge is online."),

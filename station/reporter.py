@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 
 from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
 from station.config import MqttConfig, StationConfig
-from station.messages import CHANNELS, ROOT, BridgeStatus, SlotProgress, StationStatus, topic
+from station.messages import CHANNELS, ROOT, BridgeStatus, ResendRequest, SlotProgress, StationStatus, topic
 from station.schema_check import PayloadChecker
 from station.store import OutboxRow, Store
 
@@ -285,7 +285,8 @@ class Reporter:
         ]
         if self.speaks_for_station:
             ack_topic = topic("ack", region=self.region, station=self.station)
-            for where in (ack_topic, BRIDGES):
+            resend_topic = topic("resend", region=self.region, station=self.station)
+            for where in (ack_topic, resend_topic, BRIDGES):
                 try:
                     raise_for_suback(where, await client.subscribe(where, qos=1))
                 except BrokerRefused as exc:
@@ -342,11 +343,31 @@ class Reporter:
                 log.warning("no DSP bridge online (%s went offline): republishing held", status.bridge)
             self.wake.set()
 
+    def _resend(self, payload: bytes) -> None:
+        try:
+            request = ResendRequest.model_validate_json(payload)
+        except ValueError as exc:
+            log.warning("refusing a resend request that does not follow the contract: %s", str(exc).splitlines()[0])
+            return
+        try:
+            queued = self.store.outbox_resend(request.from_sequence, request.to_sequence, request.bridge)
+        except sqlite3.OperationalError:
+            log.error("a resend request from %s could not be recorded; the DSP should ask again", request.bridge)
+            return
+        log.info(
+            "%s asked for results %d..%d again: %d queued",
+            request.bridge, request.from_sequence, request.to_sequence, queued,
+        )  # fmt: skip
+        self.wake.set()
+
     async def _messages(self, client: aiomqtt.Client) -> None:
         pending: list[tuple[str, str, str | None]] = []
         async for message in client.messages:
             if message.topic.matches(BRIDGES):
                 self._bridge_status(bytes(message.payload))
+                continue
+            if str(message.topic).endswith("/resend"):
+                self._resend(bytes(message.payload))
                 continue
             try:
                 data = json.loads(message.payload)

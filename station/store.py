@@ -910,6 +910,21 @@ class Store:
                 self._append_audit(cur, "dsp_acks", {"acks": settled})
         return len(settled)
 
+    def outbox_resend(self, first: int, last: int, asked_by: str) -> int:
+        """A DSP asked for results `first`..`last` (by sequence) again: every one this station holds is queued to be
+        published now, whatever its state, and the request is one audit entry. Returns how many were queued."""
+        with self.transaction() as cur:
+            queued = cur.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = NULL "
+                "WHERE kind = 'hub_result' AND job_id IN "
+                "(SELECT id FROM jobs WHERE result_sequence BETWEEN ? AND ?)",
+                (first, last),
+            ).rowcount
+            self._append_audit(
+                cur, "resend_requested", {"from_sequence": first, "to_sequence": last, "by": asked_by, "queued": queued}
+            )
+            return int(queued)
+
     def outbox_backlog(self) -> dict[str, Any]:
         """What `reflash status` shows of the outbox: counts by state, the oldest unconfirmed row's creation time,
         rows the broker refused last time, and the last DSP ack recorded."""

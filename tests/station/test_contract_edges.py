@@ -250,3 +250,41 @@ async def test_orders_close_beside_a_running_daemon_leaves_the_daemon_alone(
     assert {s.order_ref for s in summaries} == {"C-1", "C-2"}
     assert store.outbox_counts()["confirmed"] == 2
     store.close()
+
+
+async def test_a_dsp_asks_for_a_range_again_and_gets_it(
+    store: Store, private_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A DSP that lost results 2..3 (its SMI restored from an old backup) asks the station for them again: the
+    station publishes them again with their message_ids, and the bridge applies what it no longer has."""
+    bridge = DspBridge(private_mosquitto.url, tmp_path / "smi.db")
+    bridge_task = asyncio.create_task(bridge.run())
+    await asyncio.wait_for(bridge.subscribed.wait(), 10)
+    reporter = reporter_for(store, private_mosquitto, republish_after_s=60)
+    task = asyncio.create_task(reporter.run())
+    try:
+        finish_jobs(store, 1, 4)
+        reporter.wake.set()
+        await eventually(lambda: store.outbox_counts()["confirmed"] == 4, what="four confirmations")
+        assert bridge.smi.applied_count() == 4
+        lost = [r[0] for r in store.rows("SELECT o.message_id FROM outbox o JOIN jobs j ON j.id = o.job_id "
+                                         "WHERE j.result_sequence IN (2, 3)")]  # fmt: skip
+        bridge.smi.forget(lost)  # the DSP's loss, below our own seam: the bridge's SMI table
+        async with watcher(private_mosquitto) as dsp:
+            request = {"schema": "reflash.resend-request/1.1", "from_sequence": 2, "to_sequence": 3,
+                       "bridge": "dsp-bridge-1", "at": "2026-11-30T10:00:00.000Z"}  # fmt: skip
+            resend = topic("resend", region=REGION, station=ACTOR.station)
+            await dsp.publish(resend, json.dumps(request).encode(), qos=1)
+            await dsp.publish(resend, b'{"schema": "reflash.resend-request/1.1", "from_sequence": 0}', qos=1)
+        await eventually(lambda: bridge.smi.applied_count() == 4, what="the lost two applied again")
+        await eventually(lambda: store.outbox_counts()["confirmed"] == 4, what="confirmed again")
+        rows = store.rows("SELECT j.result_sequence, o.publishes FROM outbox o JOIN jobs j ON j.id = o.job_id")
+        publishes = {int(row[0]): int(row[1]) for row in rows}
+        assert publishes == {1: 1, 2: 2, 3: 2, 4: 1}  # only the range asked for went out again
+        (asked,) = [e.data for e in store.audit_entries() if e.kind == "resend_requested"]
+        assert asked == {"from_sequence": 2, "to_sequence": 3, "by": "dsp-bridge-1", "queued": 2}
+    finally:
+        reporter.stop()
+        bridge.stop()
+        await asyncio.gather(task, bridge_task)
+        bridge.smi.close()
