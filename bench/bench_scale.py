@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -99,8 +100,9 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
                 time.sleep(0.05)
             time.sleep(0.2)  # the file is written before the servers' first connection is accepted
             if window != 8:
+                # `sim bench` writes each slot's options table (its line_baud): the window joins it.
                 config.write_text(
-                    config.read_text().replace('driver = "tcp"', f'driver = "tcp"\noptions = {{ window = {window} }}')
+                    re.sub(r"options = \{ (.*?) \}", rf"options = {{ \1, window = {window} }}", config.read_text())
                 )
             station_config = load_config(config)
             store = Store.from_config(station_config)
