@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from firmware_catalog.reason import ReasonCode
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "CatalogError",

@@ -26,7 +26,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from drivers.jig import JigDriver, driver_class
 from firmware_catalog.catalog import CatalogHolder, Offer
@@ -34,45 +33,21 @@ from firmware_catalog.errors import CatalogError
 from firmware_catalog.keys import load_public_key
 from station.bench import Bench, BenchSettings
 from station.config import JobSettings, StationConfig
-from station.display_text import display_cell, display_text
+from station.display_text import display_text
 from station.job import JobContext
 from station.reporter import Reporter
 from station.slot import SlotView
+from station.status_view import daemon_running, render_status, status_path
 from station.store import Store, StoreError
 
 __all__ = ["EXIT_UNCONFIRMED", "daemon_running", "render_status", "run_station", "status_path"]
 
 log = logging.getLogger("reflash")
-_OUTCOME_STYLE = {
-    "REFLASHED": "green",
-    "ALREADY_CURRENT": "cyan",
-    "REFUSED": "yellow",
-    "FAILED": "red",
-    "QUARANTINED": "bold red",
-    "SCRAP": "magenta",
-    "UNEXPECTED": "bold yellow",
-}
 
 
 # `run --once` when every slot finished but results are still unconfirmed because the broker could not be reached
 # (or refused them): the hubs are done, their reports are not (docs/station.md).
 EXIT_UNCONFIRMED = 3
-# The daemon rewrites its status file every half second; older than this, no daemon is running.
-_RUNNING_WITHIN_S = 5.0
-
-
-def status_path(config: StationConfig) -> Path:
-    return config.resolve(config.station.store).parent / "status.json"
-
-
-def daemon_running(config: StationConfig) -> bool:
-    """Whether a station daemon (`reflash run`) is running with this configuration: its status file is fresh and
-    says it is not stopped."""
-    try:
-        data = json.loads(status_path(config).read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(time.time() - float(data.get("updated_at", 0)) < _RUNNING_WITHIN_S and not data.get("stopped"))
 
 
 def _emitter(log_format: str, quiet: bool) -> Any:
@@ -85,45 +60,6 @@ def _emitter(log_format: str, quiet: bool) -> Any:
             print(f"{datetime.now().strftime('%H:%M:%S')} {display_text(event)} {details}", flush=True)
 
     return emit
-
-
-def render_status(status: dict[str, Any]) -> Table:
-    """The operator's view: one row per slot, totals at the foot. Every cell is a Text (`display_cell`): what a hub
-    says is shown as it is, never read as rich markup, and its control characters are escaped."""
-    totals = status["totals"]
-    table = Table(
-        title=display_cell(f"Station {status['station']}"),
-        caption=display_cell(
-            f"{totals['hubs']} hubs, {totals['hubs_per_hour']} per hour, {totals['bytes_per_s'] / 1024:.0f} KiB/s; "
-            + ", ".join(f"{k} {v}" for k, v in totals["outcomes"].items())
-        ),
-    )
-    for column in ("slot", "hub (CHF)", "state", "progress", "KiB/s", "ETA", "last outcome"):
-        table.add_column(column, no_wrap=True)
-    for slot in status["slots"]:
-        done, total = slot["bytes_done"], slot["bytes_total"]
-        filled = int(20 * done / total) if total else 0
-        bar = f"{'█' * filled}{'░' * (20 - filled)} {100 * done // total:3d}%" if total else ""
-        eta = f"{slot['eta_s']:.0f}s" if slot["eta_s"] is not None else ""
-        last = slot["last_outcome"] or ""
-        reason = slot["last_reason"] or ""
-        outcome = display_cell(last, _OUTCOME_STYLE.get(last, ""))
-        if last and reason and reason != last:
-            outcome.append(" " + display_text(reason))
-        table.add_row(
-            display_cell(slot["name"]),
-            display_cell(slot["chf_id"]),
-            display_cell(
-                slot["state"]
-                + (f" {slot['fault']}" if slot.get("fault") else "")
-                + (f": {slot['message']}" if slot["message"] else "")
-            ),
-            display_cell(bar),
-            display_cell(f"{slot['bytes_per_s'] / 1024:.0f}" if slot["bytes_per_s"] else ""),
-            display_cell(eta),
-            outcome,
-        )
-    return table
 
 
 async def _supervise_reporter(reporter: Reporter, first_backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:

@@ -25,7 +25,7 @@ _TOPIC_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 
 def check_name(value: str) -> str:
-    if not NAME.fullmatch(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a name: 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit "
             "(it becomes an MQTT topic level and part of file names)"
@@ -34,13 +34,13 @@ def check_name(value: str) -> str:
 
 
 def check_label(value: str) -> str:
-    if not 1 <= len(value) <= 128 or value != value.strip() or not value.isprintable():
+    if not isinstance(value, str) or not 1 <= len(value) <= 128 or value != value.strip() or not value.isprintable():
         raise ValueError(f"{value!r} is not a label: 1 to 128 printable characters, no leading or trailing space")
     return value
 
 
 def check_order_ref(value: str) -> str:
-    if not ORDER_REF.fullmatch(value):
+    if not isinstance(value, str) or not ORDER_REF.fullmatch(value):
         raise ValueError(
             f"{value!r} is not an order reference: 1 to 64 printable ASCII characters, no leading or trailing space"
         )

@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from station.mosquitto import Mosquitto
 from station.pin_folder import STATE_DIR_ENV
+
+# No per-example deadline: these tests check what the code does, not how fast (benchmarks in bench/ measure speed),
+# and on a shared two-core machine running brokers and stations beside them an example can take longer than
+# hypothesis's default 200 ms for reasons that are not the code's: a deadline would make the suite flaky.
+settings.register_profile("reflash", deadline=None)
+settings.load_profile("reflash")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -61,3 +62,22 @@ def test_the_state_dir_variable_is_named_once_in_effect() -> None:
     from station.pin_folder import STATE_DIR_ENV as read
 
     assert said_in_help == read
+
+
+def test_status_reads_its_file_without_the_daemon_the_store_or_the_config_models(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "station.toml"
+    config.write_text('[station]\nid = "st-1"\n')
+    status = {"station": "st-1", "updated_at": 0, "slots": [],
+              "totals": {"hubs": 0, "outcomes": {}, "hubs_per_hour": 0, "bytes_per_s": 0, "uptime_s": 0}}  # fmt: skip
+    (tmp_path / "state" / "status.json").write_text(json.dumps(status))
+    loaded = modules_loaded_by("status", "--config", str(config), "--json")
+    assert not {"station.daemon", "station.store", "station.config", "station.reporter"} & set(loaded)
+    assert [m for m in loaded if m.split(".")[0] in ("cryptography", "pydantic", "aiomqtt", "construct")] == []
+
+
+def test_the_default_store_is_said_once_in_effect() -> None:
+    from station.config import StationSection
+    from station.status_view import DEFAULT_STORE
+
+    assert StationSection.model_fields["store"].default == Path(DEFAULT_STORE)

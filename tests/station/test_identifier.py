@@ -97,3 +97,14 @@ def test_order_import_refuses_a_reference_it_cannot_keep_as_written(tmp_path: Pa
         read_order_file(path)
     path.write_text(f"order_ref,requesting_party,csp_region,chf_id\nDCC/2026#7,S,North,{hub_id(1)}\n")
     assert read_order_file(path).ref == "DCC/2026#7"  # kept as the DCC wrote it; encoded where it is a topic level
+
+
+@pytest.mark.parametrize("party", ["5", "[1, 2]", '{"a": 1}', "true"])
+def test_a_json_order_whose_party_is_not_text_is_refused_by_line(tmp_path: Path, party: str) -> None:
+    path = tmp_path / "order.json"
+    path.write_text(
+        f'{{"order_ref": "DCC-1", "kind": "dcc", "requesting_party": {party}, "csp_region": "North", '
+        f'"chf_ids": ["{hub_id(1)}"]}}'
+    )
+    with pytest.raises(OrderImportError, match=r"requesting_party: .* is not a label"):
+        read_order_file(path)
