@@ -6,20 +6,18 @@ import asyncio
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from firmware_catalog.eui64 import normalise_eui64
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, print_json, print_json_line
 from station.cli.station_options import config_option, open_store
-from station.daemon import daemon_running
-from station.messages import order_summary
-from station.orders import OrderImportError, read_order_file
-from station.reconciliation import order_report, report_csv, write_report
-from station.reporter import publish_outbox
-from station.store import Store, StoreError
+
+# Each command imports what it uses when it runs: `reflash orders --help` (and a scan-in) need not load the
+# reporter, the reconciliation or rich's tables.
+if TYPE_CHECKING:
+    from station.store import Store
 
 __all__ = ["orders"]
 
@@ -39,6 +37,8 @@ def _json_option(func: Any) -> Any:
 @config_option
 def import_(path: str, as_json: bool, config_path: str) -> None:
     """Import a DCC re-flash request (CSV or JSON). All or nothing: every problem is listed by line."""
+    from station.orders import OrderImportError, read_order_file
+
     _, store = open_store(config_path, create=True)
     try:
         request = read_order_file(path)
@@ -74,6 +74,8 @@ def _scan(
     """Apply a custody action to each scanned ID and answer each one as it comes: a line of text, or with --json
     one JSON object per line (`id`, `chf_id`, `result`, `message`). Exit 2 if any ID was not an ID (a misread
     barcode), else 1 if any was refused, else 0. An order that does not exist is said once, before any scan."""
+    from station.store import StoreError
+
     try:
         store.order(order_ref)
     except StoreError as exc:
@@ -136,6 +138,12 @@ def dispatch(order_ref: str, ids: tuple[str, ...], as_json: bool, config_path: s
 @config_option
 def close(order_ref: str, out: str | None, as_json: bool, config_path: str) -> None:
     """Close an order, write its reconciliation report as JSON and CSV, and publish its summary."""
+    from station.messages import order_summary
+    from station.reconciliation import order_report, write_report
+    from station.reporter import publish_outbox
+    from station.status_view import daemon_running
+    from station.store import StoreError
+
     config, store = open_store(config_path)
     section = config.station
     try:
@@ -182,6 +190,11 @@ def close(order_ref: str, out: str | None, as_json: bool, config_path: str) -> N
 @config_option
 def report(order_ref: str, as_json: bool, as_csv: bool, config_path: str) -> None:
     """Print an order's reconciliation report now (open or closed)."""
+    from rich.table import Table
+
+    from station.reconciliation import order_report, report_csv
+    from station.store import StoreError
+
     _, store = open_store(config_path)
     try:
         data = order_report(store, order_ref)
@@ -220,6 +233,8 @@ def report(order_ref: str, as_json: bool, as_csv: bool, config_path: str) -> Non
 @config_option
 def list_(as_json: bool, config_path: str) -> None:
     """List orders with their state and progress."""
+    from rich.table import Table
+
     _, store = open_store(config_path)
     rows = store.rows(
         "SELECT o.ref, o.kind, o.requesting_party, o.region, o.state, o.imported_at, o.closed_at, "
