@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,3 +98,25 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@contextlib.contextmanager
+def serve_pty_hub(trust_key: Path, state: Path) -> Iterator[str]:
+    """A simulated hub served on a real pty by `reflash sim hub --pty` in a process of its own; yields the path the
+    station opens, and stops the process after."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from station.cli import main; main()", "sim", "hub", "--pty",
+         "--trust", f"121D={trust_key}", "--state", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        path = process.stdout.readline().decode().strip()
+        assert path.startswith("/dev/"), process.stderr.read() if process.stderr else path
+        yield path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from firmware_catalog.keys import fingerprint, generate_key, public_key_pem
 from station.cli import main
 from station.pin_folder import STATE_DIR_ENV, PinFolder
 from tests.firmware_catalog.conftest import World
+from tests.station.conftest import serve_pty_hub
 
 HUB = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": "01000000"}
 
@@ -209,20 +209,8 @@ def test_a_refused_catalog_leaves_the_pin_alone(catalogs: Catalogs) -> None:
 
 @pytest.fixture
 def pty_hub(catalogs: Catalogs, tmp_path: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from station.cli import main; main()", "sim", "hub", "--pty",
-         "--trust", f"121D={catalogs.world.root / 'keys/maker.pub'}", "--state", str(tmp_path / "hub")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    path = process.stdout.readline().decode().strip()
-    assert path.startswith("/dev/"), process.stderr.read() if process.stderr else path
-    yield path
-    process.send_signal(signal.SIGTERM)
-    process.wait(10)
-    for stream in (process.stdout, process.stderr):
-        if stream:
-            stream.close()
+    with serve_pty_hub(catalogs.world.root / "keys/maker.pub", tmp_path / "hub") as path:
+        yield path
 
 
 def test_jig_flash_pins_and_refuses_an_older_catalog(catalogs: Catalogs, pty_hub: str) -> None:

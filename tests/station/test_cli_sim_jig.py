@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from station.cli import main
 from station.demo import DemoWorld, build_demo_world
+from tests.station.conftest import serve_pty_hub
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +42,8 @@ def reflash(*args: str) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def pty_hub(world: DemoWorld, tmp_path: Path) -> Iterator[str]:
-    process = reflash(
-        "sim", "hub", "--pty", "--trust", f"121D={world.key('maker-121D.pub')}", "--state", str(tmp_path / "hub"),
-    )  # fmt: skip
-    assert process.stdout is not None
-    path = process.stdout.readline().decode().strip()
-    assert path.startswith("/dev/"), process.stderr.read() if process.stderr else path
-    yield path
-    process.send_signal(signal.SIGTERM)
-    process.wait(10)
-    for stream in (process.stdout, process.stderr):
-        if stream:
-            stream.close()
+    with serve_pty_hub(world.key("maker-121D.pub"), tmp_path / "hub") as path:
+        yield path
 
 
 def test_identify_and_flash_over_a_real_pty(pty_hub: str, world: DemoWorld) -> None:
