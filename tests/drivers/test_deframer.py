@@ -192,22 +192,33 @@ cut_frames = st.builds(
 )
 @example(Frame(MessageType.DATA, 5, 0, bytes(10)), 14, [(b"", _NEXT)], [])
 @example(Frame(MessageType.DATA, 5, 0, bytes(10)), 14, [(b"", _NEXT), (b"", _NEXT)], [14, 20])
+# The cut-off CRC byte is 0xA5, the marker's first byte: the next frame's marker completes the cut frame.
+@example(
+    Frame(MessageType.IDENTIFY, 0, 0, bytes.fromhex("d0eccc3fe483901ef0caa8")),
+    28,
+    [(b"", Frame(MessageType.IDENTIFY, 0, 0, b""))],
+    [],
+)
 def test_a_cut_frame_followed_by_frames_never_yields_a_frame_not_sent(
     damaged: Frame, cut: int, after: list[tuple[bytes, Frame]], cuts: list[int]
 ) -> None:
     head = damaged.encode()
     head = head[: min(cut, len(head) - 1)]  # any proper prefix: the frame never arrived whole
     stream = head
-    sent: list[Frame] = []
+    placed: list[tuple[int, Frame]] = []  # each frame sent, at the offset where it starts in the stream
     for noise, frame in after:
         stream += noise.replace(SOF[:1], b"\x00")  # noise without markers: only frames and the cut can start one
+        placed.append((len(stream), frame))
         stream += frame.encode()
-        sent.append(frame)
     # Whatever a false candidate declared must complete and fail before what follows can be delivered: the link
     # carries on (retransmissions, keepalives), here as idle bytes with no marker.
     stream += bytes(64 + 18)
-    if head and stream.startswith(damaged.encode()):
-        sent.insert(0, damaged)  # the noise after the cut happened to be the bytes cut off: the frame did arrive
+    sent = [frame for _, frame in placed]
+    whole = damaged.encode()
+    if head and stream.startswith(whole):
+        # What followed the cut happened to be the bytes cut off: the frame did arrive, and the frames whose first
+        # bytes completed it are lost with them (no deframer delivers overlapping frames).
+        sent = [damaged, *(frame for at, frame in placed if at >= len(whole))]
     assert _feed(Deframer(), _split(stream, cuts)) == sent
 
 
