@@ -108,6 +108,8 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
             store = Store.from_config(station_config)
             ids = [(format_eui64(0x00DB510000000000 | n), n) for n in range(1, slots + 1)]
             store.import_order(OrderRequest("BENCH", "stock", None, "North", ids, "bench", "0" * 64))
+            for chf_id, _ in ids:  # scanned in, as a hub must be before it is flashed
+                store.receive("BENCH", chf_id)
             store.close()
             start = time.perf_counter()
             station = subprocess.Popen(

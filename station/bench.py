@@ -23,7 +23,7 @@ from drivers.errors import LinkError, MaintenancePortError
 from drivers.jig import JigDriver
 from firmware_catalog.hub import HubIdentity
 from station.atomic_file import write_atomically
-from station.job import JobContext, run_job
+from station.job import JobContext, NotScannedIn, run_job
 from station.slot import SlotFault, SlotView
 from station.store import JobRecord
 
@@ -37,6 +37,10 @@ _MAX_BACKOFF_S = 30.0
 
 class _Stopped(Exception):
     """The bench is stopping: the slot worker ends."""
+
+
+class _AwaitingScanIn(Exception):
+    """The hub on the slot waits for its scan-in; the slot looks again every poll."""
 
 
 class _SlotFaulted(Exception):
@@ -83,6 +87,8 @@ class Bench:
         self.outcomes: dict[str, int] = {}
         self._stopping = asyncio.Event()
         self._last_fault: dict[str, tuple[SlotFault, str]] = {}
+        # The hub each slot holds for its scan-in, so that it is said (and audited) once per visit, not every poll.
+        self._awaiting: dict[str, str] = {}
         self._status_failing = False
 
     def stop(self) -> None:
@@ -166,6 +172,7 @@ class Bench:
             except LinkError:
                 view.clear()
                 self._last_fault.pop(name, None)
+                self._awaiting.pop(name, None)
                 last_done, failed = None, None
                 if once:
                     return
@@ -201,6 +208,11 @@ class Bench:
                 record = await self._job(name, driver, identity)
             except _Stopped:
                 return
+            except _AwaitingScanIn:
+                if once:
+                    return
+                await self._pause()
+                continue
             except _SlotFaulted as fault:
                 if once:
                     return
@@ -213,6 +225,7 @@ class Bench:
                 continue
             failed = None
             self._last_fault.pop(name, None)
+            self._awaiting.pop(name, None)
             if record is not None:
                 self.outcomes[record.outcome or "?"] = self.outcomes.get(record.outcome or "?", 0) + 1
                 self.on_result()
@@ -241,6 +254,19 @@ class Bench:
             if self.stopping:
                 raise _Stopped from None
             raise
+        except NotScannedIn as exc:
+            view.clear()
+            view.begin("held", chf_id=exc.chf_id, gpf_id=identity.gpf_id, order_ref=exc.order_ref, message=str(exc))
+            if self._awaiting.get(name) != exc.chf_id:
+                self._awaiting[name] = exc.chf_id
+                self.ctx.emit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
+                try:
+                    self.ctx.store.audit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
+                except sqlite3.OperationalError as failed:
+                    self._awaiting.pop(name, None)  # said again, and recorded, when the store can write
+                    self._fault(name, SlotFault.STORE_UNAVAILABLE, f"store unavailable: {failed}")
+                    raise _SlotFaulted(SlotFault.STORE_UNAVAILABLE) from None
+            raise _AwaitingScanIn from None
         except sqlite3.OperationalError as exc:
             # The disk is full or read-only: the store has said so once (station/store.py); the job's outcome is
             # not written, so it stays unfinished and resumes when the hub is next seen.

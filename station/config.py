@@ -48,6 +48,10 @@ class StationSection(_Section):
     store: Path = Path("state/station.db")
     key: Path | None = Field(default=None, description="Station signing key (PKCS#8 PEM) for audit checkpoints")
     checkpoint_every: int = Field(default=100, ge=1)
+    require_scan_in: bool = Field(
+        default=True,
+        description="Flash a hub only once it was scanned in (`orders receive`) to the order that names it",
+    )
 
 
 class CatalogConfig(_Section):

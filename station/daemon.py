@@ -231,6 +231,7 @@ async def run_station(
         region=section.region,
         settings=job_settings or config.job,
         emit=emit,
+        require_scan_in=section.require_scan_in,
     )
 
     def reporting() -> dict[str, Any]:

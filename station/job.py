@@ -50,7 +50,7 @@ from station.outcome import Interruption, JobReason, Outcome
 from station.slot import SlotView
 from station.store import FlashStep, JobRecord, Store
 
-__all__ = ["JobContext", "JobSettings", "run_job"]
+__all__ = ["JobContext", "JobSettings", "NotScannedIn", "run_job"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -78,6 +78,8 @@ class JobContext:
     settings: JobSettings
     emit: Callable[..., None]
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # `[station] require_scan_in`: a hub an order names is flashed only once it was scanned in to that order.
+    require_scan_in: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,16 @@ _READ_AT_END = {
 }
 
 
+class NotScannedIn(Exception):
+    """The hub is named by an open order but was not scanned in to it: nothing is started or recorded for it until
+    it is (custody begins at scan-in, docs/station.md)."""
+
+    def __init__(self, chf_id: str, order_ref: str) -> None:
+        super().__init__(f"not scanned in to order {order_ref}: scan it in (reflash orders receive) to flash it")
+        self.chf_id = chf_id
+        self.order_ref = order_ref
+
+
 class _Held(Exception):
     """The job cannot go on now and must not get an outcome (no catalog in force)."""
 
@@ -130,6 +142,8 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
         # The hub is released by an order that names it (it is then processed) or by dispatching it.
         slot.begin("done", message=f"already reported UNEXPECTED at {last.finished_at}; no open order names it")
         return None
+    if order_ref is not None and ctx.require_scan_in and not store.scanned_in(chf_id, order_ref):
+        raise NotScannedIn(chf_id, order_ref)
     slot.begin("deciding", chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, firmware=identity.firmware_version)
     job_id = store.start_job(
         chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot.name, identity=identity.model_dump()

@@ -539,6 +539,14 @@ class Store:
         ).fetchone()
         return None if row is None else str(row["ref"])
 
+    def scanned_in(self, chf_id: str, order_ref: str) -> bool:
+        """Whether the hub was scanned in (received) to `order_ref`, which asked for it: custody has begun."""
+        row = self._db.execute(
+            "SELECT 1 FROM custody WHERE chf_id = ? AND order_ref = ? AND event = 'received' AND asked = 1 LIMIT 1",
+            (chf_id, order_ref),
+        ).fetchone()
+        return row is not None
+
     def receive(self, order_ref: str, chf_id: str) -> bool:
         """Scan-in. Returns whether the order asked for the hub; an unasked hub is recorded, and held."""
         chf_id = normalise_eui64(chf_id)

@@ -18,6 +18,7 @@ import pytest
 from firmware_catalog.hub import format_eui64
 from firmware_catalog.keys import generate_key
 from station.audit import AuditEntry
+from station.orders import OrderRequest
 from station.outcome import Outcome
 from station.store import Actor, JobRecord, Store
 
@@ -26,6 +27,14 @@ ACTOR = Actor(station="st-north-01", operator="op-0042", facility="SSC-TRIAGE-20
 
 def hub_id(n: int) -> str:
     return format_eui64(0x00DB123400000000 | n)
+
+
+def import_and_scan_in(store: Store, request: OrderRequest) -> None:
+    """An order imported and its box of hubs scanned in, as the operator does before the bench runs (a hub is
+    flashed only once it was scanned in: `[station] require_scan_in`)."""
+    store.import_order(request)
+    for chf_id, _ in request.hubs:
+        assert store.receive(request.ref, chf_id)
 
 
 def simple_report(job: JobRecord, entry: AuditEntry, message_id: str) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def test_sim_bench_over_tcp_then_the_station_runs_it(tmp_path: Path, world: Demo
         order.write_text("order_ref,requesting_party,csp_region,chf_id\n" + "".join(f"B-1,S,North,{i}\n" for i in ids))
         runner = CliRunner()
         assert runner.invoke(main, ["orders", "import", str(order), "--config", str(config)]).exit_code == 0
+        assert runner.invoke(main, ["orders", "receive", "B-1", *ids, "--config", str(config)]).exit_code == 0
         result = runner.invoke(main, ["run", "--config", str(config), "--once", "--log-format", "json", "--no-live"])
         assert result.exit_code == 0, result.output
         finished = [json.loads(line) for line in result.output.splitlines() if '"job_finished"' in line]

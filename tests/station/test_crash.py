@@ -22,6 +22,7 @@ from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.showcase import write_order, write_station_config
 from station.store import Store
+from tests.station.conftest import import_and_scan_in
 
 SLOTS = 6
 
@@ -70,7 +71,7 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosqu
         bridge = reflash_process("sim", "dsp-bridge", "--broker", mosquitto.url, "--db", str(tmp_path / "smi.db"))
     config = load_config(config_path)
     store = Store.from_config(config)
-    store.import_order(read_order_file(write_order(world, hubs)))
+    import_and_scan_in(store, read_order_file(write_order(world, hubs)))
     store.close()
 
     kills = 0
@@ -126,7 +127,7 @@ def test_sigterm_drains_and_records_interrupted_never_done(tmp_path: Path) -> No
     config_path = write_station_config(world, hubs, broker_url=None, baud=115_200)
     config = load_config(config_path)
     store = Store.from_config(config)
-    store.import_order(read_order_file(write_order(world, hubs)))
+    import_and_scan_in(store, read_order_file(write_order(world, hubs)))
     store.close()
     process = start_station(config_path)
     try:

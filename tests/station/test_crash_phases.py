@@ -29,6 +29,7 @@ from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.showcase import hub_running_version, write_order, write_station_config
 from station.store import Store
+from tests.station.conftest import import_and_scan_in
 
 # Each phase of a job, in order, as the crash point that stops the station there.
 PHASES = {
@@ -97,7 +98,7 @@ def test_a_stop_at_any_phase_resumes_to_the_truth(
     config_path = write_station_config(world, hubs, broker_url, baud=3_000_000, first=number, name=name)
     config = load_config(config_path)
     store = Store.from_config(config)
-    store.import_order(read_order_file(write_order(world, hubs, first=number, name=name)))
+    import_and_scan_in(store, read_order_file(write_order(world, hubs, first=number, name=name)))
     store.close()
 
     point = PHASES[phase]
@@ -177,7 +178,7 @@ def test_a_hub_that_finishes_activating_after_the_station_died(
         store = Store.from_config(config)
         order = world.workdir / "st-tcp-hub.csv"
         order.write_text(f"order_ref,requesting_party,csp_region,chf_id\nDCC-TCP,SUPPLIER,North,{chf}\n")
-        store.import_order(read_order_file(order))
+        import_and_scan_in(store, read_order_file(order))
         store.close()
 
         stopped = run_station(config_path, "after:activate=KILL")

@@ -12,6 +12,7 @@ from station.demo import build_demo_world
 from station.orders import read_order_file
 from station.showcase import write_order, write_station_config
 from station.store import Store
+from tests.station.conftest import import_and_scan_in
 
 from .test_crash import start_station, wait_for_event
 
@@ -27,7 +28,7 @@ def test_sigterm_is_answered_within_2_s_while_a_hub_floods(tmp_path: Path) -> No
     config_path = write_station_config(world, hubs, broker_url=None, baud=3_000_000)
     config = load_config(config_path)
     store = Store.from_config(config)
-    store.import_order(read_order_file(write_order(world, hubs)))
+    import_and_scan_in(store, read_order_file(write_order(world, hubs)))
     store.close()
     process = start_station(config_path)
     try:

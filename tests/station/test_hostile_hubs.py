@@ -31,7 +31,7 @@ from station.job import JobContext
 from station.orders import OrderRequest
 from station.showcase import hub_running_version
 from station.store import Store
-from tests.station.conftest import ACTOR, hub_id
+from tests.station.conftest import ACTOR, hub_id, import_and_scan_in
 
 BEFORE, TARGET = "01000000", "01020000"
 ORDER = "DCC-HOSTILE"
@@ -99,7 +99,7 @@ def hub_options(world: DemoWorld, state: Path, ident: HubIdentity, fault: str = 
 def run_bench(store: Store, catalog: Catalog, drivers: dict[str, JigDriver], hubs: list[int]) -> None:
     if store.open_order_for(hub_id(hubs[0])) is None:
         asked = [(hub_id(n), i + 2) for i, n in enumerate(hubs)]
-        store.import_order(OrderRequest(ORDER, "dcc", "SUPPLIER-A", "North", asked, "hostile.csv", "0" * 64))
+        import_and_scan_in(store, OrderRequest(ORDER, "dcc", "SUPPLIER-A", "North", asked, "hostile.csv", "0" * 64))
     ctx = JobContext(
         store=store, catalog=lambda: catalog, tariff=Tariff(), station=ACTOR.station, region="North",
         settings=JobSettings(retry_backoff_s=0.05, readback_tries=4, readback_interval_s=0.1, link_retries=2),

@@ -33,7 +33,7 @@ from station.demo import DemoWorld, build_demo_world
 from station.job import JobContext
 from station.orders import OrderRequest
 from station.store import Store
-from tests.station.conftest import ACTOR, hub_id
+from tests.station.conftest import ACTOR, hub_id, import_and_scan_in
 
 BEFORE, TARGET = "01000000", "01020000"
 BAUD = 921_600
@@ -88,7 +88,7 @@ class Run:
 
 async def run_bench(store: Store, catalog: Catalog, drivers: dict[str, JigDriver], hubs: list[int]) -> Run:
     asked = [(hub_id(n), i + 2) for i, n in enumerate(hubs)]
-    store.import_order(OrderRequest("DCC-LINKS", "dcc", "SUPPLIER-A", "North", asked, "links.csv", "0" * 64))
+    import_and_scan_in(store, OrderRequest("DCC-LINKS", "dcc", "SUPPLIER-A", "North", asked, "links.csv", "0" * 64))
     started: dict[str, float] = {}
     finished: dict[str, float] = {}
 

@@ -30,7 +30,7 @@ from station.demo import DemoWorld, build_demo_world
 from station.job import JobContext
 from station.orders import OrderRequest
 from station.store import Store
-from tests.station.conftest import ACTOR, hub_id
+from tests.station.conftest import ACTOR, hub_id, import_and_scan_in
 
 TARGET = "01020000"
 LINK_RETRIES = 3
@@ -81,7 +81,7 @@ def refusing_jig(world: DemoWorld, state: Path, refusals: int) -> RefusingJig:
 
 
 def run_bench(store: Store, catalog: Catalog, jig: RefusingJig) -> None:
-    store.import_order(OrderRequest("DCC-R", "dcc", "SUPPLIER-A", "North", [(hub_id(1), 2)], "r.csv", "0" * 64))
+    import_and_scan_in(store, OrderRequest("DCC-R", "dcc", "SUPPLIER-A", "North", [(hub_id(1), 2)], "r.csv", "0" * 64))
     ctx = JobContext(
         store=store, catalog=lambda: catalog, tariff=Tariff(), station=ACTOR.station, region="North",
         settings=JobSettings(retry_backoff_s=0.01, readback_tries=2, readback_interval_s=0.05,

@@ -24,6 +24,7 @@ from station.demo import DemoWorld, build_demo_world, device_id
 from station.orders import OrderRequest
 from station.showcase import hub_running_version, write_station_config
 from station.store import Store
+from tests.station.conftest import import_and_scan_in
 
 HONEST = {"manufacturer": "121D", "model": "0000", "hardware": "1200", "firmware": "01000000"}
 HONEST_TARGET = "01020000"
@@ -106,7 +107,7 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
 def import_order(config: Path, chf_ids: list[str]) -> None:
     store = Store.from_config(load_config(config))
     lines = [(chf, i + 2) for i, chf in enumerate(chf_ids)]
-    store.import_order(OrderRequest("DCC-FAULTS", "dcc", "SUPPLIER-A", "North", lines, "faults.csv", "0" * 64))
+    import_and_scan_in(store, OrderRequest("DCC-FAULTS", "dcc", "SUPPLIER-A", "North", lines, "faults.csv", "0" * 64))
     store.close()
 
 
