@@ -14,6 +14,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ from station.store import JobRecord
 __all__ = ["Bench", "BenchSettings"]
 
 log = logging.getLogger(__name__)
+
+# The window hubs per hour is counted over: long enough to smooth one slow hub, short enough to show a bench slowing.
+RATE_WINDOW_S = 600.0
 _T = TypeVar("_T")
 # The longest wait before a hub that keeps failing on a slot is tried again.
 _MAX_BACKOFF_S = 30.0
@@ -84,6 +88,8 @@ class Bench:
         self.on_result = on_result or (lambda: None)
         self.views = {name: SlotView(name) for name in drivers}
         self.started = time.monotonic()
+        # When each hub of the recent window finished, for hubs per hour (the rate now, not the average since start).
+        self._finished_at: deque[float] = deque()
         self.outcomes: dict[str, int] = {}
         self._stopping = asyncio.Event()
         self._last_fault: dict[str, tuple[SlotFault, str]] = {}
@@ -228,6 +234,7 @@ class Bench:
             self._awaiting.pop(name, None)
             if record is not None:
                 self.outcomes[record.outcome or "?"] = self.outcomes.get(record.outcome or "?", 0) + 1
+                self._finished_at.append(time.monotonic())
                 self.on_result()
             # Even with `once`, look again: the hub on the slot now may not be the one just processed (it was
             # swapped mid-job), and it is on the bench now. The same hub again ends the slot's work.
@@ -302,6 +309,15 @@ class Bench:
             if view.chf_id is not None
         ]
 
+    def hubs_per_hour(self, now: float | None = None) -> int:
+        """Hubs finished over the last `RATE_WINDOW_S` (or since the start, if sooner), per hour, as a whole number.
+        A span under a minute counts as a minute, so that the first hub of the day does not read as thousands."""
+        now = time.monotonic() if now is None else now
+        while self._finished_at and self._finished_at[0] < now - RATE_WINDOW_S:
+            self._finished_at.popleft()
+        span = max(60.0, min(RATE_WINDOW_S, now - self.started))
+        return round(len(self._finished_at) * 3600 / span)
+
     def describe(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
         done = sum(self.outcomes.values())
@@ -320,7 +336,7 @@ class Bench:
             "totals": {
                 "hubs": done,
                 "outcomes": dict(sorted(self.outcomes.items())),
-                "hubs_per_hour": round(done / elapsed * 3600, 1) if elapsed > 0 else 0.0,
+                "hubs_per_hour": self.hubs_per_hour(),
                 "bytes_per_s": round(sum(v.bytes_per_s for v in self.views.values()), 1),
                 "uptime_s": round(elapsed, 1),
             },

@@ -37,7 +37,7 @@ from station.display_text import display_text
 from station.job import JobContext
 from station.reporter import Reporter
 from station.slot import SlotView
-from station.status_view import daemon_running, render_status, status_path
+from station.status_view import StatusTable, daemon_running, render_status, status_path, summary_line
 from station.store import Store, StoreError
 
 __all__ = ["EXIT_UNCONFIRMED", "daemon_running", "render_status", "run_station", "status_path"]
@@ -56,10 +56,20 @@ def _emitter(log_format: str, quiet: bool) -> Any:
             line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
             print(json.dumps(line, default=str), flush=True)
         elif log_format == "text" and not quiet:
-            details = " ".join(f"{k}={display_text(v)}" for k, v in fields.items() if v is not None)
+            details = " ".join(f"{k}={_field_text(v)}" for k, v in fields.items() if v is not None)
             print(f"{datetime.now().strftime('%H:%M:%S')} {display_text(event)} {details}", flush=True)
 
     return emit
+
+
+def _field_text(value: Any) -> str:
+    """One event field for a text log line: text as it is (escaped), and anything with structure (the outcomes
+    counted, every slot's state) as compact JSON, never a Python repr an operator has to read."""
+    if isinstance(value, dict | list | tuple):
+        return display_text(json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return display_text(value)
 
 
 async def _supervise_reporter(reporter: Reporter, first_backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
@@ -260,13 +270,17 @@ async def run_station(
     unconfirmed = 0
     try:
         if live:
-            with Live(render_status(bench.describe()), console=Console(), refresh_per_second=4) as screen:
+            console = Console()
+            with Live(StatusTable(bench.describe()), console=console, refresh_per_second=4) as screen:
                 bench_task = asyncio.create_task(bench.run(once))
                 while not bench_task.done():
-                    screen.update(render_status(bench.describe()))
+                    screen.update(StatusTable(bench.describe()))
                     await asyncio.wait({bench_task}, timeout=0.25)
-                screen.update(render_status(bench.describe()))
-                await bench_task
+                screen.update(StatusTable(bench.describe()))
+                try:
+                    await bench_task
+                finally:
+                    console.print(summary_line(bench.describe()))
         else:
             await bench.run(once)
         if once and reporter is not None:

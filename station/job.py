@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ __all__ = ["JobContext", "JobSettings", "NotScannedIn", "run_job"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# How often a transfer in progress is said in the logs (`transfer_progress`): a long one is seen moving.
+TRANSFER_PROGRESS_EVERY_S = 5.0
 
 _CATALOG_CODES = {
     ReasonCode.CATALOG_EXPIRED,
@@ -145,10 +148,15 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
     if order_ref is not None and ctx.require_scan_in and not store.scanned_in(chf_id, order_ref):
         raise NotScannedIn(chf_id, order_ref)
     slot.begin("deciding", chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, firmware=identity.firmware_version)
+    # An interrupted job of this hub in this order is resumed, not begun again: the logs say which, as the audit does.
+    resumes = any(
+        job.order_ref == order_ref and job.state in ("interrupted", "running") for job in store.jobs(chf_id=chf_id)
+    )
     job_id = store.start_job(
         chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot.name, identity=identity.model_dump()
     )
-    ctx.emit("job_started", slot=slot.name, chf_id=chf_id, order_ref=order_ref, job_id=job_id)
+    ctx.emit("job_resumed" if resumes else "job_started", slot=slot.name, chf_id=chf_id, order_ref=order_ref,
+             job_id=job_id)  # fmt: skip
     driver.expect(identity)
     try:
         try:
@@ -385,12 +393,21 @@ async def _transfer(
     half = image.total_size // 2
     held = 0
 
+    said_at = time.monotonic()
+
     def progress(done: int, total: int) -> None:
-        nonlocal held
+        nonlocal held, said_at
         held = done
         slot.progress(done, total)
         if done >= half:
             crash_point.reached("transfer_half")
+        # A long transfer is said every few seconds in the logs (the live table shows every step); a short one never.
+        if (now := time.monotonic()) - said_at >= TRANSFER_PROGRESS_EVERY_S and done < total:
+            said_at = now
+            eta = slot.eta_s
+            ctx.emit("transfer_progress", slot=slot.name, chf_id=slot.chf_id, bytes_done=done, bytes_total=total,
+                     percent=100 * done // total if total else 0, bytes_per_s=round(slot.bytes_per_s),
+                     eta_s=None if eta is None else round(eta))  # fmt: skip
 
     timing = driver.timing()
     bound = _transfer_bound(settings, timing, image.total_size)

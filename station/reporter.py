@@ -28,7 +28,7 @@ import random
 import sqlite3
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,16 +78,30 @@ def client_settings(config: MqttConfig, resolve: Callable[[Path], Path]) -> dict
     }
     password = os.environ.get(config.password_env)
     if config.password_file is not None:
-        password = resolve(config.password_file).read_text().strip()
+        with _naming("password_file", resolve(config.password_file)):
+            password = resolve(config.password_file).read_text().strip()
     settings["password"] = password
     if tls:
-        context = ssl.create_default_context(cafile=str(resolve(config.ca)) if config.ca else None)
+        ca = resolve(config.ca) if config.ca else None
+        with _naming("ca", ca):
+            context = ssl.create_default_context(cafile=str(ca) if ca else None)
         if config.cert is not None:
-            context.load_cert_chain(
-                str(resolve(config.cert)), str(resolve(config.key)) if config.key is not None else None
-            )
+            cert, key = resolve(config.cert), resolve(config.key) if config.key is not None else None
+            with _naming("cert", cert if key is None else f"{cert} (key {key})"):
+                context.load_cert_chain(str(cert), str(key) if key is not None else None)
         settings["tls_context"] = context
     return settings
+
+
+@contextlib.contextmanager
+def _naming(option: str, path: Path | str | None) -> Iterator[None]:
+    """ssl and open() say "No such file or directory" or "[X509] PEM lib" without the file: name the option and the
+    path, so that the operator knows which of [mqtt]'s files to fix."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ValueError(f"{option} {path}: {why}") from exc
 
 
 class Reporter:

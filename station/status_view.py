@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
 from station.display_text import display_cell, display_text
@@ -17,7 +19,15 @@ from station.display_text import display_cell, display_text
 if TYPE_CHECKING:
     from station.config import StationConfig
 
-__all__ = ["DEFAULT_STORE", "daemon_running", "render_status", "status_path", "status_path_of"]
+__all__ = [
+    "DEFAULT_STORE",
+    "StatusTable",
+    "daemon_running",
+    "render_status",
+    "status_path",
+    "status_path_of",
+    "summary_line",
+]
 
 # `[station] store` when the config does not say (station/config.py uses the same; a test keeps them equal).
 DEFAULT_STORE = "state/station.db"
@@ -53,32 +63,67 @@ def daemon_running(config: StationConfig) -> bool:
     return bool(time.time() - float(data.get("updated_at", 0)) < _RUNNING_WITHIN_S and not data.get("stopped"))
 
 
-def render_status(status: dict[str, Any]) -> Table:
+# Below this many columns the table drops its borders, shortens the bar and shows the end of each CHF ID (the end
+# tells hubs of one batch apart: they share a prefix).
+_WIDE = 120
+_CHF_TAIL = 8  # "78-90-A0": the last three bytes of an EUI-64
+
+
+class StatusTable:
+    """The slots table, laid out for the width it is drawn at: rich asks it when it renders (a resized terminal, an
+    80-column console at the bench), so the live view and `reflash status` fit whatever they are shown on."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield render_status(self.status, width=options.max_width)
+
+
+def render_status(status: dict[str, Any], width: int | None = None) -> Table:
     """The operator's view: one row per slot, totals at the foot. Every cell is a Text (`display_cell`): what a hub
-    says is shown as it is, never read as rich markup, and its control characters are escaped."""
+    says is shown as it is, never read as rich markup, and its control characters are escaped. Narrower than
+    `_WIDE` columns, the layout is compact: the slot name and the distinguishing end of the CHF ID always show,
+    the state and the last outcome give way."""
+    compact = width is not None and width < _WIDE
     totals = status["totals"]
+    caption = (
+        f"{totals['hubs']} hubs, {totals['hubs_per_hour']} per hour, {totals['bytes_per_s'] / 1024:.0f} KiB/s; "
+        + ", ".join(f"{k} {v}" for k, v in totals["outcomes"].items())
+    )
     table = Table(
         title=display_cell(f"Station {status['station']}"),
-        caption=display_cell(
-            f"{totals['hubs']} hubs, {totals['hubs_per_hour']} per hour, {totals['bytes_per_s'] / 1024:.0f} KiB/s; "
-            + ", ".join(f"{k} {v}" for k, v in totals["outcomes"].items())
-        ),
+        caption=display_cell(caption),
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        padding=(0, 1),
+        collapse_padding=compact,
+        pad_edge=not compact,
+        width=width if compact else None,
     )
-    for column in ("slot", "hub (CHF)", "state", "progress", "KiB/s", "ETA", "last outcome"):
-        table.add_column(column, no_wrap=True)
+    bar_cells = 10 if compact else 20
+    table.add_column("slot", no_wrap=True, min_width=4)
+    table.add_column("hub (CHF)", no_wrap=True, min_width=_CHF_TAIL + 1 if compact else None)
+    table.add_column("state", no_wrap=True, overflow="ellipsis", ratio=1 if compact else None, min_width=6)
+    table.add_column("progress", no_wrap=True, min_width=bar_cells + 5)
+    table.add_column("KiB/s", no_wrap=True, justify="right")
+    table.add_column("ETA", no_wrap=True, justify="right")
+    table.add_column("last outcome", no_wrap=True, overflow="ellipsis", ratio=1 if compact else None, min_width=6)
     for slot in status["slots"]:
         done, total = slot["bytes_done"], slot["bytes_total"]
-        filled = int(20 * done / total) if total else 0
-        bar = f"{'█' * filled}{'░' * (20 - filled)} {100 * done // total:3d}%" if total else ""
-        eta = f"{slot['eta_s']:.0f}s" if slot["eta_s"] is not None else ""
+        filled = int(bar_cells * done / total) if total else 0
+        bar = f"{'█' * filled}{'░' * (bar_cells - filled)} {100 * done // total:3d}%" if total else ""
+        eta = _duration(slot["eta_s"]) if slot["eta_s"] is not None else ""
         last = slot["last_outcome"] or ""
         reason = slot["last_reason"] or ""
         outcome = display_cell(last, _OUTCOME_STYLE.get(last, ""))
         if last and reason and reason != last:
             outcome.append(" " + display_text(reason))
+        chf = slot["chf_id"] or ""
+        if compact and len(chf) > _CHF_TAIL:
+            chf = "…" + chf[-_CHF_TAIL:]
         table.add_row(
             display_cell(slot["name"]),
-            display_cell(slot["chf_id"]),
+            display_cell(chf),
             display_cell(
                 slot["state"]
                 + (f" {slot['fault']}" if slot.get("fault") else "")
@@ -90,3 +135,32 @@ def render_status(status: dict[str, Any]) -> Table:
             outcome,
         )
     return table
+
+
+def _duration(seconds: float) -> str:
+    """A time left as an operator reads it: 42s, 3m05s, 1h02m."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def summary_line(status: dict[str, Any]) -> str:
+    """The station's last word on a terminal, under the table as it stops: how many hubs, how fast, how they
+    ended, and which slots it leaves unfinished (a held or faulted slot needs the operator)."""
+    totals = status["totals"]
+    outcomes = ", ".join(f"{k} {v}" for k, v in totals["outcomes"].items()) or "no outcomes"
+    line = (
+        f"Station {status['station']} stopped after {_duration(totals['uptime_s'])}: {totals['hubs']} hubs ({outcomes})"
+    )
+    unfinished = [slot for slot in status["slots"] if slot["state"] in ("held", "error")]
+    if unfinished:
+        line += "; unfinished: " + "; ".join(
+            f"{slot['name']} {slot['state']}"
+            + (f" {slot['fault']}" if slot.get("fault") else "")
+            + (f" ({slot['message']})" if slot["message"] else "")
+            for slot in unfinished
+        )
+    return display_text(line)

@@ -16,7 +16,7 @@ import click
 from station.cli.output import EXIT_INPUT, console, print_json
 from station.cli.station_options import config_option
 from station.display_text import DisplayTextFormatter
-from station.status_view import DEFAULT_STORE, render_status, status_path_of
+from station.status_view import DEFAULT_STORE, StatusTable, status_path_of
 
 __all__ = ["run", "status"]
 
@@ -93,7 +93,7 @@ def status(config_path: str, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    console().print(render_status(data))
+    console().print(StatusTable(data))
     for line in _reporting_lines(reporting):
         click.echo(line)
     if not data["running"]:

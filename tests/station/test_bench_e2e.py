@@ -61,7 +61,7 @@ HUBS = [
 TARIFF = Tariff(REFLASHED=Decimal("9.80"), ALREADY_CURRENT=Decimal("2.00"), SCRAP=Decimal("1.50"))
 
 
-def sim_jig(world: DemoWorld, hub: Hub, state: Path) -> SimJig:
+def sim_jig(world: DemoWorld, hub: Hub, state: Path, *, baud: int = 3_000_000) -> SimJig:
     identity = HubIdentity(
         manufacturer=hub.mfr, model=hub.model, hardware_version=hub.hw, firmware_version=hub.fw,
         chf_id=hub_id(hub.n), gpf_id=hub_id(hub.n + 1000),
@@ -72,7 +72,7 @@ def sim_jig(world: DemoWorld, hub: Hub, state: Path) -> SimJig:
     }
     options = HubOptions(identity, state / f"hub-{hub.n}", trusted, parse_faults(hub.fault), reboot_delay_s=0.01)
     settings = SessionSettings(reply_timeout_s=0.3, activate_timeout_s=2.0)
-    return SimJig(options, LinkSettings(baud=3_000_000), settings)
+    return SimJig(options, LinkSettings(baud=baud), settings)
 
 
 @pytest.fixture

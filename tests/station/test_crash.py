@@ -39,7 +39,10 @@ def start_station(config: Path, watch: bool = True) -> subprocess.Popen[bytes]:
     return reflash_process("run", "--config", str(config), "--once", "--log-format", "json", "--no-live", watch=watch)
 
 
-def wait_for_event(process: subprocess.Popen[bytes], event: str, within: float = 30.0) -> dict[str, object]:
+def wait_for_event(
+    process: subprocess.Popen[bytes], event: str | tuple[str, ...], within: float = 30.0
+) -> dict[str, object]:
+    wanted = (event,) if isinstance(event, str) else event
     assert process.stdout is not None
     deadline = time.monotonic() + within
     buffer = b""
@@ -54,7 +57,7 @@ def wait_for_event(process: subprocess.Popen[bytes], event: str, within: float =
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             record = json.loads(line)
-            if record["event"] == event:
+            if record["event"] in wanted:
                 return dict(record)
     raise AssertionError(f"the station never logged {event!r}")
 
@@ -78,7 +81,7 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosqu
     for delay in (0.3, 1.5, 2.5):
         process = start_station(config_path)
         try:
-            wait_for_event(process, "job_started")
+            wait_for_event(process, ("job_started", "job_resumed"))  # a restart resumes what the kill interrupted
             time.sleep(delay)
         finally:
             process.send_signal(signal.SIGKILL)

@@ -15,9 +15,11 @@ from station.demo import device_id
 from station.orders import OrderRequest
 from station.showcase import hub_running_version
 from station.store import Store
+from tests.station import test_slot_faults
 from tests.station.test_slot_faults import HONEST, HONEST_TARGET, Bench, Events, honest_reflashed, stopped_slots
 
 ORDER = "DCC-CUSTODY"
+bench = test_slot_faults.bench  # the fixture: simulated hubs over TCP, each in a process of its own
 
 
 def import_without_scan_in(config: Path, chf_ids: list[str]) -> None:

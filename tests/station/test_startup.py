@@ -20,7 +20,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
     return build_demo_world(tmp_path_factory.mktemp("startup") / "world")
 
 
-def config(world: DemoWorld, tmp_path: Path, *, slot: str = "", station: str = "", catalog: str = "") -> Path:
+def config(
+    world: DemoWorld, tmp_path: Path, *, slot: str = "", station: str = "", catalog: str = "", mqtt: str = ""
+) -> Path:
     write_keypair(generate_key(), tmp_path / "station")
     path = tmp_path / "station.toml"
     path.write_text(
@@ -28,6 +30,7 @@ def config(world: DemoWorld, tmp_path: Path, *, slot: str = "", station: str = "
         f'store = "state/station.db"\nkey = "station.key"\n{station}\n'
         f'[catalog]\nfolder = "{world.catalog_dir}"\nauthority_key = "{world.authority_pub}"\n{catalog}\n'
         + (slot or '[[slots]]\nname = "A1"\ndriver = "tcp"\nurl = "tcp://127.0.0.1:9"\n')
+        + (f'\n[mqtt]\nurl = "mqtts://127.0.0.1:8883"\n{mqtt}\n' if mqtt else "")
     )
     return path
 
@@ -62,6 +65,12 @@ CASES = {
     "a public key as the station key": (dict(station='key = "station.pub"'), "[station] key in"),
     "a private key as the authority": (dict(catalog=""), "[catalog] authority_key in"),
     "no catalog": (dict(catalog=""), "no acceptable catalog"),
+    # ssl says "No such file or directory" or "[X509] PEM lib" without the file: the station names option and path.
+    "a missing TLS CA file": (dict(mqtt='ca = "nope-ca.pem"'), "nope-ca.pem: No such file or directory"),
+    "a TLS CA file that is no certificate": (dict(mqtt='ca = "station.pub"'), "station.pub: [X509"),
+    "a missing client certificate": (dict(mqtt='cert = "nope.crt"\nkey = "station.key"'),
+                                     "nope.crt (key "),
+    "a missing MQTT password file": (dict(mqtt='password_file = "nope.pw"'), "nope.pw: No such file or directory"),
 }  # fmt: skip
 
 
