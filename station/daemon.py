@@ -271,16 +271,16 @@ async def run_station(
     try:
         if live:
             console = Console()
-            with Live(StatusTable(bench.describe()), console=console, refresh_per_second=4) as screen:
-                bench_task = asyncio.create_task(bench.run(once))
-                while not bench_task.done():
+            try:
+                with Live(StatusTable(bench.describe()), console=console, refresh_per_second=4) as screen:
+                    bench_task = asyncio.create_task(bench.run(once))
+                    while not bench_task.done():
+                        screen.update(StatusTable(bench.describe()))
+                        await asyncio.wait({bench_task}, timeout=0.25)
                     screen.update(StatusTable(bench.describe()))
-                    await asyncio.wait({bench_task}, timeout=0.25)
-                screen.update(StatusTable(bench.describe()))
-                try:
                     await bench_task
-                finally:
-                    console.print(summary_line(bench.describe()))
+            finally:
+                console.print(summary_line(bench.describe()))  # under the table's last frame, as the station stops
         else:
             await bench.run(once)
         if once and reporter is not None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.table import Table
 
 from firmware_catalog.errors import CatalogError
@@ -39,18 +40,34 @@ def demo(workdir: str, slots: int | None, as_json: bool, live: bool | None) -> N
     if as_json:
         print_json({"workdir": workdir, "as_expected": ok, "hubs": [r.describe() for r in results]})
         sys.exit(0 if ok else 1)
-    table = Table(title="Demo bench: each hub's outcome, and the firmware the DSP's SMI now holds")
-    for column in ("slot", "CHF ID", "outcome", "reason", "firmware", "SMI CHF", "SMI GPF", "ok"):
-        table.add_column(column, no_wrap=True)
+    out = console()
+    # Narrow terminals: no borders, the end of each CHF ID (the demo's IDs share their prefix), one SMI column when
+    # the CHF and GPF rows agree, and a reason only where it says more than the outcome.
+    compact = out.width < 120
+    table = Table(
+        title="Demo bench: each hub's outcome, and the firmware the DSP's SMI now holds",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        collapse_padding=compact,
+        pad_edge=not compact,
+        width=out.width if compact else None,
+    )
+    columns = ("slot", "CHF ID", "outcome", "reason", "firmware", *(("SMI",) if compact else ("SMI CHF", "SMI GPF")))
+    for column in (*columns, "ok"):
+        # In a narrow table only the reason gives way: every other column keeps its width.
+        flexible = compact and column == "reason"
+        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if flexible else None)
     for n, r in enumerate(results, 1):
         style = _STYLE.get(r.outcome or "", "red")
         changed = r.firmware_after and r.firmware_after != r.firmware_before
+        firmware = f"{r.firmware_before}{'→' if compact else '->'}{r.firmware_after}" if changed else r.firmware_before
+        smi = [r.smi_chf_firmware or "-", r.smi_gpf_firmware or "-"]
+        if compact:
+            smi = [smi[0] if smi[0] == smi[1] else "/".join(smi)]
         table.add_row(
-            f"S{n:02d}", r.chf_id, f"[{style}]{r.outcome}[/]", r.reason or "",
-            f"{r.firmware_before}->{r.firmware_after}" if changed else r.firmware_before,
-            r.smi_chf_firmware or "-", r.smi_gpf_firmware or "-", "yes" if r.as_expected else "[red]NO[/]",
+            f"S{n:02d}", "…" + r.chf_id[-8:] if compact else r.chf_id, f"[{style}]{r.outcome}[/]",
+            "" if compact and r.reason == r.outcome else r.reason or "", firmware, *smi,
+            "yes" if r.as_expected else "[red]NO[/]",
         )  # fmt: skip
-    out = console()
     out.print(table)
     for n, r in enumerate(results, 1):
         wrong = "" if r.as_expected else f"  [red]expected {r.hub.expect[0]} {r.hub.expect[1]}[/]"
