@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
 from station.schema_check import SCHEMAS, PayloadChecker
 
-__all__ = ["SCHEMAS", "DspBridge", "SmiStore"]
+__all__ = ["SCHEMAS", "DspBridge", "SmiStore", "SmiStoreError"]
 
 log = logging.getLogger(__name__)
 RESULTS = "reflash/v1/+/+/result"
@@ -49,12 +49,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class SmiStoreError(Exception):
+    """The SMI database cannot be used (not SQLite, or not a bridge's); the message names the file."""
+
+
 class SmiStore:
     """The SMI rows the bridge maintains, the message_ids it has applied, and the messages it rejected."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise SmiStoreError(f"{path}: cannot be used as the SMI database: {exc}") from exc
+
+    def _open(self) -> None:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

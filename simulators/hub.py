@@ -115,6 +115,8 @@ def load_identity(path: str | Path) -> HubIdentity:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
         raise IdentityFileError(f"{path}: cannot read identity file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise IdentityFileError(f"{path}: not UTF-8 text: byte {exc.start} is 0x{exc.object[exc.start]:02X}") from exc
     except json.JSONDecodeError as exc:
         raise IdentityFileError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
     try:

@@ -94,6 +94,7 @@ def keygen(prefix: str, as_json: bool) -> None:
 @click.option("--control", default=0, type=click.IntRange(0, 255), help="Control byte (CH force-replace flag)")
 @click.argument("manufacturer_image", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never done without it)")
 @click.option("--json", "as_json", is_flag=True, help="The image's header as one JSON object (errors too)")
 def sign_image(
     as_json: bool,
@@ -107,8 +108,12 @@ def sign_image(
     control: int,
     manufacturer_image: str,
     out: str,
+    force: bool,
 ) -> None:
     """Wrap MANUFACTURER_IMAGE in a GBCS Upgrade Image header and sign it, writing OUT."""
+    if Path(out).exists() and not force:
+        # A signed image the operator already has (or any file) is never replaced by a slip of the keyboard.
+        fail(f"{out} exists; refusing to overwrite it (give --force to replace it)", EXIT_INPUT, as_json)
     with input_errors():
         key = load_private_key(key_path)
         try:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,13 +18,13 @@ from rich.table import Table
 from firmware_catalog.errors import KeyFileError
 from firmware_catalog.hub import HubIdentity, format_eui64
 from firmware_catalog.keys import load_public_key
-from simulators.dsp_bridge import DspBridge, SmiStore
+from simulators.dsp_bridge import DspBridge, SmiStore, SmiStoreError
 from simulators.fault import FaultSpecError, parse_faults
 from simulators.hub import HubOptions, IdentityFileError, load_identity
 from simulators.hub_server import HubServer
 from simulators.link import LinkSettings
 from station.atomic_file import write_atomically
-from station.cli.output import console, print_json, print_json_line
+from station.cli.output import EXIT_INPUT, console, print_json, print_json_line
 from station.identifier import check_label, check_name
 
 __all__ = ["sim"]
@@ -44,7 +45,14 @@ def sim() -> None:
 def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, as_json: bool) -> None:
     """Apply hub results to an SMI table exactly once per message_id, and ack each one."""
     if show:
-        smi = SmiStore(Path(db))
+        if not Path(db).is_file():  # showing reads a bridge's database; it never makes an empty one
+            click.echo(f"error: {db}: no SMI database there", err=True)
+            sys.exit(EXIT_INPUT)
+        try:
+            smi = SmiStore(Path(db))
+        except SmiStoreError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INPUT)
         devices, rejected = smi.devices(), smi.rejected()
         smi.close()
         if as_json:
@@ -68,6 +76,9 @@ def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, a
         bridge = DspBridge(broker, Path(db), name=name, group=group)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    except SmiStoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
