@@ -10,26 +10,20 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
-from rich.table import Table
 
-from firmware_catalog.catalog import KeyStanding
-from firmware_catalog.catalog_source import build_catalog
-from firmware_catalog.errors import CatalogRefused, ImageFormatError
 from firmware_catalog.hexcode import format_hex, parse_hex
-from firmware_catalog.hub import HubIdentity
-from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image, read_image
-from firmware_catalog.keys import fingerprint, generate_key, load_private_key, load_public_key, write_keypair
-from firmware_catalog.policy import decide
-from firmware_catalog.reason import ReasonCode
-from station.atomic_file import write_atomically
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, input_errors, print_json
 from station.cli.station_options import state_dir_option
-from station.display_text import display_cell
-from station.pin_folder import PinFolder
+
+if TYPE_CHECKING:
+    from firmware_catalog.hub import HubIdentity
+    from firmware_catalog.image import UpgradeImage
+
+# Each command imports what it uses when it runs (cryptography, construct, pydantic and the catalog cost a quarter
+# of a second of CPU): `reflash catalog --help` and a mistyped option answer at once.
 
 __all__ = ["catalog"]
 
@@ -62,6 +56,8 @@ def catalog() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
 def keygen(prefix: str, as_json: bool) -> None:
     """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)."""
+    from firmware_catalog.keys import fingerprint, generate_key, write_keypair
+
     for path in (Path(f"{prefix}.key"), Path(f"{prefix}.pub")):
         if path.exists():
             fail(f"{path} exists; refusing to overwrite a key", EXIT_INPUT, as_json)
@@ -111,6 +107,10 @@ def sign_image(
     force: bool,
 ) -> None:
     """Wrap MANUFACTURER_IMAGE in a GBCS Upgrade Image header and sign it, writing OUT."""
+    from firmware_catalog.image import build_signed_image, parse_image
+    from firmware_catalog.keys import load_private_key
+    from station.atomic_file import write_atomically
+
     if Path(out).exists() and not force:
         # A signed image the operator already has (or any file) is never replaced by a slip of the keyboard.
         fail(f"{out} exists; refusing to overwrite it (give --force to replace it)", EXIT_INPUT, as_json)
@@ -146,6 +146,11 @@ def sign_image(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
 def inspect(image_path: str, as_json: bool) -> None:
     """Show an Upgrade Image's header, sizes and Manufacturer Image hash."""
+    from rich.table import Table
+
+    from firmware_catalog.image import read_image
+    from station.display_text import display_cell
+
     with input_errors():
         image = read_image(image_path)
     fields = image.describe()
@@ -187,6 +192,11 @@ def verify(
     trusts for the image's manufacturer, and has not revoked, verifies it; the catalog is loaded under the
     rollback pin in the state folder (a refused catalog exits 1 with its code).
     """
+    from firmware_catalog.errors import ImageFormatError
+    from firmware_catalog.image import read_image
+    from firmware_catalog.keys import fingerprint, load_public_key
+    from firmware_catalog.reason import ReasonCode
+
     if not key_paths and not catalog_dir:
         raise click.UsageError("give --key PUB (one or more) or --catalog DIR")
     result: dict[str, Any] = {"image": image_path, "valid": False}
@@ -218,6 +228,12 @@ def verify(
 def _verify_with_catalog(
     image: UpgradeImage, catalog_dir: str, authority: str | None, state_dir: str | None
 ) -> dict[str, Any]:
+    from firmware_catalog.catalog import KeyStanding
+    from firmware_catalog.errors import CatalogRefused
+    from firmware_catalog.keys import load_public_key
+    from firmware_catalog.reason import ReasonCode
+    from station.pin_folder import PinFolder
+
     if authority is None:
         raise click.UsageError(f"--catalog needs the catalog authority's public key: --authority or ${AUTHORITY_ENV}")
     try:
@@ -255,6 +271,9 @@ def _finish_verify(result: dict[str, Any], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
 def build(source: str, key_path: str, out: str, base: str | None, as_json: bool) -> None:
     """Check SOURCE (TOML) against its images and keys, and write a signed catalog folder."""
+    from firmware_catalog.catalog_source import build_catalog
+    from firmware_catalog.keys import load_private_key
+
     with input_errors():
         report = build_catalog(source, load_private_key(key_path), out, datetime.now(UTC), base)
     if as_json:
@@ -278,6 +297,11 @@ def check(catalog_dir: str, authority: str, hub_json: str, state_dir: str | None
 
     The catalog is loaded under the rollback pin in the state folder, which a newer catalog raises.
     """
+    from firmware_catalog.errors import CatalogRefused
+    from firmware_catalog.keys import load_public_key
+    from firmware_catalog.policy import decide
+    from station.pin_folder import PinFolder
+
     hub = _read_hub(hub_json)
     with input_errors():
         authority_key = load_public_key(authority)
@@ -294,6 +318,10 @@ def check(catalog_dir: str, authority: str, hub_json: str, state_dir: str | None
 
 
 def _read_hub(text: str) -> HubIdentity:
+    from pydantic import ValidationError
+
+    from firmware_catalog.hub import HubIdentity
+
     where = "--hub"
     if text.startswith("@"):
         where = text[1:]
