@@ -59,6 +59,9 @@ def main() -> None:
             "python -c pass (floor)": [sys.executable, "-c", "pass"],
             "reflash --help": [*REFLASH, "--help"],
             "reflash orders --help": [*REFLASH, "orders", "--help"],
+            "reflash catalog --help": [*REFLASH, "catalog", "--help"],
+            "reflash jig --help": [*REFLASH, "jig", "--help"],
+            "reflash sim --help": [*REFLASH, "sim", "--help"],
             "reflash status --json": [*REFLASH, "status", "--config", str(config), "--json"],
         }
         rows = []
