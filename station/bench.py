@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from drivers.errors import LinkError, MaintenancePortError
 from drivers.jig import JigDriver
 from firmware_catalog.hub import HubIdentity
-from station.atomic_file import write_atomically
 from station.job import JobContext, NotScannedIn, run_job
+from station.live_state import LiveState, StationSnapshot, Totals
 from station.slot import SlotFault, SlotView
 from station.store import JobRecord
 
@@ -73,7 +71,6 @@ class Bench:
         drivers: dict[str, JigDriver],
         ctx: JobContext,
         settings: BenchSettings | None = None,
-        status_file: Path | None = None,
         on_result: Callable[[], None] | None = None,
         extra_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -84,9 +81,10 @@ class Bench:
         self.finished = False
         self.ctx = ctx
         self.settings = settings or BenchSettings()
-        self.status_file = status_file
         self.on_result = on_result or (lambda: None)
-        self.views = {name: SlotView(name) for name in drivers}
+        # Every slot change is published: the status file, the live table, telemetry and the bench page subscribe.
+        self.live = LiveState(self.snapshot)
+        self.views = {name: SlotView(name, on_change=self.live.changed) for name in drivers}
         self.started = time.monotonic()
         # When each hub of the recent window finished, for hubs per hour (the rate now, not the average since start).
         self._finished_at: deque[float] = deque()
@@ -95,7 +93,6 @@ class Bench:
         self._last_fault: dict[str, tuple[SlotFault, str]] = {}
         # The hub each slot holds for its scan-in, so that it is said (and audited) once per visit, not every poll.
         self._awaiting: dict[str, str] = {}
-        self._status_failing = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -105,17 +102,14 @@ class Bench:
         return self._stopping.is_set()
 
     async def run(self, once: bool = False) -> None:
-        status = asyncio.create_task(self._write_status(), name="bench-status") if self.status_file else None
+        """Every slot's worker, until stopped (or, with `once`, until each has done what is on it); the drivers are
+        closed when they end."""
         try:
             async with asyncio.TaskGroup() as group:
                 for name, driver in self.drivers.items():
                     group.create_task(self._supervised_slot(name, driver, once), name=f"slot-{name}")
         finally:
-            if status is not None:
-                status.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await status
-            self._dump_status()
+            self.live.changed()
             for driver in self.drivers.values():
                 with contextlib.suppress(Exception):
                     await driver.close()
@@ -170,7 +164,7 @@ class Bench:
         # keeps failing cannot fill the audit trail), until another hub is on the slot or it is empty.
         failed: tuple[HubIdentity, float] | None = None
         while not self.stopping:
-            view.state = "identifying" if view.state in ("empty", "identifying") else view.state
+            view.look()
             try:
                 identity = await self._until_stopped(driver.identify())
             except _Stopped:
@@ -235,6 +229,7 @@ class Bench:
             if record is not None:
                 self.outcomes[record.outcome or "?"] = self.outcomes.get(record.outcome or "?", 0) + 1
                 self._finished_at.append(time.monotonic())
+                self.live.changed()
                 self.on_result()
             # Even with `once`, look again: the hub on the slot now may not be the one just processed (it was
             # swapped mid-job), and it is on the bench now. The same hub again ends the slot's work.
@@ -251,10 +246,16 @@ class Bench:
             raise _SlotFaulted(SlotFault.NO_DEVICE_ID)
         job = asyncio.create_task(run_job(driver, identity, view, self.ctx), name=f"job-{name}")
         stop = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not job.done():
-            job.cancel()  # the job records itself as interrupted
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not job.done():
+                # The bench is stopping, or this slot's worker itself was cancelled: the job never outlives its
+                # slot (it would go on with a driver that is about to be closed). It records itself as interrupted.
+                job.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait({job})
         try:
             return await job
         except asyncio.CancelledError:
@@ -262,8 +263,7 @@ class Bench:
                 raise _Stopped from None
             raise
         except NotScannedIn as exc:
-            view.clear()
-            view.begin("held", chf_id=exc.chf_id, gpf_id=identity.gpf_id, order_ref=exc.order_ref, message=str(exc))
+            view.hold(exc.chf_id, identity.gpf_id, exc.order_ref, str(exc))
             if self._awaiting.get(name) != exc.chf_id:
                 self._awaiting[name] = exc.chf_id
                 self.ctx.emit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
@@ -294,21 +294,6 @@ class Bench:
             self._fault(name, SlotFault.INTERNAL_ERROR, f"internal error: {exc!r}")
             raise _SlotFaulted(SlotFault.INTERNAL_ERROR) from None
 
-    def progress(self) -> list[dict[str, Any]]:
-        """Slot progress for telemetry: the slots that have a hub on them."""
-        return [
-            {
-                "slot": view.name,
-                "state": view.state,
-                "chf_id": view.chf_id,
-                "bytes_done": view.bytes_done,
-                "bytes_total": view.bytes_total,
-                "bytes_per_s": round(view.bytes_per_s, 1),
-            }
-            for view in self.views.values()
-            if view.chf_id is not None
-        ]
-
     def hubs_per_hour(self, now: float | None = None) -> int:
         """Hubs finished over the last `RATE_WINDOW_S` (or since the start, if sooner), per hour, as a whole number.
         A span under a minute counts as a minute, so that the first hub of the day does not read as thousands."""
@@ -318,52 +303,31 @@ class Bench:
         span = max(60.0, min(RATE_WINDOW_S, now - self.started))
         return round(len(self._finished_at) * 3600 / span)
 
-    def describe(self) -> dict[str, Any]:
+    def snapshot(self) -> StationSnapshot:
+        """The whole bench now (LiveState builds it for each subscriber that wakes)."""
         elapsed = time.monotonic() - self.started
-        done = sum(self.outcomes.values())
         extra: dict[str, Any] = {}
         if self.extra_status is not None:
             try:
                 extra = self.extra_status()
             except Exception as exc:  # a store that cannot be read must not stop the status file
                 extra = {"reporting_error": str(exc)}
-        return {
+        slots = [view.snapshot() for view in self.views.values()]
+        return StationSnapshot(
+            station=self.ctx.station,
+            stopped=self.finished,
+            updated_at=time.time(),
+            slots=slots,
+            totals=Totals(
+                hubs=sum(self.outcomes.values()),
+                outcomes=dict(sorted(self.outcomes.items())),
+                hubs_per_hour=self.hubs_per_hour(),
+                bytes_per_s=round(sum(slot.bytes_per_s for slot in slots), 1),
+                uptime_s=round(elapsed, 1),
+            ),
             **extra,
-            "station": self.ctx.station,
-            "stopped": self.finished,
-            "updated_at": time.time(),
-            "slots": [view.describe() for view in self.views.values()],
-            "totals": {
-                "hubs": done,
-                "outcomes": dict(sorted(self.outcomes.items())),
-                "hubs_per_hour": self.hubs_per_hour(),
-                "bytes_per_s": round(sum(v.bytes_per_s for v in self.views.values()), 1),
-                "uptime_s": round(elapsed, 1),
-            },
-        }
+        )
 
-    def write_status(self) -> None:
-        """Write the status file now (the daemon does, while it drains the outbox after the bench stopped)."""
-        self._dump_status()
-
-    def _dump_status(self) -> None:
-        """Write status.json; a full or read-only disk is said once when it starts failing and once when it recovers."""
-        if self.status_file is None:
-            return
-        try:
-            self.status_file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.status_file, json.dumps(self.describe(), indent=1), durable=False)
-        except OSError as exc:
-            if not self._status_failing:
-                log.error("cannot write the live status %s: %s; retrying every %.1f s", self.status_file,
-                          exc.strerror or exc, self.settings.status_interval_s)  # fmt: skip
-            self._status_failing = True
-            return
-        if self._status_failing:
-            log.warning("the live status %s is written again", self.status_file)
-        self._status_failing = False
-
-    async def _write_status(self) -> None:
-        while True:
-            self._dump_status()
-            await asyncio.sleep(self.settings.status_interval_s)
+    def describe(self) -> dict[str, Any]:
+        """The snapshot as JSON data (status.json's content)."""
+        return self.snapshot().model_dump(mode="json")

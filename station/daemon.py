@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -36,11 +37,19 @@ from station.config import JobSettings, StationConfig
 from station.display_text import display_text
 from station.job import JobContext
 from station.reporter import Reporter
-from station.slot import SlotView
-from station.status_view import StatusTable, daemon_running, render_status, status_path, summary_line
+from station.slot import SlotSnapshot
+from station.status_view import StatusFile, StatusTable, daemon_running, render_status, status_path, summary_line
 from station.store import Store, StoreError
 
-__all__ = ["EXIT_UNCONFIRMED", "daemon_running", "render_status", "run_station", "status_path"]
+__all__ = [
+    "EXIT_UNCONFIRMED",
+    "StartupRefused",
+    "Station",
+    "daemon_running",
+    "render_status",
+    "run_station",
+    "status_path",
+]
 
 log = logging.getLogger("reflash")
 
@@ -149,177 +158,303 @@ async def run_station(
 ) -> int:
     """Run until stopped (or, with `once`, until every slot is done). Returns the exit status."""
     live = sys.stdout.isatty() and log_format == "text" if live is None else live
-    emit = _emitter(log_format, quiet=live)
-    section = config.station
-    store_path = config.resolve(section.store)
-
-    def refuse(message: str, store: Store | None = None) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        if store is not None:
-            store.close()
+    try:
+        station = Station.open(config, once=once, emit=_emitter(log_format, quiet=live), live=live,
+                               job_settings=job_settings, bench_settings=bench_settings)  # fmt: skip
+        async with station:
+            await station.run()
+    except StartupRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    return station.exit_code
 
-    # Everything is checked before anything is recorded: a station that will not start writes nothing to the audit.
-    try:
-        authority = load_public_key(config.resolve(config.catalog.authority_key))
-        drivers = _build_drivers(config)
-    except _StartupError as exc:
-        return refuse(str(exc))
-    except CatalogError as exc:  # an authority key that is missing, garbage, or private
-        return refuse(f"[catalog] authority_key in {config.source}: {exc}")
-    try:
-        store = Store.from_config(config)
-    except CatalogError as exc:  # the station key
-        return refuse(f"[station] key in {config.source}: {exc}")
-    except (sqlite3.Error, OSError, StoreError) as exc:
-        return refuse(f"cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}")
-    holder = CatalogHolder(authority, pin=store.catalog_pin())
-    folder = config.resolve(config.catalog.folder)
-    first = holder.offer(folder, datetime.now(UTC))
-    if holder.current is None:
-        # The one record a station that will not start makes: a refused catalog (a rollback, a forgery, an expired
-        # one) is worth a trace of its own, and the entry is complete in itself.
-        with contextlib.suppress(sqlite3.Error, OSError):
-            store.record_catalog(False, first.code.value, first.message, None, str(folder))
-        return refuse(
-            f"no acceptable catalog in {folder} ({first.code.value}: {first.message}); the station flashes nothing "
-            "without one",
-            store,
+
+class StartupRefused(Exception):
+    """The station will not start; the message names the file, the section or slot, and the problem. Nothing was
+    recorded but, for a refused catalog, that refusal."""
+
+
+class Station:
+    """A started station: its store, catalog, bench and reporter, with every view of it, as one async context manager.
+
+    `Station.open` checks the whole configuration and records nothing (it raises StartupRefused). Entering records
+    the start and starts the supervised tasks (the reporter, the status file, the live table) in one TaskGroup;
+    `run` drives the bench; leaving stops those tasks in order, records the stop, signs the audit tail and closes
+    the store. Nothing the station starts outlives it: each slot's job ends with its slot (station/bench.py), and
+    the bench ends before its drivers are closed.
+    """
+
+    def __init__(
+        self,
+        config: StationConfig,
+        store: Store,
+        holder: CatalogHolder,
+        first_offer: Offer,
+        drivers: dict[str, JigDriver],
+        reporter: Reporter | None,
+        *,
+        once: bool,
+        emit: Any,
+        live: bool,
+        job_settings: JobSettings | None,
+        bench_settings: BenchSettings | None,
+    ) -> None:
+        self.config, self.store, self.holder, self.reporter = config, store, holder, reporter
+        self.once, self.emit, self.live = once, emit, live
+        self._first_offer = first_offer
+        self._folder = config.resolve(config.catalog.folder)
+        section = config.station
+        ctx = JobContext(
+            store=store,
+            catalog=lambda: holder.current,
+            tariff=config.tariff,
+            station=section.id,
+            region=section.region,
+            settings=job_settings or config.job,
+            emit=emit,
+            require_scan_in=section.require_scan_in,
         )
-    reporter = None
-    if config.mqtt is not None:
-        birth = {
-            "software_version": version("reflash-station"),
-            "facility": section.facility_approval,
-            "operator": section.operator,
-            "slots": len(config.slots),
-            "catalog_serial": holder.current.serial,
-        }
+        self.bench = Bench(
+            drivers,
+            ctx,
+            bench_settings,
+            on_result=reporter.wake.set if reporter else None,
+            extra_status=self._reporting,
+        )
+        if reporter is not None:
+            reporter.telemetry = self.bench.live
+        self.status_file = StatusFile(status_path(config), self.bench.settings.status_interval_s)
+        self.exit_code = 0
+        self._interrupted_jobs: list[int] = []
+        self._unconfirmed = 0
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._console: Console | None = None
+
+    @classmethod
+    def open(
+        cls,
+        config: StationConfig,
+        *,
+        once: bool,
+        emit: Any,
+        live: bool,
+        job_settings: JobSettings | None = None,
+        bench_settings: BenchSettings | None = None,
+    ) -> Station:
+        """Check everything before anything is recorded: a station that will not start writes nothing to the audit
+        (but a refused catalog: a rollback or a forgery deserves a trace)."""
+        section = config.station
+        store_path = config.resolve(section.store)
         try:
-            reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
-                                resolve=config.resolve)  # fmt: skip
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            return refuse(f"[mqtt] in {config.source}: {exc}", store)
-
-    def record_offer(offer: Offer) -> None:
-        store.record_catalog(
-            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(folder)
-        )
-        emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial, message=offer.message)
-
-    try:
-        interrupted = store.interrupt_running_jobs()
-        raw_config = config.source.read_bytes() if config.source.exists() else b""
-        store.audit(
-            "station_started",
-            software_version=version("reflash-station"),
-            config=str(config.source),
-            config_sha256=hashlib.sha256(raw_config).hexdigest(),
-            slots=[{"name": s.name, "driver": s.driver, "url": s.url} for s in config.slots],
-            interrupted_jobs=interrupted,
-        )
-        store.audit("operator_signed_in", operator=section.operator)
-        record_offer(first)
-    except (sqlite3.Error, OSError) as exc:
-        return refuse(f"cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}", store)
-
-    def reload_catalog() -> None:
+            authority = load_public_key(config.resolve(config.catalog.authority_key))
+            drivers = _build_drivers(config)
+        except _StartupError as exc:
+            raise StartupRefused(str(exc)) from exc
+        except CatalogError as exc:  # an authority key that is missing, garbage, or private
+            raise StartupRefused(f"[catalog] authority_key in {config.source}: {exc}") from exc
         try:
-            record_offer(holder.offer(folder, datetime.now(UTC)))
-        except sqlite3.OperationalError:
-            # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
-            # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
-            log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")
+            store = Store.from_config(config)
+        except CatalogError as exc:  # the station key
+            raise StartupRefused(f"[station] key in {config.source}: {exc}") from exc
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            raise StartupRefused(f"cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
+        try:
+            holder = CatalogHolder(authority, pin=store.catalog_pin())
+            folder = config.resolve(config.catalog.folder)
+            first = holder.offer(folder, datetime.now(UTC))
+            if holder.current is None:
+                # The one record a station that will not start makes: a refused catalog (a rollback, a forgery, an
+                # expired one) is worth a trace of its own, and the entry is complete in itself.
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    store.record_catalog(False, first.code.value, first.message, None, str(folder))
+                raise StartupRefused(
+                    f"no acceptable catalog in {folder} ({first.code.value}: {first.message}); the station flashes "
+                    "nothing without one"
+                )
+            reporter = None
+            if config.mqtt is not None:
+                birth = {
+                    "software_version": version("reflash-station"),
+                    "facility": section.facility_approval,
+                    "operator": section.operator,
+                    "slots": len(config.slots),
+                    "catalog_serial": holder.current.serial,
+                }
+                try:
+                    reporter = Reporter(store, config.mqtt, station=section.id, region=section.region, birth=birth,
+                                        resolve=config.resolve)  # fmt: skip
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    raise StartupRefused(f"[mqtt] in {config.source}: {exc}") from exc
+        except BaseException:
+            store.close()
+            raise
+        return cls(config, store, holder, first, drivers, reporter, once=once, emit=emit, live=live,
+                   job_settings=job_settings, bench_settings=bench_settings)  # fmt: skip
 
-    if section.key is None:
-        emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes unnoticed")
-    ctx = JobContext(
-        store=store,
-        catalog=lambda: holder.current,
-        tariff=config.tariff,
-        station=section.id,
-        region=section.region,
-        settings=job_settings or config.job,
-        emit=emit,
-        require_scan_in=section.require_scan_in,
-    )
+    # -- lifecycle -----------------------------------------------------------------------------------------------
 
-    def reporting() -> dict[str, Any]:
-        """The broker link, the bridges and the outbox, for `reflash status` (docs/station.md)."""
-        if reporter is None:
-            return {"reporting": None}
-        return {"reporting": {**reporter.describe(), "last_ack_at": reporter.last_ack_at,
-                              "outbox": store.outbox_backlog()}}  # fmt: skip
+    async def __aenter__(self) -> Station:
+        store, section = self.store, self.config.station
+        store_path = self.config.resolve(section.store)
+        try:
+            self._interrupted_jobs = store.interrupt_running_jobs()
+            source = self.config.source
+            raw_config = source.read_bytes() if source.exists() else b""
+            store.audit(
+                "station_started",
+                software_version=version("reflash-station"),
+                config=str(source),
+                config_sha256=hashlib.sha256(raw_config).hexdigest(),
+                slots=[{"name": s.name, "driver": s.driver, "url": s.url} for s in self.config.slots],
+                interrupted_jobs=self._interrupted_jobs,
+            )
+            store.audit("operator_signed_in", operator=section.operator)
+            self._record_offer(self._first_offer)
+        except (sqlite3.Error, OSError) as exc:
+            store.close()
+            raise _CannotRecord(f"cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
+        if section.key is None:
+            self.emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes "
+                      "unnoticed")  # fmt: skip
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.bench.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_catalog)
+        self.emit("station_started", station=section.id, slots=len(self.bench.drivers), once=self.once,
+                  interrupted_jobs=len(self._interrupted_jobs))  # fmt: skip
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._start("status-file", lambda: self.status_file.follow(self.bench.live))
+        if self.live:
+            self._console = Console()
+            self._start("live-table", self._live_table)
+        if self.reporter is not None:
+            self._tasks["reporter"] = self._group.create_task(_supervise_reporter(self.reporter), name="reporter")
+        return self
 
-    bench = Bench(
-        drivers,
-        ctx,
-        bench_settings,
-        status_file=status_path(config),
-        on_result=(lambda: reporter.wake.set()) if reporter else None,
-        extra_status=reporting,
-    )
-    if reporter is not None:
-        reporter.telemetry = bench.progress
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, bench.stop)
-    loop.add_signal_handler(signal.SIGHUP, reload_catalog)
-    emit("station_started", station=section.id, slots=len(drivers), once=once, interrupted_jobs=len(interrupted))
-    reporter_task = asyncio.create_task(_supervise_reporter(reporter), name="reporter") if reporter else None
-    unconfirmed = 0
-    try:
-        if live:
-            console = Console()
-            try:
-                with Live(StatusTable(bench.describe()), console=console, refresh_per_second=4) as screen:
-                    bench_task = asyncio.create_task(bench.run(once))
-                    while not bench_task.done():
-                        screen.update(StatusTable(bench.describe()))
-                        await asyncio.wait({bench_task}, timeout=0.25)
-                    screen.update(StatusTable(bench.describe()))
-                    await bench_task
-            finally:
-                console.print(summary_line(bench.describe()))  # under the table's last frame, as the station stops
-        else:
-            await bench.run(once)
-        if once and reporter is not None:
-            await _drain_outbox(store, reporter, bench)
-            unconfirmed = _unconfirmed_at_exit(store, reporter, emit)
-    finally:
+    async def run(self) -> None:
+        """The bench, until it is stopped (SIGINT, SIGTERM) or, with `once`, until every slot has done its hub; with
+        `once`, the results are then given a moment to reach the DSP."""
+        await self.bench.run(self.once)
+        if self.once and self.reporter is not None:
+            await _drain_outbox(self.store, self.reporter, self.bench)
+            self._unconfirmed = _unconfirmed_at_exit(self.store, self.reporter, self.emit)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        bench, store = self.bench, self.store
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        if reporter is not None and reporter_task is not None:
-            reporter.stop()
+        reporter_task = self._tasks.pop("reporter", None)
+        if self.reporter is not None and reporter_task is not None:
+            self.reporter.stop()
             # Stopped by a signal, the station answers within two seconds even when the broker does not.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reporter_task, 1.0 if bench.stopping else 15)
-        slots = {v.name: _slot_state(v) for v in bench.views.values()}
+            with contextlib.suppress(Exception):  # a reporter that failed has said so (_supervise_reporter)
+                await asyncio.wait_for(asyncio.shield(reporter_task), 1.0 if bench.stopping else 15)
+            reporter_task.cancel()
+        for task in self._tasks.values():
+            task.cancel()
+        assert self._group is not None
+        try:
+            await self._group.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:  # the supervised tasks log their own faults; none may stop the stop
+            log.error("stopping the station's tasks: %s", group.exceptions)
+        slots = {snapshot.name: _slot_state(snapshot) for snapshot in bench.snapshot().slots}
         try:
             store.audit("station_stopped", drained=bench.stopping, outcomes=bench.outcomes, slots=slots)
             store.checkpoint()
         except sqlite3.OperationalError:
             log.error("the station's stop could not be recorded in the store (station_stopped, signed tail)")
         bench.finished = True
-        bench.write_status()
+        last = bench.snapshot()
+        self.status_file.write(last)
         store.close()
-    unfinished = [v.name for v in bench.views.values() if v.state in ("held", "error")]
-    emit("station_stopped", outcomes=bench.outcomes, unfinished_slots=unfinished, slots=slots)
-    if unfinished or bench.stopping:
-        return 1
-    return EXIT_UNCONFIRMED if once and unconfirmed else 0
+        if self._console is not None:
+            self._console.print(summary_line(last.model_dump(mode="json")))  # under the table's last frame
+        unfinished = [slot.name for slot in last.slots if slot.state.unfinished]
+        self.emit("station_stopped", outcomes=bench.outcomes, unfinished_slots=unfinished, slots=slots)
+        if unfinished or bench.stopping:
+            self.exit_code = 1
+        else:
+            self.exit_code = EXIT_UNCONFIRMED if self.once and self._unconfirmed else 0
+
+    def _start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        assert self._group is not None
+        self._tasks[name] = self._group.create_task(_supervise(name, work), name=name)
+
+    async def _live_table(self) -> None:
+        """The live table on the operator's terminal: a subscriber, redrawn on each change, four times a second at
+        most (rich redraws the same frame in between for a resized terminal)."""
+        assert self._console is not None
+        live = self.bench.live
+        with Live(StatusTable(self.bench.describe()), console=self._console, refresh_per_second=4) as screen:
+            try:
+                async for snapshot in live.subscribe(min_interval_s=0.25):
+                    screen.update(StatusTable(snapshot.model_dump(mode="json")))
+            finally:
+                screen.update(StatusTable(self.bench.describe()))
+
+    # -- what the station does on request ---------------------------------------------------------------------------
+
+    def _record_offer(self, offer: Offer) -> None:
+        holder = self.holder
+        self.store.record_catalog(
+            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(self._folder)
+        )
+        self.emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
+                  message=offer.message)  # fmt: skip
+
+    def _reload_catalog(self) -> None:
+        """SIGHUP: offer the catalog folder again; a refused catalog leaves the one in force."""
+        try:
+            self._record_offer(self.holder.offer(self._folder, datetime.now(UTC)))
+        except sqlite3.OperationalError:
+            # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
+            # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
+            log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")
+
+    def _reporting(self) -> dict[str, Any]:
+        """The broker link, the bridges and the outbox, for `reflash status` (docs/station.md)."""
+        reporter = self.reporter
+        if reporter is None:
+            return {"reporting": None}
+        return {"reporting": {**reporter.describe(), "last_ack_at": reporter.last_ack_at,
+                              "outbox": self.store.outbox_backlog()}}  # fmt: skip
 
 
-def _slot_state(view: SlotView) -> dict[str, Any]:
+class _CannotRecord(StartupRefused):
+    """The store opened but the start could not be written (a full or read-only disk)."""
+
+
+async def _supervise(name: str, work: Callable[[], Awaitable[None]], max_backoff_s: float = 30.0) -> None:
+    """Run `work` until it returns or is cancelled, restarting it with backoff when it fails: a view of the station
+    (the status file, the live table) must never take the station down, nor stop for good. Said once per kind of
+    failure."""
+    backoff, failing = 0.5, None
+    while True:
+        try:
+            await work()
+            return
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            if why != failing:
+                log.exception("the station's %s failed; restarting it", name)
+            failing = why
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+
+
+def _slot_state(slot: SlotSnapshot) -> dict[str, Any]:
     """A slot as the station stopped: what it was doing, why it could not go on, and how its last hub ended."""
     return {
-        "state": view.state,
-        "fault": view.fault,
-        "message": view.message or None,
-        "chf_id": view.chf_id,
-        "last_chf_id": view.last_chf_id,
-        "last_outcome": view.last_outcome,
-        "last_reason": view.last_reason,
+        "state": slot.state.value,
+        "fault": slot.fault.value if slot.fault else None,
+        "message": slot.message or None,
+        "chf_id": slot.chf_id,
+        "last_chf_id": slot.last_chf_id,
+        "last_outcome": slot.last_outcome.value if slot.last_outcome else None,
+        "last_reason": slot.last_reason,
     }
 
 
@@ -342,7 +477,6 @@ async def _drain_outbox(
             if time.monotonic() - start > unreachable_s:
                 return
         reporter.wake.set()
-        bench.write_status()
         await asyncio.sleep(0.1)
 
 

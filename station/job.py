@@ -48,7 +48,7 @@ from station.audit import AuditEntry
 from station.config import JobSettings, Tariff
 from station.messages import hub_result
 from station.outcome import Interruption, JobReason, Outcome
-from station.slot import SlotView
+from station.slot import SlotState, SlotView
 from station.store import FlashStep, JobRecord, Store
 
 __all__ = ["JobContext", "JobSettings", "NotScannedIn", "run_job"]
@@ -138,16 +138,16 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
         raise ProtocolError("the hub did not report its CHF and GPF device IDs")
     order_ref = store.open_order_for(chf_id)
     if order_ref is not None and (done := store.final_job(chf_id, order_ref)) is not None:
-        slot.begin("done", message=f"already {done.outcome} in order {order_ref}")
+        slot.enter(SlotState.DONE, f"already {done.outcome} in order {order_ref}")
         return None
     if order_ref is None and (last := store.latest_job(chf_id)) is not None and last.outcome == "UNEXPECTED":
         # Reported once as UNEXPECTED and still in no open order: a restart or a re-seat is not news for the DSP.
         # The hub is released by an order that names it (it is then processed) or by dispatching it.
-        slot.begin("done", message=f"already reported UNEXPECTED at {last.finished_at}; no open order names it")
+        slot.enter(SlotState.DONE, f"already reported UNEXPECTED at {last.finished_at}; no open order names it")
         return None
     if order_ref is not None and ctx.require_scan_in and not store.scanned_in(chf_id, order_ref):
         raise NotScannedIn(chf_id, order_ref)
-    slot.begin("deciding", chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, firmware=identity.firmware_version)
+    slot.hub(chf_id, gpf_id, order_ref, identity.firmware_version)
     # An interrupted job of this hub in this order is resumed, not begun again: the logs say which, as the audit does.
     resumes = any(
         job.order_ref == order_ref and job.state in ("interrupted", "running") for job in store.jobs(chf_id=chf_id)
@@ -166,11 +166,11 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
         ending = await _read_at_end(driver, ending)
     except asyncio.CancelledError:
         store.suspend_job(job_id, "station stopping", code=Interruption.STATION_STOPPING.value)
-        slot.begin("held", message="interrupted: station stopping")
+        slot.enter(SlotState.HELD, "interrupted: station stopping")
         raise
     except _Held as held:
         store.suspend_job(job_id, str(held), code=Interruption.NO_CATALOG.value)
-        slot.begin("held", message=str(held))
+        slot.enter(SlotState.HELD, str(held))
         ctx.emit("job_held", slot=slot.name, chf_id=chf_id, cause=str(held))
         return None
     except HubSwapped as swap:
@@ -183,13 +183,13 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
             expected=swap.expected.model_dump(),
             found=swap.found.model_dump(),
         )
-        slot.begin("held", message=f"hub swapped: {chf_id} left, {swap.found.chf_id} is on the jig")
+        slot.enter(SlotState.HELD, f"hub swapped: {chf_id} left, {swap.found.chf_id} is on the jig")
         ctx.emit("hub_swapped", slot=slot.name, chf_id=chf_id, found=swap.found.chf_id, job_id=job_id)
         return None
     except (LinkError, OSError) as exc:
         # The link failed outside the transfer's own retries, or the jig went away: no outcome yet.
         store.suspend_job(job_id, f"link failed: {exc}", code=Interruption.LINK_FAILED.value)
-        slot.begin("held", message=f"link failed: {exc}")
+        slot.enter(SlotState.HELD, f"link failed: {exc}")
         raise
     finally:
         driver.expect(None)
@@ -227,7 +227,7 @@ def _record(ctx: JobContext, job_id: int, order_ref: str | None, slot: SlotView,
         currency=ctx.tariff.currency,
         report=report,
     )
-    slot.finish(record.chf_id, ending.outcome.value, ending.reason)
+    slot.finish(record.chf_id, ending.outcome, ending.reason)
     ctx.emit(
         "job_finished",
         slot=slot.name,
@@ -378,7 +378,7 @@ async def _resume_activated(
             f"{step.upgrade_image_sha256[:16]} to prove it against",
             None, step.target, step.image_sha256, None, step.upgrade_image_sha256,
         )  # fmt: skip
-    slot.begin("verifying", target=step.target)
+    slot.enter(SlotState.VERIFYING, target=step.target)
     return await _activation_phase(driver, image, step.target, ctx, job_id, hub_sha=None, activate=None)
 
 
@@ -413,7 +413,7 @@ async def _transfer(
     bound = _transfer_bound(settings, timing, image.total_size)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
-    slot.begin("transferring", target=target, bytes_done=0, bytes_total=image.total_size)
+    slot.transferring(target, image.total_size)
     for attempt in range(settings.link_retries + 1):
         number = store.begin_attempt(job_id, f"transfer to {target}")
         try:
@@ -497,7 +497,7 @@ async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: Job
         ended = await _transfer(driver, image, slot, ctx, job_id, fail)
         if ended is not None:
             return ended
-        slot.begin("verifying")
+        slot.enter(SlotState.VERIFYING)
         timing = driver.timing()
         bound = _verify_bound(settings, timing, image.total_size)
         try:
@@ -518,7 +518,7 @@ async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: Job
         if proven:
             break
     assert verification is not None
-    slot.begin("activating")
+    slot.enter(SlotState.ACTIVATING)
     crash_point.reached("activating")
     return await _activation_phase(driver, image, target, ctx, job_id, hub_sha=verification.sha256, activate=sha)
 

@@ -40,6 +40,7 @@ from paho.mqtt.properties import Properties
 
 from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
 from station.config import MqttConfig, StationConfig
+from station.live_state import LiveState
 from station.messages import CHANNELS, ROOT, BridgeStatus, ResendRequest, SlotProgress, StationStatus, topic
 from station.schema_check import PayloadChecker
 from station.store import OutboxRow, Store
@@ -117,7 +118,7 @@ class Reporter:
         birth: dict[str, Any],
         resolve: Callable[[Path], Path] = lambda p: p,
         batch: int = 500,
-        telemetry: Callable[[], list[dict[str, Any]]] | None = None,
+        telemetry: LiveState | None = None,
         telemetry_interval_s: float = 1.0,
         speaks_for_station: bool = True,
         client_id: str | None = None,
@@ -414,9 +415,16 @@ class Reporter:
         outbox, and expiring (MQTT v5 message expiry) so that a late reader gets nothing stale."""
         assert self.telemetry is not None
         properties = publish_properties(expiry_s=_EXPIRY["slot"])
-        while True:
-            for view in self.telemetry():
-                if self._telemetry_sent.get(view["slot"]) == view:
+        # A subscriber of the live state: woken by a change, at most once per interval; each slot that has a hub
+        # and changed since it was last sent is published.
+        async for snapshot in self.telemetry.subscribe(min_interval_s=self.telemetry_interval_s):
+            for slot in snapshot.slots:
+                if slot.chf_id is None:
+                    continue
+                view = {"slot": slot.name, "state": slot.state.value, "chf_id": slot.chf_id,
+                        "bytes_done": slot.bytes_done, "bytes_total": slot.bytes_total,
+                        "bytes_per_s": slot.bytes_per_s}  # fmt: skip
+                if self._telemetry_sent.get(slot.name) == view:
                     continue
                 progress = SlotProgress.model_validate(
                     {"schema": "reflash.slot-progress/1.1", "station": self.station, "at": datetime.now(UTC), **view}
@@ -425,8 +433,7 @@ class Reporter:
                 await client.publish(
                     where, progress.model_dump_json(by_alias=True).encode(), qos=0, properties=properties
                 )
-                self._telemetry_sent[view["slot"]] = dict(view)
-            await asyncio.sleep(self.telemetry_interval_s)
+                self._telemetry_sent[slot.name] = view
 
     def _record_published(self) -> None:
         """Write the PUBACKs not yet recorded. Raises sqlite3.OperationalError when the store still cannot."""

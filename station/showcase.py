@@ -172,28 +172,35 @@ async def run_demo(
     """Run the demo in `workdir` (made afresh). Returns each hub's outcome beside the SMI."""
     world = build_demo_world(workdir, CONFIG_DIR)
     hubs = world.scenario.bench(slots)
-    logging.getLogger("station.reporter").setLevel(logging.ERROR)
-    with Mosquitto(workdir / "mosquitto") as broker:
-        config = load_config(write_station_config(world, hubs, broker.url))
-        # The operator's part before the bench runs: import the DCC request and scan the box of hubs in.
-        store = Store.from_config(config)
-        store.import_order(read_order_file(write_order(world, hubs)))
-        for n, _ in enumerate(hubs, 1):
-            store.receive(ORDER_REF, device_id(n, 1))
-        store.close()
-        bridge = DspBridge(broker.url, workdir / "smi.db", name="demo-dsp-bridge")
-        bridge_task = asyncio.create_task(bridge.run(), name="dsp-bridge")
-        try:
-            await asyncio.wait_for(bridge.subscribed.wait(), 15)
-            settings = JobSettings(retry_backoff_s=0.2, readback_tries=20, readback_interval_s=0.25)
-            await run_station(
-                config, once=True, log_format="none" if quiet else "text", live=live, job_settings=settings
-            )
-        finally:
-            bridge.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(bridge_task, 10)
-            bridge.smi.close()
+    # The demo shows its own table; the reporter's connection notices are noise there (restored after, so that a
+    # process that goes on, a test run, keeps its logging as it was).
+    reporter_log = logging.getLogger("station.reporter")
+    level = reporter_log.level
+    reporter_log.setLevel(logging.ERROR)
+    try:
+        with Mosquitto(workdir / "mosquitto") as broker:
+            config = load_config(write_station_config(world, hubs, broker.url))
+            # The operator's part before the bench runs: import the DCC request and scan the box of hubs in.
+            store = Store.from_config(config)
+            store.import_order(read_order_file(write_order(world, hubs)))
+            for n, _ in enumerate(hubs, 1):
+                store.receive(ORDER_REF, device_id(n, 1))
+            store.close()
+            bridge = DspBridge(broker.url, workdir / "smi.db", name="demo-dsp-bridge")
+            bridge_task = asyncio.create_task(bridge.run(), name="dsp-bridge")
+            try:
+                await asyncio.wait_for(bridge.subscribed.wait(), 15)
+                settings = JobSettings(retry_backoff_s=0.2, readback_tries=20, readback_interval_s=0.25)
+                await run_station(
+                    config, once=True, log_format="none" if quiet else "text", live=live, job_settings=settings
+                )
+            finally:
+                bridge.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(bridge_task, 10)
+                bridge.smi.close()
+    finally:
+        reporter_log.setLevel(level)
     smi = SmiStore(workdir / "smi.db")
     firmware = {row["device_id"]: row["firmware_version"] for row in smi.devices()}
     smi.close()

@@ -6,6 +6,7 @@ fast: it needs neither the daemon nor the store.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,14 @@ from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
+from station.atomic_file import write_atomically
 from station.display_text import display_cell, display_text
 
 if TYPE_CHECKING:
     from station.config import StationConfig
+    from station.live_state import LiveState, StationSnapshot
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_STORE",
@@ -78,6 +83,36 @@ class StatusTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield render_status(self.status, width=options.max_width)
+
+
+class StatusFile:
+    """status.json, kept by the daemon: a subscriber of the live state that rewrites the file on every change (at
+    most every `interval_s`) and at least that often while nothing changes, since the file's age is how `reflash
+    status` and one-shot commands know that a station runs. A full or read-only disk is said once when writes start
+    failing and once when they work again; the station goes on either way."""
+
+    def __init__(self, path: Path, interval_s: float = 0.5) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._failing = False
+
+    async def follow(self, live: LiveState) -> None:
+        async for snapshot in live.subscribe(min_interval_s=self.interval_s, heartbeat_s=self.interval_s):
+            self.write(snapshot)
+
+    def write(self, snapshot: StationSnapshot) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.path, json.dumps(snapshot.model_dump(mode="json"), indent=1), durable=False)
+        except OSError as exc:
+            if not self._failing:
+                log.error("cannot write the live status %s: %s; retrying every %.1f s", self.path,
+                          exc.strerror or exc, self.interval_s)  # fmt: skip
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("the live status %s is written again", self.path)
+        self._failing = False
 
 
 def render_status(status: dict[str, Any], width: int | None = None) -> Table:

@@ -18,8 +18,10 @@ import pytest
 from firmware_catalog.hub import format_eui64
 from firmware_catalog.keys import generate_key
 from station.audit import AuditEntry
+from station.live_state import LiveState, StationSnapshot, Totals
 from station.orders import OrderRequest
 from station.outcome import Outcome
+from station.slot import SlotSnapshot
 from station.store import Actor, JobRecord, Store
 
 ACTOR = Actor(station="st-north-01", operator="op-0042", facility="SSC-TRIAGE-2026-017")
@@ -35,6 +37,18 @@ def import_and_scan_in(store: Store, request: OrderRequest) -> None:
     store.import_order(request)
     for chf_id, _ in request.hubs:
         assert store.receive(request.ref, chf_id)
+
+
+def live_state_of(views: Callable[[], list[dict[str, Any]]]) -> LiveState:
+    """A live state whose slots are `views()` (name, state, chf_id, bytes...), as a bench would publish them; the
+    test calls `changed()` when it changes a view."""
+
+    def build() -> StationSnapshot:
+        slots = [SlotSnapshot(**{"name": v["slot"], **{k: x for k, x in v.items() if k != "slot"}}) for v in views()]
+        totals = Totals(hubs=0, outcomes={}, hubs_per_hour=0, bytes_per_s=0.0, uptime_s=0.0)
+        return StationSnapshot(station="test", stopped=False, updated_at=0.0, slots=slots, totals=totals)
+
+    return LiveState(build)
 
 
 def simple_report(job: JobRecord, entry: AuditEntry, message_id: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from station.messages import topic
 from station.mosquitto import Mosquitto
 from station.reporter import Reporter
 from station.store import Store
-from tests.station.conftest import ACTOR, hub_id
+from tests.station.conftest import ACTOR, hub_id, live_state_of
 from tests.station.test_reporting import REGION, eventually, finish_jobs
 
 BIRTH = {"software_version": "test", "facility": ACTOR.facility, "slots": 1}
@@ -137,7 +137,7 @@ async def test_a_failing_reporter_leaves_offline_as_the_last_word(store: Store, 
         raise RuntimeError("telemetry bug")
 
     config = MqttConfig(url=mosquitto.url)
-    reporter = Reporter(store, config, station="st-fails", region=REGION, birth=BIRTH, telemetry=broken)
+    reporter = Reporter(store, config, station="st-fails", region=REGION, birth=BIRTH, telemetry=live_state_of(broken))
     seen: list[dict[str, Any]] = []
     async with watcher(mosquitto) as client:
         await client.subscribe(status, qos=1)
@@ -159,7 +159,8 @@ async def test_telemetry_only_on_change_and_expiring(store: Store, mosquitto: Mo
             "bytes_per_s": 5.0}  # fmt: skip
     config = MqttConfig(url=mosquitto.url)
     reporter = Reporter(store, config, station="st-quiet", region=REGION, birth=BIRTH,
-                        telemetry=lambda: [dict(view)], telemetry_interval_s=0.05)  # fmt: skip
+                        telemetry=(live := live_state_of(lambda: [dict(view)])),
+                        telemetry_interval_s=0.05)  # fmt: skip
     seen: list[aiomqtt.Message] = []
     async with watcher(mosquitto) as client:
         await client.subscribe(topic("slot", region=REGION, station="st-quiet", slot="A1"), qos=0)
@@ -169,6 +170,7 @@ async def test_telemetry_only_on_change_and_expiring(store: Store, mosquitto: Mo
                 seen.append(await anext(aiter(client.messages)))
             await asyncio.sleep(0.5)  # ten ticks, nothing changed
             view["bytes_done"] = 20
+            live.changed()
             async with asyncio.timeout(10):
                 seen.append(await anext(aiter(client.messages)))
             await asyncio.sleep(0.3)

@@ -5,14 +5,18 @@ say a long transfer's progress, say a resumed job is resumed, and never print a 
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from jsonschema import Draft202012Validator
 from rich.console import Console
 
+from drivers.jig import JigDriver
 from firmware_catalog.catalog import load_catalog
 from firmware_catalog.keys import load_public_key
 from station import job as job_module
@@ -21,12 +25,15 @@ from station.config import JobSettings, Tariff
 from station.daemon import _emitter
 from station.demo import DemoWorld, build_demo_world
 from station.job import JobContext
+from station.live_state import status_schema
 from station.orders import OrderRequest
-from station.status_view import StatusTable, summary_line
+from station.slot import SlotFault
+from station.status_view import StatusFile, StatusTable, summary_line
 from station.store import Store
 from tests.station.conftest import ACTOR, hub_id, import_and_scan_in
 from tests.station.test_bench_e2e import HUBS, sim_jig
 
+DOCS = Path(__file__).parents[2] / "docs"
 LONG = "transferring: a message long enough to need more than the columns an 80-column terminal has left"
 
 
@@ -150,3 +157,26 @@ async def test_a_long_transfer_is_said_as_it_goes_and_a_resumed_job_as_resumed(
     assert [event for event, _ in events if event.startswith("job_")] == ["job_resumed", "job_finished"]
     (job,) = store.jobs()
     assert (job.outcome, job.firmware_after) == ("REFLASHED", hub.after)
+
+
+def test_the_status_file_schema_is_generated_from_the_model_and_a_real_file_passes_it(tmp_path: Path) -> None:
+    committed = json.loads((DOCS / "status-file.schema.json").read_text())
+    assert committed == status_schema(), "stale: run `python -m station.live_state > docs/status-file.schema.json`"
+    Draft202012Validator.check_schema(committed)
+    bench = Bench(
+        {"A1": cast(JigDriver, None), "A2": cast(JigDriver, None)}, cast(JobContext, SimpleNamespace(station="st-1"))
+    )
+    bench.views["A1"].hub(hub_id(1), hub_id(1001), "DCC-1", "01000000")
+    bench.views["A1"].transferring("01020000", 1000)
+    bench.views["A1"].progress(500, 1000)
+    bench.views["A2"].fail(SlotFault.LINK_FAILED, "link failed: reset by peer")
+    status = StatusFile(tmp_path / "status.json")
+    status.write(bench.snapshot())
+    data = json.loads((tmp_path / "status.json").read_text())
+    Draft202012Validator(committed).validate(data)
+    assert [(s["name"], s["state"], s["fault"]) for s in data["slots"]] == [
+        ("A1", "transferring", None),
+        ("A2", "error", "LINK_FAILED"),
+    ]
+    # `reflash status` reads the same file (it imports neither pydantic nor the daemon).
+    assert "A1" in "\n".join(rendered(data, 120))

@@ -20,7 +20,7 @@ from station.mosquitto import Mosquitto
 from station.outcome import Outcome
 from station.reporter import Reporter
 from station.store import JobRecord, Store
-from tests.station.conftest import ACTOR, hub_id
+from tests.station.conftest import ACTOR, hub_id, live_state_of
 
 REGION = "North"
 
@@ -264,7 +264,7 @@ async def test_slot_progress_telemetry_at_qos0(store: Store, mosquitto: Mosquitt
     birth = {"software_version": "test", "facility": ACTOR.facility, "slots": 1}
     config = MqttConfig(url=mosquitto.url)
     reporter = Reporter(store, config, station="st-telemetry", region=REGION, birth=birth,
-                        telemetry=lambda: [view], telemetry_interval_s=0.1)  # fmt: skip
+                        telemetry=live_state_of(lambda: [view]), telemetry_interval_s=0.1)  # fmt: skip
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"watch-{uuid.uuid4()}") as client:
         await client.subscribe(topic("slot", region=REGION, station="st-telemetry", slot="A1"), qos=0)
         task = asyncio.create_task(reporter.run())
