@@ -476,8 +476,12 @@ async def _drain_outbox(
                 said = True
             if time.monotonic() - start > unreachable_s:
                 return
+        reporter.outbox_changed.clear()
         reporter.wake.set()
-        await asyncio.sleep(0.1)
+        # Woken when the reporter records a PUBACK, an ack or a refusal; the timeout only bounds the wait for a
+        # broker that stays away (the reporter's own reconnects do not touch the outbox).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reporter.outbox_changed.wait(), 0.5)
 
 
 def _unconfirmed_at_exit(store: Store, reporter: Reporter, emit: Any) -> int:

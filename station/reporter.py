@@ -137,6 +137,9 @@ class Reporter:
         )
         self._settings = client_settings(config, resolve)
         self.wake = asyncio.Event()
+        # Set whenever outbox rows change state here (published, acked, refused): `run --once` waits on it, not on a
+        # timer, for its results to settle.
+        self.outbox_changed = asyncio.Event()
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
         # PUBACKs the store could not record yet (disk full): recorded first when it can write again, never lost
@@ -401,6 +404,7 @@ class Reporter:
             if len(client.messages) == 0 or len(pending) >= self.batch:
                 try:
                     self.store.outbox_acked(pending)
+                    self.outbox_changed.set()
                 except sqlite3.OperationalError:
                     # The store said it cannot write. Keep the acks and record them with the next one; if none
                     # comes, the rows stay at_broker, are published again, and the bridge acks them again.
@@ -444,6 +448,7 @@ class Reporter:
             self.store.outbox_published(list(chosen), needs_ack=needs_ack, retry_at=chosen)
             for message_id in chosen:
                 del self._unrecorded[message_id]
+        self.outbox_changed.set()
 
     async def _store_pause(self) -> None:
         """After a store error: wait (doubling, up to a few seconds) before trying the store again."""
@@ -507,6 +512,7 @@ class Reporter:
                 self.store.outbox_refused(
                     [(row.message_id, str(exc), self._retry_at(row.refusals + 1)) for row, exc in refused]
                 )
+                self.outbox_changed.set()
         failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, BrokerRefused)), None)
         if failure is not None:
             raise failure
