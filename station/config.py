@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from firmware_catalog.errors import format_validation_error
 from station.identifier import Label, Name
+from station.outcome import Outcome
 
 __all__ = [
     "CatalogConfig",
@@ -78,9 +79,14 @@ class Tariff(_Section):
             raise ValueError("a charge cannot be negative")
         return value
 
-    def pence(self, outcome: str) -> int:
-        amount: Decimal = getattr(self, outcome)
+    def pence(self, outcome: Outcome) -> int:
+        amount: Decimal = getattr(self, outcome.value)
         return int((amount * 100).to_integral_value())
+
+
+# One charge per outcome: an outcome added to station/outcome.py without its charge here fails at import, not on a bill.
+if set(Tariff.model_fields) - {"currency"} != {outcome.value for outcome in Outcome}:
+    raise TypeError("Tariff must have exactly one charge per Outcome")
 
 
 class MqttConfig(_Section):

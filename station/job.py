@@ -223,7 +223,7 @@ def _record(ctx: JobContext, job_id: int, order_ref: str | None, slot: SlotView,
         image_sha256=ending.image_sha256,
         hub_sha256=ending.hub_sha256,
         upgrade_image_sha256=ending.upgrade_image_sha256,
-        charge_pence=ctx.tariff.pence(ending.outcome.value) if order_ref is not None else 0,
+        charge_pence=ctx.tariff.pence(ending.outcome) if order_ref is not None else 0,
         currency=ctx.tariff.currency,
         report=report,
     )

@@ -24,6 +24,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from station.identifier import topic_level
+from station.outcome import Outcome
 
 if TYPE_CHECKING:
     from station.store import JobRecord
@@ -59,7 +60,6 @@ DeviceId = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{2}(-[0-9A-F]{2})
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^/#+\s]+$")]
 # A UUID as RFC 9562 writes it: lower-case hex with hyphens (what the JSON Schema `uuid` format accepts too).
 MessageId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
-Outcome = Literal["REFLASHED", "ALREADY_CURRENT", "REFUSED", "FAILED", "QUARANTINED", "SCRAP", "UNEXPECTED"]
 
 
 class _Message(BaseModel):

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from station.atomic_file import write_atomically
 from station.display_text import display_cell, display_text
+from station.outcome import Outcome
 
 if TYPE_CHECKING:
     from station.config import StationConfig
@@ -38,15 +39,19 @@ __all__ = [
 DEFAULT_STORE = "state/station.db"
 # The daemon rewrites its status file every half second; older than this, no daemon is running.
 _RUNNING_WITHIN_S = 5.0
-_OUTCOME_STYLE = {
-    "REFLASHED": "green",
-    "ALREADY_CURRENT": "cyan",
-    "REFUSED": "yellow",
-    "FAILED": "red",
-    "QUARANTINED": "bold red",
-    "SCRAP": "magenta",
-    "UNEXPECTED": "bold yellow",
+# Each outcome's colour; the outcome is always written out too, so colour is never the only signal. One entry per
+# Outcome (checked below), so that a new outcome cannot be shown without one.
+OUTCOME_STYLE: dict[Outcome, str] = {
+    Outcome.REFLASHED: "green",
+    Outcome.ALREADY_CURRENT: "cyan",
+    Outcome.REFUSED: "yellow",
+    Outcome.FAILED: "red",
+    Outcome.QUARANTINED: "bold red",
+    Outcome.SCRAP: "magenta",
+    Outcome.UNEXPECTED: "bold yellow",
 }
+if set(OUTCOME_STYLE) != set(Outcome):
+    raise TypeError("OUTCOME_STYLE must have exactly one style per Outcome")
 
 
 def status_path_of(store: Path) -> Path:
@@ -150,7 +155,7 @@ def render_status(status: dict[str, Any], width: int | None = None) -> Table:
         eta = _duration(slot["eta_s"]) if slot["eta_s"] is not None else ""
         last = slot["last_outcome"] or ""
         reason = slot["last_reason"] or ""
-        outcome = display_cell(last, _OUTCOME_STYLE.get(last, ""))
+        outcome = display_cell(last, OUTCOME_STYLE[Outcome(last)] if last in Outcome.__members__ else "")
         if last and reason and reason != last:
             outcome.append(" " + display_text(reason))
         chf = slot["chf_id"] or ""

@@ -13,11 +13,11 @@ from rich.table import Table
 from firmware_catalog.errors import CatalogError
 from station.cli.output import EXIT_INPUT, console, print_json
 from station.mosquitto import MosquittoMissing
+from station.outcome import Outcome
 from station.showcase import run_demo
+from station.status_view import OUTCOME_STYLE
 
 __all__ = ["demo"]
-
-_STYLE = {"REFLASHED": "green", "ALREADY_CURRENT": "cyan", "REFUSED": "yellow", "SCRAP": "magenta"}
 
 
 @click.command()
@@ -57,7 +57,8 @@ def demo(workdir: str, slots: int | None, as_json: bool, live: bool | None) -> N
         flexible = compact and column == "reason"
         table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if flexible else None)
     for n, r in enumerate(results, 1):
-        style = _STYLE.get(r.outcome or "", "red")
+        # The demo's expected outcomes in their colours; anything else (a failure, a hub in quarantine) in red.
+        style = OUTCOME_STYLE[Outcome(r.outcome)] if r.outcome and r.outcome in Outcome.__members__ else "red"
         changed = r.firmware_after and r.firmware_after != r.firmware_before
         firmware = f"{r.firmware_before}{'→' if compact else '->'}{r.firmware_after}" if changed else r.firmware_before
         smi = [r.smi_chf_firmware or "-", r.smi_gpf_firmware or "-"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from station.outcome import JOB_REASONS
+from station.outcome import JOB_REASONS, Outcome
 
 DOC = Path(__file__).parents[2] / "docs" / "station.md"
 
@@ -29,7 +29,7 @@ def test_example_station_config_loads() -> None:
     assert config.station.operator
     assert config.mqtt is not None
     assert [slot.driver for slot in config.slots] == ["serial", "usb", "tcp"]
-    assert config.tariff.pence("REFLASHED") == 980
+    assert config.tariff.pence(Outcome.REFLASHED) == 980
     from station.config import JobSettings
 
     assert config.job == JobSettings()  # the example shows the defaults
