@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivers.jig import JigDriver
+from drivers.jig_driver import JigDriver
 from drivers.maintenance_port import SessionSettings
 from drivers.url_jig import UrlJig
 from firmware_catalog.hub import HubIdentity

@@ -23,7 +23,8 @@ from typing import Any
 
 from drivers.frame import ProofRegion, proof_mac
 from drivers.jig import flash
-from drivers.maintenance_port import MaintenancePort, Proof, SessionSettings
+from drivers.jig_driver import ImageRegion, Proof
+from drivers.maintenance_port import MaintenancePort, SessionSettings
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
@@ -42,7 +43,7 @@ class _TimedJig(SimJig):
 
     proof_s: list[float]
 
-    async def prove(self, image: UpgradeImage, region: ProofRegion) -> Proof:
+    async def prove(self, image: UpgradeImage, region: ImageRegion) -> Proof:
         started = time.perf_counter()
         try:
             return await super().prove(image, region)

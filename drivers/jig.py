@@ -1,107 +1,48 @@
-"""The jig driver seam: a small async interface, a registry of drivers by config name, and `flash`.
+"""The maintenance-port jig driver, and `flash`: a hub re-flashed through any `JigDriver`.
 
-A driver is a transport opener plus the maintenance-port session: `MaintenancePortJig` takes any coroutine that opens
-a `Transport` (serial, TCP, USB, an in-memory link) and does the rest, reopening the transport after a link error
-so that the next call resumes. A transport that cannot be opened (`OSError`: refused, unplugged, missing) is a link
+`MaintenancePortJig` is a transport opener plus the maintenance-port session: it takes any coroutine that opens a
+`Transport` (serial, TCP, USB, an in-memory link) and does the rest, reopening the transport after a link error so
+that the next call resumes. A transport that cannot be opened (`OSError`: refused, unplugged, missing) is a link
 failure like a closed or silent one: every retry loop here counts it against the same `link_retries`
-(`LINK_FAILURES`). Once told which hub to expect (`expect`), every IDENTIFY is checked against it, so a
-hub swapped for another between two connections raises `HubSwapped` before anything else is sent to it. The registry
-maps the names used in configuration to driver classes, by import path
-so that `drivers` never imports the packages that provide them (`sim` lives in `simulators`).
+(`LINK_FAILURES`). Once told which hub to expect (`expect`), every IDENTIFY is checked against it, so a hub swapped
+for another between two connections raises `HubSwapped` before anything else is sent to it. The seam itself
+(`JigDriver` and its values) is `drivers.jig_driver`; the names configuration uses, `drivers.driver_registry`.
 """
 
 from __future__ import annotations
 
-import abc
-import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from drivers.errors import ActivationFailed, HubSwapped, LinkError, ProofFailed, VerificationFailed
-from drivers.frame import ActivationCode, ProofRegion
-from drivers.maintenance_port import (
-    DEFAULT_LINE_BAUD,
-    MIN_NEGOTIATED_PAYLOAD,
+from drivers.errors import ActivationFailed, HubSwapped, ProofFailed, VerificationFailed
+from drivers.jig_driver import (
+    LINK_FAILURES,
     Activation,
-    BaudControl,
-    LinkTiming,
-    MaintenancePort,
+    ActivationStatus,
+    ImageRegion,
+    JigDriver,
+    Progress,
     Proof,
-    SessionSettings,
+    TransferStats,
     Verification,
     VersionInfo,
 )
-from drivers.transfer import Progress, TransferStats
-from drivers.transport import Transport
+from drivers.maintenance_port import (
+    DEFAULT_LINE_BAUD,
+    MIN_NEGOTIATED_PAYLOAD,
+    WIRE_REGIONS,
+    LinkTiming,
+    MaintenancePort,
+    SessionSettings,
+)
+from drivers.transport import BaudRateControl, Transport
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage
 
-__all__ = [
-    "LINK_FAILURES",
-    "FlashResult",
-    "JigDriver",
-    "MaintenancePortJig",
-    "OpenedLink",
-    "TransportOpener",
-    "driver_class",
-    "driver_names",
-    "flash",
-    "register_driver",
-]
+__all__ = ["FlashResult", "MaintenancePortJig", "OpenedLink", "TransportOpener", "flash"]
 
 _T = TypeVar("_T")
-
-# What a retry can cure: the session's link failed (closed, silent), or the transport could not be opened at all
-# (OSError from the opener: connection refused, port missing). Retried alike, by the same configured counts.
-LINK_FAILURES: tuple[type[Exception], ...] = (LinkError, OSError)
-
-
-class JigDriver(abc.ABC):
-    """What the station needs from one jig slot with one hub on it."""
-
-    # The hub this driver must be talking to; set by `expect`, None = whichever hub answers.
-    expected: HubIdentity | None = None
-
-    def expect(self, identity: HubIdentity | None) -> None:
-        """From now on, a hub whose identity differs from `identity` (CHF ID, GPF ID, manufacturer, model, hardware
-        version, and serial when both have one) raises `HubSwapped`. None stops checking."""
-        self.expected = identity
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> JigDriver:
-        """Build the driver from its config table; each driver documents its keys."""
-        raise NotImplementedError(f"{cls.__name__} cannot be built from configuration")
-
-    def timing(self) -> LinkTiming:
-        """The line this driver talks over, for the nominal time of each part of a flash (deadlines)."""
-        return LinkTiming(DEFAULT_LINE_BAUD, MIN_NEGOTIATED_PAYLOAD, 1)
-
-    @abc.abstractmethod
-    async def identify(self) -> HubIdentity: ...
-
-    @abc.abstractmethod
-    async def transfer(self, image: UpgradeImage, progress: Progress | None = None) -> TransferStats: ...
-
-    @abc.abstractmethod
-    async def verify(self) -> Verification: ...
-
-    @abc.abstractmethod
-    async def prove(self, image: UpgradeImage, region: ProofRegion) -> Proof:
-        """Have the hub prove it holds the whole of `image` in `region` (offset 0, length total_size)."""
-
-    @abc.abstractmethod
-    async def erase(self) -> None:
-        """Make the hub forget its staged image and any partial transfer."""
-
-    @abc.abstractmethod
-    async def activate(self, sha256: str, image_sha256: str) -> Activation: ...
-
-    @abc.abstractmethod
-    async def read_version(self) -> VersionInfo: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +50,7 @@ class OpenedLink:
     """What a transport opener returns: the byte stream, and its rate control if it is a UART."""
 
     transport: Transport
-    baud: BaudControl | None = None
+    baud: BaudRateControl | None = None
 
 
 TransportOpener = Callable[[], Awaitable[OpenedLink]]
@@ -192,8 +133,8 @@ class MaintenancePortJig(JigDriver):
     async def verify(self) -> Verification:
         return await self._call(lambda port: port.verify(self._image_size))
 
-    async def prove(self, image: UpgradeImage, region: ProofRegion) -> Proof:
-        return await self._call(lambda port: port.prove(image.raw, region))
+    async def prove(self, image: UpgradeImage, region: ImageRegion) -> Proof:
+        return await self._call(lambda port: port.prove(image.raw, WIRE_REGIONS[region]))
 
     async def erase(self) -> None:
         await self._call(lambda port: port.erase())
@@ -206,39 +147,6 @@ class MaintenancePortJig(JigDriver):
 
     async def close(self) -> None:
         await self._drop()
-
-
-# Config name -> "module:Class". Imported on first use so that `drivers` depends on no provider package.
-_REGISTRY: dict[str, str | type[JigDriver]] = {
-    "serial": "drivers.url_jig:UrlJig",
-    "sim": "simulators.jig:SimJig",
-    "tcp": "drivers.url_jig:UrlJig",
-    "usb": "drivers.url_jig:UrlJig",
-}
-
-
-def register_driver(name: str, driver: str | type[JigDriver]) -> None:
-    """Make `name` usable in configuration; `driver` is a class or a "module:Class" path."""
-    _REGISTRY[name] = driver
-
-
-def driver_names() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
-
-
-def driver_class(name: str) -> type[JigDriver]:
-    """The driver class configured as `name`. Raises KeyError naming the known drivers."""
-    try:
-        entry = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown jig driver {name!r}; known: {', '.join(driver_names())}") from None
-    if isinstance(entry, str):
-        module, _, attribute = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attribute)
-        if not (isinstance(entry, type) and issubclass(entry, JigDriver)):
-            raise TypeError(f"jig driver {name!r} ({_REGISTRY[name]}) is not a JigDriver")
-        _REGISTRY[name] = entry
-    return entry
 
 
 @dataclass(frozen=True)
@@ -322,14 +230,14 @@ async def _flash(driver: JigDriver, image: UpgradeImage, progress: Progress | No
     stats, verification = await _transfer_and_verify(driver, image, progress, link_retries)
     attempts.append(stats)
     erased = stats.erased
-    staged = await driver.prove(image, ProofRegion.STAGED)
+    staged = await driver.prove(image, ImageRegion.STAGED)
     if not staged.ok:
         # The hub's word (ACKs, VERIFY) said it holds the image; its bytes say otherwise. Start again, once.
         await driver.erase()
         erased = True
         stats, verification = await _transfer_and_verify(driver, image, progress, link_retries)
         attempts.append(stats)
-        staged = await driver.prove(image, ProofRegion.STAGED)
+        staged = await driver.prove(image, ImageRegion.STAGED)
         if not staged.ok:
             raise _proof_failure(staged, image, "the staged image after an erase and a second transfer")
     target = f"{image.file_version:08X}"
@@ -343,17 +251,17 @@ async def _flash(driver: JigDriver, image: UpgradeImage, progress: Progress | No
         except LINK_FAILURES as again:
             raise dropped from again
     else:
-        if activation.code != ActivationCode.SUCCESS:
+        if activation.status is not ActivationStatus.SUCCESS:
             raise ActivationFailed(
                 activation.code,
                 int(activation.running_version, 16),
-                f"CS06 {activation.code.value} {activation.code.name}; hub runs {activation.running_version}",
+                f"CS06 {activation.code} {activation.status.name}; hub runs {activation.running_version}",
             )
         version = await _with_link_retries(driver.read_version, link_retries)
     if version.running_version != target:
         if activation is None:
             raise ActivationFailed(
-                ActivationCode.ACTIVATION_FAILURE,
+                ActivationStatus.ACTIVATION_FAILURE,
                 int(version.running_version, 16),
                 f"link dropped at ACTIVATE; after reconnecting the hub runs {version.running_version}, "
                 f"not the target {target}",
@@ -363,7 +271,7 @@ async def _flash(driver: JigDriver, image: UpgradeImage, progress: Progress | No
             int(version.running_version, 16),
             f"hub reported Success but runs {version.running_version}, not the target {target}",
         )
-    running = await _with_link_retries(lambda: driver.prove(image, ProofRegion.RUNNING), link_retries)
+    running = await _with_link_retries(lambda: driver.prove(image, ImageRegion.RUNNING), link_retries)
     if not running.ok:
         raise _proof_failure(running, image, f"it runs the target image {target}")
     return FlashResult(verification, activation, version, staged, running, attempts, erased)

@@ -16,7 +16,7 @@ import hmac
 import math
 import secrets
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from drivers.deframer import Deframer
 from drivers.errors import LinkClosed, LinkTimeout, ProofFailed, ProtocolError, TransferRefused
@@ -36,8 +36,18 @@ from drivers.frame import (
     RefuseReason,
     proof_mac,
 )
-from drivers.transfer import DATA_HEADER_SIZE, Progress, TransferEngine, TransferStats, choose_compression
-from drivers.transport import Transport
+from drivers.jig_driver import (
+    Activation,
+    ActivationStatus,
+    ImageRegion,
+    Progress,
+    Proof,
+    TransferStats,
+    Verification,
+    VersionInfo,
+)
+from drivers.transfer import DATA_HEADER_SIZE, TransferEngine, choose_compression
+from drivers.transport import BaudRateControl, Transport
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage
 
@@ -46,15 +56,11 @@ __all__ = [
     "MIN_NEGOTIATED_PAYLOAD",
     "PROVE_SECONDS_PER_MIB",
     "ROUND_TRIP_ALLOWANCE_S",
-    "Activation",
-    "BaudControl",
+    "WIRE_REGIONS",
     "HubStatus",
     "LinkTiming",
     "MaintenancePort",
-    "Proof",
     "SessionSettings",
-    "Verification",
-    "VersionInfo",
 ]
 
 MIN_NEGOTIATED_PAYLOAD = 4096
@@ -75,13 +81,15 @@ _DEFAULT_ANSWER_PAYLOAD = 64
 # An ACK or NAK to a DATA frame: next_offset and a reason byte.
 _DATA_ANSWER_BYTES = FRAME_OVERHEAD + 5
 
-
-class BaudControl(Protocol):
-    """A transport that can change its line rate (a UART); `baud` is the rate in use."""
-
-    baud: int
-
-    async def set_baud(self, baud: int) -> None: ...
+# The seam's neutral values and their codes on this wire (drivers.jig_driver).
+WIRE_REGIONS = {ImageRegion.STAGED: ProofRegion.STAGED, ImageRegion.RUNNING: ProofRegion.RUNNING}
+_REGIONS = {wire: region for region, wire in WIRE_REGIONS.items()}
+_STATUSES = {
+    ActivationCode.SUCCESS: ActivationStatus.SUCCESS,
+    ActivationCode.NO_IMAGE_HELD: ActivationStatus.NO_IMAGE_HELD,
+    ActivationCode.HASH_MISMATCH: ActivationStatus.HASH_MISMATCH,
+    ActivationCode.ACTIVATION_FAILURE: ActivationStatus.ACTIVATION_FAILURE,
+}
 
 
 @dataclass(frozen=True)
@@ -163,42 +171,6 @@ class LinkTiming:
 
 
 @dataclass(frozen=True)
-class Verification:
-    """The hub's own view of what it holds: bytes held, the image size, its Manufacturer Image hash, its verdict."""
-
-    held: int
-    total_size: int
-    sha256: str
-    signature_ok: bool
-
-
-@dataclass(frozen=True)
-class Activation:
-    """A CS06 outcome and the firmware version (8 hex digits) running afterwards."""
-
-    code: ActivationCode
-    running_version: str
-
-
-@dataclass(frozen=True)
-class Proof:
-    """The answer to one PROVE: `ok` only when the hub holds `offset + length` bytes in `region` and its MAC over
-    them, keyed by this request's fresh nonce, equals the station's own."""
-
-    region: ProofRegion
-    offset: int
-    length: int
-    held: int
-    ok: bool
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    running_version: str
-    staged_version: str | None
-
-
-@dataclass(frozen=True)
 class HubStatus:
     state: HubState
     held: int
@@ -212,7 +184,7 @@ class MaintenancePort:
     """One session with one hub over one Transport. Use `async with`, or `start()` and `close()`."""
 
     def __init__(
-        self, transport: Transport, settings: SessionSettings | None = None, baud: BaudControl | None = None
+        self, transport: Transport, settings: SessionSettings | None = None, baud: BaudRateControl | None = None
     ) -> None:
         self.transport = transport
         self.settings = settings or SessionSettings()
@@ -238,8 +210,8 @@ class MaintenancePort:
     def line_baud(self) -> int:
         """The line's rate: the UART's when the transport has one, else `SessionSettings.line_baud`, else the
         rate sessions open at (`DEFAULT_LINE_BAUD`)."""
-        if self.baud is not None and self.baud.baud > 0:
-            return self.baud.baud
+        if self.baud is not None and self.baud.baudrate > 0:
+            return self.baud.baudrate
         return self.settings.line_baud or DEFAULT_LINE_BAUD
 
     def line_time(self, nbytes: int) -> float:
@@ -542,7 +514,7 @@ class MaintenancePort:
             )
         expected = proof_mac(nonce, region, offset, length, image[offset : offset + length])
         ok = m.held >= offset + length and hmac.compare_digest(bytes(m.mac), expected)
-        return Proof(region, offset, length, m.held, ok)
+        return Proof(_REGIONS[region], offset, length, m.held, ok)
 
     async def verify(self, total_size: int | None = None) -> Verification:
         """The hub's own view of what it holds. It hashes the image and checks its signature before it answers: each
@@ -568,7 +540,7 @@ class MaintenancePort:
             code = ActivationCode(m.code)
         except ValueError:
             raise ProtocolError(f"hub answered ACTIVATE with unknown CS06 code {m.code}") from None
-        return Activation(code, f"{m.running_version:08X}")
+        return Activation(_STATUSES[code], f"{m.running_version:08X}")
 
     async def read_version(self) -> VersionInfo:
         m = await self.request(MessageType.READ_VERSION, MessageType.VERSION)
@@ -596,13 +568,13 @@ class MaintenancePort:
         """Move both ends to `rate`; if the new rate does not carry frames, both go back. Returns the rate in use."""
         if self.baud is None:
             raise ValueError(f"{self.transport.description} cannot change its line rate")
-        previous = self.baud.baud
+        previous = self.baud.baudrate
         if rate == previous:
             return rate
         m = await self.request(MessageType.BAUD_SWITCH, MessageType.BAUD_RESULT, baud=rate)
         if not m.accepted:
             return previous
-        await self.baud.set_baud(rate)
+        await self.baud.set_baudrate(rate)
         self._deframer.clear()
         tries = 3
         try:
@@ -611,7 +583,7 @@ class MaintenancePort:
             )
             return rate
         except LinkTimeout:
-            await self.baud.set_baud(previous)
+            await self.baud.set_baudrate(previous)
             self._deframer.clear()
         # The hub goes back on its own after BAUD_CONFIRM_S without a valid frame; keep asking until it has.
         timeout = self.settings.reply_timeout_s

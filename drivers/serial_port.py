@@ -15,7 +15,7 @@ two threads of their own through `drivers.blocking_port`; pyserial's rfc2217 cli
 a writer. (`socket://` is plain TCP and goes to `drivers.tcp_transport` instead, see `drivers.transport_url`.)
 
 The baud rate can change on an open port (the maintenance-port protocol switches after sync, with fallback): a
-`SerialTransport` is a `Transport` that also satisfies `BaudRateControl`; the protocol checks
+`SerialTransport` is a `Transport` that also satisfies `drivers.transport.BaudRateControl`; the protocol checks
 `isinstance(transport, BaudRateControl)` and never needs to know it is talking to a serial port.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import serial
 import serial.serialposix
@@ -33,26 +33,12 @@ from drivers.blocking_port import open_blocking_port
 from drivers.char_device import open_char_device
 from drivers.transport import Transport
 
-__all__ = ["BaudRateControl", "SerialTransport", "open_serial"]
+__all__ = ["SerialTransport", "open_serial"]
 
 DEFAULT_BAUDRATE = 115200
 # A blocking read returns after this long with nothing, so the port's reader thread notices a close.
 _READ_TIMEOUT_S = 0.2
 _DRAIN_POLL_S = 0.005
-
-
-@runtime_checkable
-class BaudRateControl(Protocol):
-    """A transport whose line rate can be changed while it is open."""
-
-    @property
-    def baudrate(self) -> int:
-        """The current line rate in baud."""
-        ...
-
-    async def set_baudrate(self, rate: int, *, drain_timeout: float = 5.0) -> None:
-        """Send what is already written at the old rate, then switch; on failure the old rate stays in force."""
-        ...
 
 
 class _PyserialPort:

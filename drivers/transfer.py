@@ -31,50 +31,20 @@ from dataclasses import dataclass
 
 from drivers.errors import DataRejected, LinkClosed, LinkError, LinkTimeout, ProtocolError
 from drivers.frame import Compression, Flag, Frame, MessageType, NakReason, encode_message
+from drivers.jig_driver import ImageEncoding, Progress, TransferStats
 
-__all__ = [
-    "DATA_HEADER_SIZE",
-    "DICTIONARY_SIZE",
-    "Progress",
-    "TransferEngine",
-    "TransferStats",
-    "choose_compression",
-]
+__all__ = ["DATA_HEADER_SIZE", "DICTIONARY_SIZE", "TransferEngine", "choose_compression"]
 
 DICTIONARY_SIZE = 32 * 1024
 DATA_HEADER_SIZE = 9  # offset u32, raw_length u32, encoding u8
 _LEVEL = 6
-
-Progress = Callable[[int, int], None]
+# How the seam's transfer statistics name each encoding (drivers.jig_driver).
+_ENCODINGS = {Compression.NONE: ImageEncoding.NONE, Compression.DEFLATE: ImageEncoding.DEFLATE}
 
 
 def choose_compression(image: bytes) -> Compression:
     """DEFLATE when it makes the image smaller, else none."""
     return Compression.DEFLATE if len(zlib.compress(image, _LEVEL)) < len(image) else Compression.NONE
-
-
-@dataclass
-class TransferStats:
-    """What one transfer attempt cost. `data_bytes` counts DATA frame bytes on the wire, retransmissions included.
-
-    `resume_proven` is None when nothing was resumed, else whether the hub proved the prefix it offered; `erased` is
-    True when an unproven prefix was erased and the image sent from 0 (then `resumed_from` is 0).
-    """
-
-    total_size: int
-    resumed_from: int
-    compression: Compression
-    frames: int = 0
-    retransmitted_frames: int = 0
-    data_bytes: int = 0
-    image_bytes_sent: int = 0
-    timeouts: int = 0
-    naks: int = 0
-    stalls: int = 0
-    elapsed_s: float = 0.0
-    acknowledged: int = 0
-    resume_proven: bool | None = None
-    erased: bool = False
 
 
 @dataclass
@@ -175,7 +145,7 @@ class TransferEngine:
             raise ValueError(f"start {start} is outside the image (0..{len(image)})")
         self.image = image
         self.window = max(1, window)
-        self.stats = TransferStats(len(image), start, compression)
+        self.stats = TransferStats(len(image), start, _ENCODINGS[compression])
         self._chunks = _Chunker(image, payload_size, compression)
         self._send = send
         self._next_seq = next_seq

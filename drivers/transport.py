@@ -1,7 +1,9 @@
 """The transport seam: every way of reaching a jig is an asyncio reader/writer pair.
 
 Serial ports, ptys, TCP sockets, USB bulk endpoints and the simulator's in-memory links all end up as a
-`Transport`; the maintenance-port protocol reads and writes it and never learns which kind it has.
+`Transport`; the maintenance-port protocol reads and writes it and never learns which kind it has. A transport with
+a UART behind it that the station can drive (a serial port; the simulator's emulated lines) also offers
+`BaudRateControl`, the one rate capability: the rate in use, and a switch.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Transport"]
+__all__ = ["BaudRateControl", "Transport"]
 
 
 @dataclass
@@ -32,3 +35,17 @@ class Transport:
             except TimeoutError:
                 self.writer.transport.abort()
                 await closed
+
+
+@runtime_checkable
+class BaudRateControl(Protocol):
+    """A line whose rate can be changed while it is open: a UART, or an emulation of one."""
+
+    @property
+    def baudrate(self) -> int:
+        """The rate in use, in baud."""
+        ...
+
+    async def set_baudrate(self, rate: int) -> None:
+        """Send what is already written at the old rate, then switch; on failure the old rate stays in force."""
+        ...

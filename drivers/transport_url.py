@@ -13,34 +13,39 @@
 `parse_transport_url` checks a URL without opening anything (for validating config when it loads);
 `open_transport` parses and opens. Both raise `TransportUrlError` (a `ValueError`) naming the URL and what is wrong
 with it; failures to open are the transports' own (`OSError`, `LookupError`, `TimeoutError`), also naming the URL.
+
+Transports are registered by URL scheme (`TransportKind`, `register_transport`; a device path is the scheme "").
+Each kind's implementation is imported only when a URL of that kind is opened (a USB address also when one is
+parsed), so a station of TCP jigs never imports pyserial or pyusb.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from drivers.serial_port import open_serial
-from drivers.tcp_transport import open_tcp
 from drivers.transport import Transport
-from drivers.usb_transport import UsbJigMatch, open_usb
+
+if TYPE_CHECKING:
+    from drivers.usb_transport import UsbJigMatch
 
 __all__ = [
     "SerialAddress",
     "TcpAddress",
     "TransportAddress",
+    "TransportKind",
     "TransportUrlError",
     "open_transport",
     "parse_transport_url",
+    "register_transport",
+    "transport_schemes",
 ]
 
-_PYSERIAL_SCHEMES = frozenset({"rfc2217", "loop", "spy", "alt", "hwgrep", "cp2110"})
-_TCP_SCHEMES = frozenset({"tcp", "socket"})
+_PYSERIAL_SCHEMES = ("rfc2217", "loop", "spy", "alt", "hwgrep", "cp2110")
 _USB_QUERY_KEYS = ("serial", "path", "interface")
-_TCP_OPTIONS = ("connect_timeout",)
-_USB_OPTIONS = ("backend", "read_size", "write_timeout_ms")
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{4}")
 _USB_PATH = re.compile(r"\d+-\d+(\.\d+)*")
 
@@ -69,7 +74,8 @@ class TcpAddress:
     port: int
 
 
-TransportAddress = SerialAddress | TcpAddress | UsbJigMatch
+# What the built-in kinds parse to; a registered kind may have an address type of its own.
+TransportAddress: TypeAlias = "SerialAddress | TcpAddress | UsbJigMatch"
 
 
 def _parse_tcp(url: str) -> TcpAddress:
@@ -87,7 +93,13 @@ def _parse_tcp(url: str) -> TcpAddress:
     return TcpAddress(parts.hostname, port)
 
 
+def _parse_serial(url: str) -> SerialAddress:
+    return SerialAddress(url)
+
+
 def _parse_usb(url: str) -> UsbJigMatch:
+    from drivers.usb_transport import UsbJigMatch
+
     rest = url[len("usb://") :]
     ids, _, query = rest.partition("?")
     vendor, _, product = ids.partition(":")
@@ -124,25 +136,81 @@ def _parse_usb(url: str) -> UsbJigMatch:
     )
 
 
-def parse_transport_url(url: str) -> TransportAddress:
-    """Say what `url` names, without opening it; raise `TransportUrlError` when it names nothing we can open."""
+async def _open_serial(address: SerialAddress, **options: Any) -> Transport:
+    from drivers.serial_port import open_serial
+
+    return await open_serial(address.url, **options)
+
+
+async def _open_tcp(address: TcpAddress, **options: Any) -> Transport:
+    from drivers.tcp_transport import open_tcp
+
+    return await open_tcp(address.host, address.port, **options)
+
+
+async def _open_usb(address: UsbJigMatch, **options: Any) -> Transport:
+    from drivers.usb_transport import open_usb
+
+    return await open_usb(address, **options)
+
+
+@dataclass(frozen=True)
+class TransportKind:
+    """One kind of transport: `parse` checks a URL of it and returns its address without opening anything; `open`
+    opens an address with the caller's options. `options` lists the options it takes (None: it checks its own,
+    as pyserial does), so one that does not apply is refused naming the URL rather than dropped."""
+
+    name: str
+    parse: Callable[[str], Any]
+    open: Callable[..., Awaitable[Transport]]
+    options: tuple[str, ...] | None = None
+
+
+_SERIAL = TransportKind("serial", _parse_serial, _open_serial)
+_TCP = TransportKind("TCP", _parse_tcp, _open_tcp, ("connect_timeout",))
+_USB = TransportKind("USB", _parse_usb, _open_usb, ("backend", "read_size", "write_timeout_ms"))
+
+# URL scheme -> kind; "" is a device path.
+_SCHEMES: dict[str, TransportKind] = {
+    "": _SERIAL,
+    **dict.fromkeys(_PYSERIAL_SCHEMES, _SERIAL),
+    "tcp": _TCP,
+    "socket": _TCP,
+    "usb": _USB,
+}
+
+
+def register_transport(scheme: str, kind: TransportKind) -> None:
+    """Make `scheme://...` URLs open through `kind`."""
+    _SCHEMES[scheme.lower()] = kind
+
+
+def transport_schemes() -> tuple[str, ...]:
+    """The URL schemes there are transports for ("" is not among them: a device path needs none)."""
+    return tuple(sorted(scheme for scheme in _SCHEMES if scheme))
+
+
+def _kind(url: str) -> TransportKind:
     if not url or url != url.strip():
         raise TransportUrlError(url, "empty, or leading or trailing whitespace")
     if "://" not in url:
         if url.startswith("/"):
-            return SerialAddress(url)
+            return _SCHEMES[""]
         raise TransportUrlError(
             url, "neither a device path (/dev/...) nor a URL (tcp://, usb://, rfc2217://, socket://, loop://)"
         )
     scheme = url.split("://", 1)[0].lower()
-    if scheme in _TCP_SCHEMES:
-        return _parse_tcp(url)
-    if scheme == "usb":
-        return _parse_usb(url)
-    if scheme in _PYSERIAL_SCHEMES:
-        return SerialAddress(url)
-    known = ", ".join(sorted(_TCP_SCHEMES | _PYSERIAL_SCHEMES | {"usb"}))
-    raise TransportUrlError(url, f"unknown scheme {scheme!r} (known: {known}, or a device path)")
+    kind = _SCHEMES.get(scheme) if scheme else None
+    if kind is None:
+        known = ", ".join(transport_schemes())
+        raise TransportUrlError(url, f"unknown scheme {scheme!r} (known: {known}, or a device path)")
+    return kind
+
+
+def parse_transport_url(url: str) -> TransportAddress:
+    """Say what `url` names, without opening it; raise `TransportUrlError` when it names nothing we can open."""
+    address: TransportAddress = _kind(url).parse(url)
+    return address
 
 
 async def open_transport(url: str, **options: Any) -> Transport:
@@ -151,14 +219,11 @@ async def open_transport(url: str, **options: Any) -> Transport:
     serial: `baudrate=` and pyserial's keyword arguments; tcp: `connect_timeout=`;
     usb: `backend=` (a pyusb backend, e.g. the simulator's), `read_size=`, `write_timeout_ms=`.
     """
-    address = parse_transport_url(url)
-    if isinstance(address, SerialAddress):
-        return await open_serial(address.url, **options)
-    if isinstance(address, TcpAddress):
-        _check_options(url, "TCP", options, _TCP_OPTIONS)
-        return await open_tcp(address.host, address.port, **options)
-    _check_options(url, "USB", options, _USB_OPTIONS)
-    return await open_usb(address, **options)
+    kind = _kind(url)
+    address = kind.parse(url)
+    if kind.options is not None:
+        _check_options(url, kind.name, options, kind.options)
+    return await kind.open(address, **options)
 
 
 def _check_options(url: str, kind: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:

@@ -9,36 +9,21 @@ jig, which the station cannot read from the transport; every timeout and deadlin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from drivers.driver_options import DriverOptions
 from drivers.jig import MaintenancePortJig, OpenedLink
 from drivers.maintenance_port import SessionSettings
-from drivers.serial_port import BaudRateControl
+from drivers.transport import BaudRateControl
 from drivers.transport_url import SerialAddress, open_transport, parse_transport_url
-from firmware_catalog.errors import format_validation_error
 
 __all__ = ["UrlJig", "UrlJigOptions"]
 
 
-class _SerialBaud:
-    """`BaudControl` (what the session wants) over `BaudRateControl` (what the serial transport offers)."""
-
-    def __init__(self, port: BaudRateControl) -> None:
-        self._port = port
-        self.baud = port.baudrate
-
-    async def set_baud(self, baud: int) -> None:
-        await self._port.set_baudrate(baud)
-        self.baud = self._port.baudrate
-
-
-class UrlJigOptions(BaseModel):
+class UrlJigOptions(DriverOptions):
     """A `serial`, `tcp` or `usb` slot's table, typed: a wrong or unknown option is named when the config loads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(min_length=1)
     baud: int | None = Field(default=None, ge=300, le=12_000_000)
@@ -50,6 +35,8 @@ class UrlJigOptions(BaseModel):
 
 
 class UrlJig(MaintenancePortJig):
+    options_model = UrlJigOptions
+
     def __init__(self, url: str, settings: SessionSettings | None = None, baud: int | None = None, **options: Any):
         self.url = url
         self._options = options
@@ -59,24 +46,18 @@ class UrlJig(MaintenancePortJig):
             self.line_baud = int(options["baudrate"])
 
     @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> UrlJig:
-        try:
-            given = UrlJigOptions.model_validate(dict(options))
-        except ValidationError as exc:
-            where, message = format_validation_error(exc)
-            raise ValueError(f"option {where}: {message}") from None
+    def from_options(cls, options: UrlJigOptions) -> Self:
         settings = SessionSettings(
-            window=given.window,
-            max_payload=given.max_payload,
-            reply_timeout_s=given.reply_timeout_s,
-            line_baud=given.line_baud,
+            window=options.window,
+            max_payload=options.max_payload,
+            reply_timeout_s=options.reply_timeout_s,
+            line_baud=options.line_baud,
         )
         extra: dict[str, Any] = {}
-        if isinstance(parse_transport_url(given.url), SerialAddress):
-            extra["baudrate"] = given.open_baud
-        return cls(given.url, settings, given.baud, **extra)
+        if isinstance(parse_transport_url(options.url), SerialAddress):
+            extra["baudrate"] = options.open_baud
+        return cls(options.url, settings, options.baud, **extra)
 
     async def _open(self) -> OpenedLink:
         transport = await open_transport(self.url, **self._options)
-        control = _SerialBaud(transport) if isinstance(transport, BaudRateControl) else None
-        return OpenedLink(transport, control)
+        return OpenedLink(transport, transport if isinstance(transport, BaudRateControl) else None)

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
@@ -48,14 +48,13 @@ from drivers.frame import (
     proof_mac,
 )
 from drivers.transfer import DICTIONARY_SIZE
-from drivers.transport import Transport
+from drivers.transport import BaudRateControl, Transport
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import HEADER_FIELDS, HEADER_LENGTH, UpgradeImage, parse_image
 from simulators.fault import TRICKLE_WRITE_S, Faults
 
 __all__ = [
-    "BaudSetter",
     "HubOptions",
     "IdentityFileError",
     "SimulatedHub",
@@ -125,14 +124,6 @@ def load_identity(path: str | Path) -> HubIdentity:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(document)"
         raise IdentityFileError(f"{path}: field {where}: {first['msg']}") from exc
-
-
-class BaudSetter(Protocol):
-    """What the hub needs to change its UART rate; the simulated link's ends provide it."""
-
-    baud: int
-
-    async def set_baud(self, baud: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -242,7 +233,7 @@ class SimulatedHub:
 
     # the link
 
-    async def serve(self, transport: Transport, baud: BaudSetter | None = None) -> None:
+    async def serve(self, transport: Transport, baud: BaudRateControl | None = None) -> None:
         """Answer the station on `transport` until it closes, the hub loses power, or a fault drops the link."""
         frames: asyncio.Queue[tuple[float, Frame] | None] = asyncio.Queue()
         deframer = Deframer()
@@ -310,11 +301,11 @@ class SimulatedHub:
             return None
         return max(0.0, self._baud_deadline - loop.time())
 
-    async def _revert_baud(self, baud: BaudSetter | None, deframer: Deframer) -> None:
+    async def _revert_baud(self, baud: BaudRateControl | None, deframer: Deframer) -> None:
         # Nothing valid arrived at the new rate: go back, as the protocol promises the station.
         self._baud_deadline = None
         if baud is not None:
-            await baud.set_baud(self._baud_previous)
+            await baud.set_baudrate(self._baud_previous)
         deframer.clear()
 
     async def _send(self, transport: Transport, frame: Frame) -> None:
@@ -339,7 +330,9 @@ class SimulatedHub:
         self._last = (request.seq, request.type, reply)
         await self._send(transport, reply)
 
-    async def _handle(self, frame: Frame, transport: Transport, baud: BaudSetter | None, deframer: Deframer) -> None:
+    async def _handle(
+        self, frame: Frame, transport: Transport, baud: BaudRateControl | None, deframer: Deframer
+    ) -> None:
         if frame.type == MessageType.DATA:
             await self._data(frame, transport)
             return
@@ -687,22 +680,22 @@ class SimulatedHub:
         self._last = None
 
     async def _switch_baud(
-        self, frame: Frame, rate: int, transport: Transport, baud: BaudSetter | None, deframer: Deframer
+        self, frame: Frame, rate: int, transport: Transport, baud: BaudRateControl | None, deframer: Deframer
     ) -> None:
         if baud is None or rate not in self.options.baud_rates:
-            current = baud.baud if baud is not None else 0
+            current = baud.baudrate if baud is not None else 0
             await self._answer(transport, frame, MessageType.BAUD_RESULT, accepted=0, baud=current)
             return
         await self._answer(transport, frame, MessageType.BAUD_RESULT, accepted=1, baud=rate)
         # The answer must leave at the old rate before the UART changes.
-        await asyncio.sleep(transport.writer.transport.get_write_buffer_size() * 10 / baud.baud + 0.001)
-        self._baud_previous = baud.baud
-        await baud.set_baud(rate)
+        await asyncio.sleep(transport.writer.transport.get_write_buffer_size() * 10 / baud.baudrate + 0.001)
+        self._baud_previous = baud.baudrate
+        await baud.set_baudrate(rate)
         deframer.clear()
         self._baud_deadline = asyncio.get_running_loop().time() + BAUD_CONFIRM_S
 
 
-async def serve_hub(options: HubOptions, transport: Transport, baud: BaudSetter | None = None) -> SimulatedHub:
+async def serve_hub(options: HubOptions, transport: Transport, baud: BaudRateControl | None = None) -> SimulatedHub:
     """Power up a hub from `options` and serve it on `transport` until the link goes; returns it for inspection.
 
     To serve connection after connection to one powered hub (its memory kept), keep a `SimulatedHub` and call its

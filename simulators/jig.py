@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import Self
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.driver_options import ConfigPath, DriverOptions
 from drivers.jig import MaintenancePortJig, OpenedLink
 from drivers.maintenance_port import SessionSettings
 from firmware_catalog.hub import HubIdentity
@@ -23,11 +24,47 @@ from simulators.fault import Faults, parse_faults
 from simulators.hub import HubOptions, SimulatedHub, load_identity
 from simulators.link import Link, LinkSettings
 
-__all__ = ["SimJig"]
+__all__ = ["SimHubTable", "SimJig", "SimJigOptions"]
+
+
+class SimHubTable(BaseModel):
+    """One simulated hub in a `sim` slot's table: where it keeps its state, who it is, what it trusts, its faults.
+
+    The identity is a file (`identity`, the JSON of `reflash jig identify --json`) or the keys manufacturer, model,
+    hardware, firmware, chf_id, gpf_id. `trusted_keys` maps a manufacturer code to public key files: what the hub's
+    own signature check accepts. Relative paths are taken from the configuration file's folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: ConfigPath
+    identity: ConfigPath | None = None
+    manufacturer: str = "1072"
+    model: str = "0102"
+    hardware: str = "0100"
+    firmware: str = "04000007"
+    chf_id: str | None = None
+    gpf_id: str | None = None
+    # None: the first hub's (for `swap_to`), or none at all.
+    trusted_keys: dict[str, list[ConfigPath]] | None = None
+    fault: str = ""
+    # None: the first hub's (for `swap_to`), or 0.5 s.
+    reboot_delay_s: float | None = Field(default=None, ge=0)
+
+
+class SimJigOptions(SimHubTable, DriverOptions):
+    """A `sim` slot's table: the hub, the emulated line (`baud`, `latency_ms` each way), and `swap_to`, the hub put on
+    the jig when the first one's `swap@N` fault fires (the keys it leaves out are the first hub's). `url` (every slot
+    has one) is ignored: the link is in memory."""
+
+    baud: int = Field(default=921_600, gt=0)
+    latency_ms: float = Field(default=1, ge=0)
+    swap_to: SimHubTable | None = None
 
 
 class SimJig(MaintenancePortJig):
     """The `sim` driver: `MaintenancePortJig` over an in-memory link to a `SimulatedHub`."""
+
+    options_model = SimJigOptions
 
     def __init__(
         self,
@@ -49,18 +86,11 @@ class SimJig(MaintenancePortJig):
         self._serving: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> SimJig:
-        """Keys: state_dir (required), identity (file) or manufacturer/model/hardware/firmware/chf_id/gpf_id,
-        trusted_keys ({manufacturer: [public key files]}: what the hub's own signature check accepts), fault, baud,
-        latency_ms, reboot_delay_s, and swap_to: a table with its own state_dir and identity (or identity keys),
-        optionally trusted_keys, fault and reboot_delay_s (the rest from the first hub), for the hub put on the jig
-        when the first one's `swap@N` fault fires. `url` (every slot has one) is ignored: the link is in memory."""
+    def from_options(cls, options: SimJigOptions) -> Self:
         hub = _hub_options(options, None)
-        swap_to = _hub_options(dict(options["swap_to"]), hub) if "swap_to" in options else None
-        latency = float(options.get("latency_ms", 1)) / 1000
-        link = LinkSettings(
-            baud=int(options.get("baud", 921_600)), latency_to_hub_s=latency, latency_to_station_s=latency
-        )
+        swap_to = _hub_options(options.swap_to, hub) if options.swap_to is not None else None
+        latency = options.latency_ms / 1000
+        link = LinkSettings(baud=options.baud, latency_to_hub_s=latency, latency_to_station_s=latency)
         return cls(hub, link, swap_to=swap_to)
 
     @property
@@ -103,30 +133,33 @@ class SimJig(MaintenancePortJig):
         await self._stop_serving()
 
 
-def _hub_options(options: Mapping[str, Any], base: HubOptions | None) -> HubOptions:
-    if "identity" in options:
-        identity = load_identity(options["identity"])
+def _hub_options(table: SimHubTable, base: HubOptions | None) -> HubOptions:
+    if table.identity is not None:
+        identity = load_identity(table.identity)
     else:
         identity = HubIdentity(
-            manufacturer=options.get("manufacturer", "1072"),
-            model=options.get("model", "0102"),
-            hardware_version=options.get("hardware", "0100"),
-            firmware_version=options.get("firmware", "04000007"),
-            chf_id=options.get("chf_id"),
-            gpf_id=options.get("gpf_id"),
+            manufacturer=table.manufacturer,
+            model=table.model,
+            hardware_version=table.hardware,
+            firmware_version=table.firmware,
+            chf_id=table.chf_id,
+            gpf_id=table.gpf_id,
         )
-    if "trusted_keys" in options or base is None:
+    if table.trusted_keys is not None or base is None:
         trusted: Mapping[int, Sequence[ec.EllipticCurvePublicKey]] = {
             int(manufacturer, 16): [load_public_key(path) for path in paths]
-            for manufacturer, paths in dict(options.get("trusted_keys", {})).items()
+            for manufacturer, paths in (table.trusted_keys or {}).items()
         }
     else:
         trusted = base.trusted_keys
-    default_delay = base.reboot_delay_s if base is not None else 0.5
+    if table.reboot_delay_s is not None:
+        reboot_delay_s = table.reboot_delay_s
+    else:
+        reboot_delay_s = base.reboot_delay_s if base is not None else 0.5
     return HubOptions(
         identity=identity,
-        state_dir=Path(options["state_dir"]),
+        state_dir=table.state_dir,
         trusted_keys=trusted,
-        faults=parse_faults(str(options.get("fault", ""))),
-        reboot_delay_s=float(options.get("reboot_delay_s", default_delay)),
+        faults=parse_faults(table.fault),
+        reboot_delay_s=reboot_delay_s,
     )

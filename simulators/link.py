@@ -73,11 +73,17 @@ class LinkEnd(asyncio.Transport):
     def _gap(self, rate: float) -> float:
         return self._rng.expovariate(rate) if rate > 0 else float("inf")
 
-    async def set_baud(self, baud: int) -> None:
+    # drivers.transport.BaudRateControl: each end is a UART the station or the hub can switch.
+
+    @property
+    def baudrate(self) -> int:
+        return self.baud
+
+    async def set_baudrate(self, rate: int) -> None:
         """Change this end's rate, as a UART driver would; bytes already on the wire keep the old one."""
-        if baud <= 0:
-            raise ValueError(f"baud must be positive, got {baud}")
-        self.baud = baud
+        if rate <= 0:
+            raise ValueError(f"baud must be positive, got {rate}")
+        self.baud = rate
 
     # asyncio.Transport
 

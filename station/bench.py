@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from drivers.errors import LinkError, MaintenancePortError
-from drivers.jig import JigDriver
+from drivers.jig_driver import JigDriver
 from firmware_catalog.hub import HubIdentity
 from station.job import JobContext, NotScannedIn, run_job
 from station.live_state import LiveState, StationSnapshot, Totals

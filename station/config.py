@@ -117,9 +117,10 @@ class JobSettings(_Section):
     """How patient a job is with a hub (docs/station.md).
 
     Each phase of a flash (transfer; verify and proof; activation and read-back) has a deadline: `deadline_factor`
-    times what a healthy hub needs at the line's rate (`drivers.maintenance_port.LinkTiming`: line time of the image
-    and of every exchange, a round trip per exchange, the hub's hashing), plus `deadline_slack_s`, plus the waits the
-    settings themselves configure (retry backoffs; the activation timeout and read-back interval)."""
+    times what a healthy hub needs at the line's rate (the driver's `timing()`; for the maintenance port,
+    `drivers.maintenance_port.LinkTiming`: line time of the image and of every exchange, a round trip per exchange,
+    the hub's hashing), plus `deadline_slack_s`, plus the waits the settings themselves configure (retry backoffs;
+    the activation timeout and read-back interval)."""
 
     link_retries: int = Field(default=5, ge=0, le=100)
     retry_backoff_s: float = Field(default=0.5, ge=0)

@@ -28,7 +28,8 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from drivers.jig import JigDriver, driver_class
+from drivers.driver_registry import build_driver
+from drivers.jig_driver import JigDriver
 from firmware_catalog.catalog import CatalogHolder, Offer
 from firmware_catalog.errors import CatalogError
 from firmware_catalog.keys import load_public_key
@@ -129,18 +130,10 @@ def _build_drivers(config: StationConfig) -> dict[str, JigDriver]:
     built: dict[str, JigDriver] = {}
     for n, slot in enumerate(config.slots):
         where = f"{config.source}: slots[{n}] ({slot.name})"
-        options: dict[str, Any] = {"url": slot.url, **slot.options}
-        for key in ("state_dir", "identity"):
-            if key in options:
-                options[key] = str(config.resolve(Path(options[key])))
-        if "trusted_keys" in options:
-            options["trusted_keys"] = {
-                manufacturer: [str(config.resolve(Path(p))) for p in paths]
-                for manufacturer, paths in dict(options["trusted_keys"]).items()
-            }
         try:
-            built[slot.name] = driver_class(slot.driver).from_config(options)
-        except KeyError as exc:  # an unknown driver name, or a required option missing
+            # Each driver's options model takes its relative paths from the configuration file's folder.
+            built[slot.name] = build_driver(slot.driver, {"url": slot.url, **slot.options}, config.source.parent)
+        except KeyError as exc:  # an unknown driver name
             raise _StartupError(f"{where}: {exc.args[0] if exc.args else exc}") from exc
         except (ValueError, TypeError, OSError, CatalogError, LookupError) as exc:
             raise _StartupError(f"{where}: {exc}") from exc

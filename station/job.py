@@ -34,9 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from drivers.errors import DataRejected, HubSwapped, LinkError, ProofFailed, ProtocolError, TransferRefused
-from drivers.frame import ActivationCode, ProofRegion
-from drivers.jig import LINK_FAILURES, JigDriver
-from drivers.maintenance_port import LinkTiming, Verification
+from drivers.jig_driver import LINK_FAILURES, ActivationStatus, FlashTiming, ImageRegion, JigDriver, Verification
 from firmware_catalog.catalog import Catalog
 from firmware_catalog.errors import CatalogError
 from firmware_catalog.hub import HubIdentity
@@ -65,9 +63,9 @@ _CATALOG_CODES = {
     ReasonCode.CATALOG_MALFORMED,
 }
 _ACTIVATION_REASONS = {
-    ActivationCode.NO_IMAGE_HELD: JobReason.ACTIVATION_NO_IMAGE_HELD,
-    ActivationCode.HASH_MISMATCH: JobReason.ACTIVATION_HASH_MISMATCH,
-    ActivationCode.ACTIVATION_FAILURE: JobReason.ACTIVATION_FAILURE,
+    ActivationStatus.NO_IMAGE_HELD: JobReason.ACTIVATION_NO_IMAGE_HELD,
+    ActivationStatus.HASH_MISMATCH: JobReason.ACTIVATION_HASH_MISMATCH,
+    ActivationStatus.ACTIVATION_FAILURE: JobReason.ACTIVATION_FAILURE,
 }
 
 
@@ -317,21 +315,21 @@ def _bound(settings: JobSettings, nominal_s: float, waits_s: float = 0.0) -> flo
     return settings.deadline_factor * nominal_s + settings.deadline_slack_s + waits_s
 
 
-def _transfer_bound(settings: JobSettings, timing: LinkTiming, size: int) -> float:
+def _transfer_bound(settings: JobSettings, timing: FlashTiming, size: int) -> float:
     backoffs = settings.retry_backoff_s * settings.link_retries * (settings.link_retries + 1) / 2
     return _bound(settings, timing.transfer_s(size), backoffs)
 
 
-def _verify_bound(settings: JobSettings, timing: LinkTiming, size: int) -> float:
+def _verify_bound(settings: JobSettings, timing: FlashTiming, size: int) -> float:
     return _bound(settings, timing.verify_s(size), settings.retry_backoff_s * settings.link_retries)
 
 
-def _activate_bound(settings: JobSettings, timing: LinkTiming, size: int) -> float:
+def _activate_bound(settings: JobSettings, timing: FlashTiming, size: int) -> float:
     waits = timing.activate_timeout_s + settings.readback_tries * settings.readback_interval_s
     return _bound(settings, timing.activate_s(size), waits)
 
 
-def _describe(bound: float, timing: LinkTiming) -> str:
+def _describe(bound: float, timing: FlashTiming) -> str:
     return f"{bound:.1f} s deadline ({timing.baud} baud)"
 
 
@@ -555,7 +553,7 @@ async def _check_staged(
         ending = fail(Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED, "hub's signature check failed")
         return ending, verification, False
     # VERIFY is the hub's word; the proof is evidence: a MAC under a fresh nonce over every byte of the envelope.
-    proof = await _with_link_retries(lambda: driver.prove(image, ProofRegion.STAGED), tries, interval)
+    proof = await _with_link_retries(lambda: driver.prove(image, ImageRegion.STAGED), tries, interval)
     store.record_event(job_id, "proof", region="staged", ok=proof.ok, held=proof.held, length=proof.length)
     if proof.ok:
         return None, verification, True
@@ -617,10 +615,10 @@ async def _activate(
         # The hub may be rebooting into the new image; what it runs now is the question that decides.
         store.record_event(job_id, "activate", code=None, error=str(exc))
         return None
-    store.record_event(job_id, "activate", code=int(activation.code), running=activation.running_version)
-    if activation.code is not ActivationCode.SUCCESS:
-        reason = _ACTIVATION_REASONS[activation.code]
-        detail = f"CS06 {int(activation.code)}"
+    store.record_event(job_id, "activate", code=activation.code, running=activation.running_version)
+    if activation.status is not ActivationStatus.SUCCESS:
+        reason = _ACTIVATION_REASONS[activation.status]
+        detail = f"CS06 {activation.code}"
         return _Ending(Outcome.QUARANTINED, reason, detail, None, target, sha, hub_sha, envelope)
     return None
 
@@ -649,7 +647,7 @@ async def _confirm_running(
             f"runs {version.running_version}, target {target}",
             version.running_version,
         )
-    proof = await _with_link_retries(lambda: driver.prove(image, ProofRegion.RUNNING), tries, interval)
+    proof = await _with_link_retries(lambda: driver.prove(image, ImageRegion.RUNNING), tries, interval)
     store.record_event(job_id, "proof", region="running", ok=proof.ok, held=proof.held, length=proof.length)
     if not proof.ok:
         # It says it runs the target but cannot show the bytes: what it runs is unknown, so nothing is claimed.

@@ -11,7 +11,8 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
 from drivers.errors import HubRefused, HubSwapped, LinkError, MaintenancePortError
-from drivers.jig import JigDriver, flash
+from drivers.jig import flash
+from drivers.jig_driver import JigDriver
 from drivers.transport_url import TransportUrlError
 from drivers.url_jig import UrlJig
 from firmware_catalog.errors import CatalogError, CatalogRefused

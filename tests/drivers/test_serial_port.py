@@ -13,7 +13,8 @@ import pytest
 import serial
 import serial.rfc2217
 
-from drivers.serial_port import BaudRateControl, SerialTransport, open_serial
+from drivers.serial_port import SerialTransport, open_serial
+from drivers.transport import BaudRateControl
 from drivers.transport_url import open_transport
 from simulators.pty_port import PtyPort, open_pty_port
 

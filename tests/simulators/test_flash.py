@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from drivers.frame import Compression
 from drivers.jig import flash
+from drivers.jig_driver import ImageEncoding
 from firmware_catalog.image import UpgradeImage
 from simulators.jig import SimJig
 from tests.simulators.conftest import OLD_VERSION
@@ -20,6 +20,6 @@ async def test_full_flash_runs_the_target(make_jig: Callable[..., SimJig], image
     result = await flash(jig, image, progress=lambda done, total: seen.append(done))
     assert result.version.running_version == f"{image.file_version:08X}"
     assert result.verification.sha256 == image.manufacturer_image_sha256
-    assert result.attempts[0].compression == Compression.DEFLATE
+    assert result.attempts[0].compression == ImageEncoding.DEFLATE
     assert seen[-1] == image.total_size
     assert (await jig.identify()).firmware_version == f"{image.file_version:08X}"

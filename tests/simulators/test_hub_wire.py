@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from drivers.deframer import Deframer
+from drivers.driver_registry import driver_class
 from drivers.errors import LinkError
 from drivers.frame import Compression, Frame, HubState, MessageType, NakReason, encode_message
-from drivers.jig import driver_class
 from firmware_catalog.image import UpgradeImage
 from simulators.hub import HubOptions, SimulatedHub
 from simulators.jig import SimJig

@@ -42,7 +42,7 @@ async def test_errors_and_drops_are_seeded() -> None:
 
 async def test_mismatched_rates_deliver_noise() -> None:
     link = Link(LinkSettings(baud=1_000_000))
-    await link.hub_end.set_baud(115_200)
+    await link.hub_end.set_baudrate(115_200)
     link.station.writer.write(b"hello world, this is a frame" * 10)
     received = await link.hub.reader.readexactly(280)
     link.cut()

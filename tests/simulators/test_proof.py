@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from drivers.errors import HubSwapped, ProofFailed
 from drivers.frame import ProofRegion
 from drivers.jig import flash
+from drivers.jig_driver import ImageRegion
 from drivers.maintenance_port import MaintenancePort
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
@@ -140,7 +141,7 @@ async def test_no_store_with_echo_hash_fails_the_staged_proof(make_jig: Jigs, im
         image.manufacturer_image_sha256,
         True,
     )
-    proof = await jig.prove(image, ProofRegion.STAGED)
+    proof = await jig.prove(image, ImageRegion.STAGED)
     assert proof.held == image.total_size
     assert not proof.ok
     with pytest.raises(ProofFailed, match="staged image after an erase") as caught:

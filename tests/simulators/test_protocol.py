@@ -10,9 +10,11 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from drivers.driver_registry import driver_class
 from drivers.errors import ProtocolError, VerificationFailed
-from drivers.frame import ActivationCode, Compression, Frame, HubState, MessageType
-from drivers.jig import driver_class, flash
+from drivers.frame import ActivationCode, Frame, HubState, MessageType
+from drivers.jig import flash
+from drivers.jig_driver import ImageEncoding
 from drivers.maintenance_port import MaintenancePort
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
@@ -97,7 +99,7 @@ async def test_compression_is_skipped_when_it_does_not_shrink(make_jig: Jigs, ke
     jig = make_jig()
     image = make_image(key, os.urandom(40_000))
     stats = await jig.transfer(image)
-    assert stats.compression == Compression.NONE
+    assert stats.compression == ImageEncoding.NONE
     assert stats.image_bytes_sent == image.total_size
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.jig import JigDriver
+from drivers.jig_driver import JigDriver
 from drivers.maintenance_port import SessionSettings
 from firmware_catalog.catalog import load_catalog
 from firmware_catalog.hub import HubIdentity

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.jig import JigDriver
-from drivers.maintenance_port import SessionSettings, VersionInfo
+from drivers.jig_driver import JigDriver, VersionInfo
+from drivers.maintenance_port import SessionSettings
 from firmware_catalog.catalog import Catalog, load_catalog
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, build_signed_image, read_image

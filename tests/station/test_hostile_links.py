@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.jig import JigDriver
+from drivers.jig_driver import JigDriver
 from drivers.maintenance_port import LinkTiming
 from drivers.url_jig import UrlJig
 from firmware_catalog.catalog import Catalog, load_catalog

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from drivers.jig import OpenedLink, flash
+from drivers.jig_driver import Progress, TransferStats
 from drivers.maintenance_port import SessionSettings
-from drivers.transfer import Progress, TransferStats
 from firmware_catalog.catalog import Catalog, load_catalog
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, read_image
