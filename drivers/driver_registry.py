@@ -46,13 +46,16 @@ def driver_names() -> tuple[str, ...]:
 
 def driver_class(name: str) -> type[JigDriver]:
     """The driver class configured as `name`. Raises `UnknownDriverError` (a KeyError) naming the known drivers,
-    `TypeError` when the entry point is not a `JigDriver`."""
+    `LookupError` when its entry point cannot be loaded, `TypeError` when it is not a `JigDriver`."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     entry = _entry_points().get(name)
     if entry is None:
         raise UnknownDriverError(f"unknown jig driver {name!r}; known: {', '.join(driver_names())}")
-    loaded = entry.load()
+    try:
+        loaded = entry.load()
+    except (ImportError, AttributeError) as exc:  # a vendor's package half installed, or a wrong entry point
+        raise LookupError(f"jig driver {name!r} ({entry.value}) cannot be loaded: {exc}") from exc
     if not (isinstance(loaded, type) and issubclass(loaded, JigDriver)):
         raise TypeError(f"jig driver {name!r} ({entry.value}) is not a JigDriver")
     return loaded

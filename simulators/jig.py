@@ -1,4 +1,7 @@
-"""A simulated jig: one simulated hub on an emulated link, behind the same driver the real jigs use.
+"""The `sim` jig driver: one simulated hub on an emulated link, behind the same driver the real jigs use.
+
+Registered as `sim` in the `reflash.jig_drivers` entry-point group (pyproject.toml), so the station imports it only
+when a slot names it; its slot options are `SimJigOptions`.
 
 The jig powers the hub. When the hub has lost power (a `power-loss@N` fault), the next connection powers it up again
 from its state directory, as an operator re-seating it would; `power_cycle()` does the same on demand.

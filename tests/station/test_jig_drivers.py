@@ -73,6 +73,17 @@ def test_an_unknown_sim_option_is_named_with_its_slot(world: DemoWorld) -> None:
         _build_drivers(load_config(path))
 
 
+def test_a_driver_that_cannot_be_loaded_is_named_with_its_slot(
+    world: DemoWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(VENDOR))
+    path = station_toml(world, '[[slots]]\nname = "BAY2"\ndriver = "acme-broken"\nurl = "acme://bay/2"\n')
+    with pytest.raises(
+        _StartupError, match=r"slots\[0\] \(BAY2\): jig driver 'acme-broken' \(acme_jig:NoSuchJig\) cannot"
+    ):
+        _build_drivers(load_config(path))
+
+
 def modules_after_building_drivers(config: Path) -> set[str]:
     """What `reflash run` has imported once it has built the drivers of `config`, in a fresh interpreter."""
     code = (
