@@ -207,9 +207,10 @@ def _kind(url: str) -> TransportKind:
     return kind
 
 
-def parse_transport_url(url: str) -> TransportAddress:
-    """Say what `url` names, without opening it; raise `TransportUrlError` when it names nothing we can open."""
-    address: TransportAddress = _kind(url).parse(url)
+def parse_transport_url(url: str) -> object:
+    """Say what `url` names, without opening it (a `TransportAddress` for the built-in kinds, whatever its kind's
+    parser returns for a registered one); raise `TransportUrlError` when it names nothing we can open."""
+    address: object = _kind(url).parse(url)
     return address
 
 

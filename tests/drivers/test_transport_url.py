@@ -73,3 +73,29 @@ async def test_options_that_do_not_apply_are_refused_by_name() -> None:
         await open_transport("tcp://127.0.0.1:9", baudrate=921600)
     with pytest.raises(TypeError, match=r"baudrate do not apply to a USB transport"):
         await open_transport("usb://1209:0001", baudrate=921600)
+
+
+async def test_a_transport_registered_for_a_scheme_is_parsed_and_opened_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import drivers.transport_url as transport_url
+    from drivers.transport import Transport
+    from simulators.link import Link, LinkSettings
+
+    links: list[Link] = []
+
+    async def open_bay(address: str, **options: object) -> Transport:
+        links.append(Link(LinkSettings()))
+        return links[-1].station
+
+    monkeypatch.setattr(transport_url, "_SCHEMES", dict(transport_url._SCHEMES))  # registered for this test only
+    with pytest.raises(TransportUrlError, match="unknown scheme 'bay'"):
+        parse_transport_url("bay://7")
+    transport_url.register_transport("bay", transport_url.TransportKind("bay", lambda url: url[6:], open_bay, ("x",)))
+    assert "bay" in transport_url.transport_schemes()
+    assert parse_transport_url("bay://7") == "7"
+    transport = await open_transport("bay://7", x=1)
+    assert transport is links[0].station
+    with pytest.raises(TypeError, match=r"bay://7: y do not apply to a bay transport \(it takes x\)"):
+        await open_transport("bay://7", y=1)
+    links[0].cut()
