@@ -51,7 +51,10 @@ def driver_class(name: str) -> type[JigDriver]:
         return _REGISTERED[name]
     entry = _entry_points().get(name)
     if entry is None:
-        raise UnknownDriverError(f"unknown jig driver {name!r}; known: {', '.join(driver_names())}")
+        known = ", ".join(driver_names())
+        if not known:  # an installation that predates the entry points, or none (a source tree on sys.path)
+            known = f"none (no {ENTRY_POINT_GROUP} entry points: install the package, e.g. pip install -e .)"
+        raise UnknownDriverError(f"unknown jig driver {name!r}; known: {known}")
     try:
         loaded = entry.load()
     except (ImportError, AttributeError) as exc:  # a vendor's package half installed, or a wrong entry point
