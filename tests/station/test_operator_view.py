@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from rich.console import Console
 
-from drivers.jig import JigDriver
+from drivers.jig_driver import JigDriver
 from firmware_catalog.catalog import load_catalog
 from firmware_catalog.keys import load_public_key
 from station import job as job_module
