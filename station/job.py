@@ -16,10 +16,9 @@ What the station reports must be what the hub runs, and the hub in the record mu
 A job that stops without an outcome (the station is stopping, no catalog is in force, the link failed, another
 hub is on the jig) is marked interrupted, never done, and resumes when its hub is seen again.
 
-Every wait is bounded. Requests and DATA frames time out on the line's own terms (drivers/maintenance_port.py),
-retries follow `link_retries` for every kind of link failure (closed, silent, or a transport that would not open),
-and each phase of a flash (transfer; verify and proof; activation and read-back) has a deadline computed from the
-image size and the line's rate (`_bound`). A phase past its deadline ends the job with its own reason code.
+The flash itself (transfer, verify, prove, activate, read back, prove; every phase within its deadline) is
+station/flash.py, the one sequence `reflash jig flash` runs too; the job watches it through `_JobObserver`, which
+records each step in the store and shows it on the slot.
 """
 
 from __future__ import annotations
@@ -28,13 +27,13 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from drivers.errors import DataRejected, HubSwapped, LinkError, ProofFailed, ProtocolError, TransferRefused
-from drivers.jig_driver import LINK_FAILURES, ActivationStatus, FlashTiming, ImageRegion, JigDriver, Verification
+from drivers.errors import HubSwapped, LinkError, ProtocolError
+from drivers.jig_driver import JigDriver
 from firmware_catalog.catalog import Catalog
 from firmware_catalog.errors import CatalogError
 from firmware_catalog.hub import HubIdentity
@@ -44,6 +43,7 @@ from firmware_catalog.reason import ReasonCode
 from station import crash_point
 from station.audit import AuditEntry
 from station.config import JobSettings, Tariff
+from station.flash import Ending, FlashPhase, confirm_running, flash_image
 from station.messages import hub_result
 from station.outcome import Interruption, JobReason, Outcome
 from station.slot import SlotState, SlotView
@@ -62,11 +62,6 @@ _CATALOG_CODES = {
     ReasonCode.CATALOG_ROLLBACK,
     ReasonCode.CATALOG_MALFORMED,
 }
-_ACTIVATION_REASONS = {
-    ActivationStatus.NO_IMAGE_HELD: JobReason.ACTIVATION_NO_IMAGE_HELD,
-    ActivationStatus.HASH_MISMATCH: JobReason.ACTIVATION_HASH_MISMATCH,
-    ActivationStatus.ACTIVATION_FAILURE: JobReason.ACTIVATION_FAILURE,
-}
 
 
 @dataclass
@@ -83,19 +78,8 @@ class JobContext:
     require_scan_in: bool = True
 
 
-@dataclass(frozen=True)
-class _Ending:
-    outcome: Outcome
-    reason: str
-    detail: str
-    firmware_after: str | None = None
-    target: str | None = None
-    image_sha256: str | None = None
-    hub_sha256: str | None = None
-    upgrade_image_sha256: str | None = None
-
-
-_Fail = Callable[..., _Ending]
+# How a job ends: the same value whether the flash or the policy ended it (station/flash.py).
+_Ending = Ending
 
 # Endings after which the hub is asked once more what it runs, so that the result carries it. Not after a dead
 # link (it would only time out), nor when the hub has shown that its answers cannot be trusted.
@@ -292,56 +276,6 @@ async def _process(
     return flashed or _Ending(Outcome.FAILED, JobReason.PROTOCOL_ERROR, "no step was taken")
 
 
-async def _with_link_retries(call: Callable[[], Awaitable[_T]], tries: int, interval: float) -> _T:
-    """`call`, tried up to `tries` times `interval` apart while the link fails (closed, silent, or not opening)."""
-    for attempt in range(tries):
-        try:
-            return await call()
-        except LINK_FAILURES:
-            if attempt == tries - 1:
-                raise
-            await asyncio.sleep(interval)
-    raise AssertionError("unreachable")
-
-
-def _link_tries(settings: JobSettings) -> tuple[int, float]:
-    """Tries and interval for a request before activation: the first and `link_retries` more."""
-    return settings.link_retries + 1, settings.retry_backoff_s
-
-
-def _bound(settings: JobSettings, nominal_s: float, waits_s: float = 0.0) -> float:
-    """A phase's deadline: `deadline_factor` x what a healthy hub needs at the line's rate (`nominal_s`), plus
-    `deadline_slack_s`, plus the waits the settings themselves configure (`waits_s`: backoffs, timeouts)."""
-    return settings.deadline_factor * nominal_s + settings.deadline_slack_s + waits_s
-
-
-def _transfer_bound(settings: JobSettings, timing: FlashTiming, size: int) -> float:
-    backoffs = settings.retry_backoff_s * settings.link_retries * (settings.link_retries + 1) / 2
-    return _bound(settings, timing.transfer_s(size), backoffs)
-
-
-def _verify_bound(settings: JobSettings, timing: FlashTiming, size: int) -> float:
-    return _bound(settings, timing.verify_s(size), settings.retry_backoff_s * settings.link_retries)
-
-
-def _activate_bound(settings: JobSettings, timing: FlashTiming, size: int) -> float:
-    waits = timing.activate_timeout_s + settings.readback_tries * settings.readback_interval_s
-    return _bound(settings, timing.activate_s(size), waits)
-
-
-def _describe(bound: float, timing: FlashTiming) -> str:
-    return f"{bound:.1f} s deadline ({timing.baud} baud)"
-
-
-async def _drop_link(driver: JigDriver) -> None:
-    """After a deadline cut a phase short: close the session, so that nothing half-done lingers on it; the next
-    request opens a fresh one (and identifies the hub again)."""
-    try:
-        await driver.close()
-    except (LinkError, OSError):
-        log.debug("closing the link after a deadline failed", exc_info=True)
-
-
 def _catalog_image(catalog: Catalog, upgrade_image_sha256: str) -> UpgradeImage | None:
     """The image file of the catalog in force whose whole-file hash is `upgrade_image_sha256`, if it holds one.
     It reads files: call it off the event loop (`asyncio.to_thread`)."""
@@ -376,285 +310,54 @@ async def _resume_activated(
             f"{step.upgrade_image_sha256[:16]} to prove it against",
             None, step.target, step.image_sha256, None, step.upgrade_image_sha256,
         )  # fmt: skip
-    slot.enter(SlotState.VERIFYING, target=step.target)
-    return await _activation_phase(driver, image, step.target, ctx, job_id, hub_sha=None, activate=None)
-
-
-async def _transfer(
-    driver: JigDriver, image: UpgradeImage, slot: SlotView, ctx: JobContext, job_id: int, fail: _Fail
-) -> _Ending | None:
-    """Send the image, resuming where the hub proves it is. Returns an ending when the transfer cannot be done.
-
-    Every attempt and every backoff between attempts lies within the transfer phase's deadline."""
-    store, settings = ctx.store, ctx.settings
-    target = f"{image.file_version:08X}"
-    half = image.total_size // 2
-    held = 0
-
-    said_at = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        nonlocal held, said_at
-        held = done
-        slot.progress(done, total)
-        if done >= half:
-            crash_point.reached("transfer_half")
-        # A long transfer is said every few seconds in the logs (the live table shows every step); a short one never.
-        if (now := time.monotonic()) - said_at >= TRANSFER_PROGRESS_EVERY_S and done < total:
-            said_at = now
-            eta = slot.eta_s
-            ctx.emit("transfer_progress", slot=slot.name, chf_id=slot.chf_id, bytes_done=done, bytes_total=total,
-                     percent=100 * done // total if total else 0, bytes_per_s=round(slot.bytes_per_s),
-                     eta_s=None if eta is None else round(eta))  # fmt: skip
-
-    timing = driver.timing()
-    bound = _transfer_bound(settings, timing, image.total_size)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    slot.transferring(target, image.total_size)
-    for attempt in range(settings.link_retries + 1):
-        number = store.begin_attempt(job_id, f"transfer to {target}")
-        try:
-            async with asyncio.timeout_at(deadline) as phase:
-                stats = await driver.transfer(image, progress)
-        except TimeoutError:
-            if not phase.expired():
-                raise
-            detail = (
-                f"the transfer did not finish within its {_describe(bound, timing)}: the hub acknowledged {held} of "
-                f"{image.total_size} bytes, and keeps them for the next visit"
-            )
-            store.end_attempt(job_id, number, "deadline", detail, 0)
-            await _drop_link(driver)
-            return fail(Outcome.FAILED, JobReason.TRANSFER_DEADLINE_EXCEEDED, detail)
-        except LINK_FAILURES as exc:
-            store.end_attempt(job_id, number, "link_error", str(exc), 0)
-            ctx.emit("link_error", slot=slot.name, attempt=number, error=str(exc))
-            if attempt == settings.link_retries:
-                return fail(Outcome.FAILED, JobReason.LINK_RETRIES_EXHAUSTED, str(exc))
-            backoff = settings.retry_backoff_s * (attempt + 1)
-            if loop.time() + backoff >= deadline:
-                await asyncio.sleep(max(0.0, deadline - loop.time()))
-                detail = (
-                    f"the transfer did not finish within its {_describe(bound, timing)} (the link failed: {exc}); "
-                    f"the hub keeps the {held} bytes it acknowledged for the next visit"
-                )
-                return fail(Outcome.FAILED, JobReason.TRANSFER_DEADLINE_EXCEEDED, detail)
-            await asyncio.sleep(backoff)
-            continue
-        except TransferRefused as exc:
-            store.end_attempt(job_id, number, "refused", str(exc), 0)
-            return fail(Outcome.FAILED, JobReason.TRANSFER_REFUSED_BY_HUB, str(exc))
-        except DataRejected as exc:
-            # Not a link fault that another session would cure: the hub heard every frame and refused the data.
-            store.end_attempt(job_id, number, "rejected", str(exc), 0)
-            return fail(Outcome.FAILED, JobReason.HUB_REJECTS_DATA, str(exc))
-        except ProofFailed as exc:
-            # The hub claimed a prefix it could not prove, was erased, and still claimed it: a liar.
-            store.end_attempt(job_id, number, "proof_failed", str(exc), 0)
-            store.record_event(job_id, "proof", region="staged", ok=False, held=exc.held, length=None, at="resume")
-            return fail(Outcome.QUARANTINED, JobReason.HUB_PROOF_FAILED, str(exc))
-        resumed = "" if stats.resume_proven is None else " (proven)"
-        store.end_attempt(
-            job_id,
-            number,
-            "ok",
-            f"resumed from {stats.resumed_from}{resumed}, {'erased an unproven prefix, ' if stats.erased else ''}"
-            f"{stats.compression.name}, {stats.retransmitted_frames} resent",
-            stats.data_bytes,
-        )
-        store.record_event(
-            job_id,
-            "transfer_ended",
-            resumed_from=stats.resumed_from,
-            resume_proven=stats.resume_proven,
-            erased=stats.erased,
-            data_bytes=stats.data_bytes,
-            frames=stats.frames,
-            retransmitted_frames=stats.retransmitted_frames,
-            compression=stats.compression.name,
-            elapsed_s=round(stats.elapsed_s, 3),
-        )
-        return None
-    raise AssertionError("unreachable")
+    return await confirm_running(driver, image, ctx.settings, _JobObserver(ctx, job_id, slot))
 
 
 async def _flash(driver: JigDriver, decision: Decision, slot: SlotView, ctx: JobContext, job_id: int) -> _Ending:
-    store, settings = ctx.store, ctx.settings
-    image, entry = decision.image, decision.entry
-    assert image is not None
-    assert entry is not None
-    target, sha, envelope = entry.firmware_version, entry.manufacturer_image_sha256, image.upgrade_image_sha256
-
-    def fail(outcome: Outcome, reason: str, detail: str, hub_sha: str | None = None) -> _Ending:
-        return _Ending(outcome, reason, detail, None, target, sha, hub_sha, envelope)
-
-    store.begin_step(job_id, FlashStep(target, sha, envelope), size=image.total_size)
-    verification: Verification | None = None
-    for round_ in range(2):
-        ended = await _transfer(driver, image, slot, ctx, job_id, fail)
-        if ended is not None:
-            return ended
-        slot.enter(SlotState.VERIFYING)
-        timing = driver.timing()
-        bound = _verify_bound(settings, timing, image.total_size)
-        try:
-            async with asyncio.timeout(bound) as phase:
-                ended, verification, proven = await _check_staged(driver, image, ctx, job_id, fail, round_)
-                if proven:
-                    # The hub about to activate must still be the one this job decided for, even if the link never
-                    # dropped.
-                    await _with_link_retries(driver.identify, *_link_tries(settings))
-        except TimeoutError:
-            if not phase.expired():
-                raise
-            await _drop_link(driver)
-            detail = f"verifying and proving the staged image did not finish within its {_describe(bound, timing)}"
-            return fail(Outcome.FAILED, JobReason.VERIFY_DEADLINE_EXCEEDED, detail)
-        if ended is not None:
-            return ended
-        if proven:
-            break
-    assert verification is not None
-    slot.enter(SlotState.ACTIVATING)
-    crash_point.reached("activating")
-    return await _activation_phase(driver, image, target, ctx, job_id, hub_sha=verification.sha256, activate=sha)
+    assert decision.image is not None
+    return await flash_image(driver, decision.image, ctx.settings, _JobObserver(ctx, job_id, slot))
 
 
-async def _check_staged(
-    driver: JigDriver, image: UpgradeImage, ctx: JobContext, job_id: int, fail: _Fail, round_: int
-) -> tuple[_Ending | None, Verification, bool]:
-    """VERIFY and PROVE the staged image: (an ending, the verification, whether it is proven). Unproven in the first
-    round, the hub is erased, to be sent the image once more."""
-    store = ctx.store
-    tries, interval = _link_tries(ctx.settings)
-    sha = image.manufacturer_image_sha256
-    verification = await _with_link_retries(driver.verify, tries, interval)
-    store.record_event(
-        job_id,
-        "verified",
-        held=verification.held,
-        total_size=verification.total_size,
-        hub_sha256=verification.sha256,
-        signature_ok=verification.signature_ok,
-    )
-    if verification.held != image.total_size or verification.sha256 != sha:
-        return (
-            fail(
-                Outcome.FAILED,
-                JobReason.HUB_HASH_MISMATCH,
-                f"hub holds {verification.held}/{image.total_size} bytes, hash {verification.sha256}",
-                verification.sha256,
-            ),
-            verification,
-            False,
-        )
-    if not verification.signature_ok:
-        ending = fail(Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED, "hub's signature check failed")
-        return ending, verification, False
-    # VERIFY is the hub's word; the proof is evidence: a MAC under a fresh nonce over every byte of the envelope.
-    proof = await _with_link_retries(lambda: driver.prove(image, ImageRegion.STAGED), tries, interval)
-    store.record_event(job_id, "proof", region="staged", ok=proof.ok, held=proof.held, length=proof.length)
-    if proof.ok:
-        return None, verification, True
-    if round_ == 1:
-        ending = fail(
-            Outcome.QUARANTINED,
-            JobReason.HUB_PROOF_FAILED,
-            f"the hub could not prove it holds the {image.total_size}-byte image after an erase and a fresh "
-            f"transfer (it holds {proof.held} bytes)",
-            verification.sha256,
-        )
-        return ending, verification, False
-    # Flash that lost bytes, or a hub that lied: forget what it holds and send it all again, once.
-    await _with_link_retries(driver.erase, tries, interval)
-    store.record_event(job_id, "erased", cause="the staged image was not proven")
-    return None, verification, False
+class _JobObserver:
+    """The station's view of a flash (station/flash.py): every step recorded in the store (attempts, audit events,
+    the flash step before the first byte), the slot's view kept current, long transfers said in the logs, and the
+    crash points the crash tests stop at."""
 
+    def __init__(self, ctx: JobContext, job_id: int, slot: SlotView) -> None:
+        self.ctx, self.job_id, self.slot = ctx, job_id, slot
+        self._said_at = time.monotonic()
 
-async def _activation_phase(
-    driver: JigDriver,
-    image: UpgradeImage,
-    target: str,
-    ctx: JobContext,
-    job_id: int,
-    hub_sha: str | None,
-    activate: str | None,
-) -> _Ending:
-    """ACTIVATE (unless `activate` is None: a resumed job whose hub already runs the target), then read back and
-    prove the running image, all within the activation phase's deadline."""
-    timing = driver.timing()
-    bound = _activate_bound(ctx.settings, timing, image.total_size)
-    sha, envelope = image.manufacturer_image_sha256, image.upgrade_image_sha256
-    try:
-        async with asyncio.timeout(bound) as phase:
-            if activate is not None:
-                ended = await _activate(driver, image, target, ctx, job_id, hub_sha)
-                if ended is not None:
-                    return ended
-            return await _confirm_running(driver, image, target, ctx, job_id, hub_sha)
-    except TimeoutError:
-        if not phase.expired():
-            raise
-        await _drop_link(driver)
-        detail = f"activation and read-back did not finish within their {_describe(bound, timing)}"
-        ctx.store.record_event(job_id, "read_back", running=None, error=detail)
-        return _Ending(
-            Outcome.QUARANTINED, JobReason.ACTIVATE_DEADLINE_EXCEEDED, detail, None, target, sha, hub_sha, envelope
-        )
+    def flashing(self, target: str, image_sha256: str, upgrade_image_sha256: str, size: int) -> None:
+        self.ctx.store.begin_step(self.job_id, FlashStep(target, image_sha256, upgrade_image_sha256), size=size)
 
+    def phase(self, phase: FlashPhase, target: str, size: int) -> None:
+        if phase is FlashPhase.TRANSFERRING:
+            self.slot.transferring(target, size)
+            return
+        self.slot.enter(SlotState(phase.value), target=target)
+        if phase is FlashPhase.ACTIVATING:
+            crash_point.reached("activating")
 
-async def _activate(
-    driver: JigDriver, image: UpgradeImage, target: str, ctx: JobContext, job_id: int, hub_sha: str | None
-) -> _Ending | None:
-    store = ctx.store
-    sha, envelope = image.manufacturer_image_sha256, image.upgrade_image_sha256
-    try:
-        activation = await driver.activate(sha, envelope)
-    except LINK_FAILURES as exc:
-        # The hub may be rebooting into the new image; what it runs now is the question that decides.
-        store.record_event(job_id, "activate", code=None, error=str(exc))
-        return None
-    store.record_event(job_id, "activate", code=activation.code, running=activation.running_version)
-    if activation.status is not ActivationStatus.SUCCESS:
-        reason = _ACTIVATION_REASONS[activation.status]
-        detail = f"CS06 {activation.code}"
-        return _Ending(Outcome.QUARANTINED, reason, detail, None, target, sha, hub_sha, envelope)
-    return None
+    def progress(self, done: int, total: int) -> None:
+        slot = self.slot
+        slot.progress(done, total)
+        if done >= total // 2:
+            crash_point.reached("transfer_half")
+        # A long transfer is said every few seconds in the logs (the live table shows every step); a short one never.
+        if (now := time.monotonic()) - self._said_at >= TRANSFER_PROGRESS_EVERY_S and done < total:
+            self._said_at = now
+            eta = slot.eta_s
+            self.ctx.emit("transfer_progress", slot=slot.name, chf_id=slot.chf_id, bytes_done=done, bytes_total=total,
+                          percent=100 * done // total if total else 0, bytes_per_s=round(slot.bytes_per_s),
+                          eta_s=None if eta is None else round(eta))  # fmt: skip
 
+    def attempt_started(self, what: str) -> int:
+        return self.ctx.store.begin_attempt(self.job_id, what)
 
-async def _confirm_running(
-    driver: JigDriver, image: UpgradeImage, target: str, ctx: JobContext, job_id: int, hub_sha: str | None
-) -> _Ending:
-    """After activation: the hub must read back the target and prove it runs the envelope."""
-    store, settings = ctx.store, ctx.settings
-    tries, interval = settings.readback_tries, settings.readback_interval_s
-    sha, envelope = image.manufacturer_image_sha256, image.upgrade_image_sha256
+    def attempt_ended(self, number: int, result: str, detail: str, data_bytes: int) -> None:
+        self.ctx.store.end_attempt(self.job_id, number, result, detail, data_bytes)
+        if result == "link_error":
+            self.ctx.emit("link_error", slot=self.slot.name, attempt=number, error=detail)
 
-    def ending(outcome: Outcome, reason: str, detail: str, running: str | None) -> _Ending:
-        return _Ending(outcome, reason, detail, running, target, sha, hub_sha, envelope)
-
-    try:
-        version = await _with_link_retries(driver.read_version, tries, interval)
-    except LINK_FAILURES as exc:
-        store.record_event(job_id, "read_back", running=None, error=str(exc))
-        return ending(Outcome.QUARANTINED, JobReason.HUB_UNRESPONSIVE_AFTER_ACTIVATE, str(exc), None)
-    store.record_event(job_id, "read_back", running=version.running_version, staged=version.staged_version)
-    if version.running_version != target:
-        return ending(
-            Outcome.QUARANTINED,
-            JobReason.VERSION_NOT_TARGET_AFTER_ACTIVATE,
-            f"runs {version.running_version}, target {target}",
-            version.running_version,
-        )
-    proof = await _with_link_retries(lambda: driver.prove(image, ImageRegion.RUNNING), tries, interval)
-    store.record_event(job_id, "proof", region="running", ok=proof.ok, held=proof.held, length=proof.length)
-    if not proof.ok:
-        # It says it runs the target but cannot show the bytes: what it runs is unknown, so nothing is claimed.
-        return ending(
-            Outcome.QUARANTINED,
-            JobReason.RUNNING_IMAGE_UNPROVEN,
-            f"reports {version.running_version} but could not prove it runs image {envelope[:16]}",
-            None,
-        )
-    return ending(Outcome.REFLASHED, JobReason.REFLASHED, f"runs {target}, proven", version.running_version)
+    def event(self, kind: str, **data: Any) -> None:
+        self.ctx.store.record_event(self.job_id, kind, **data)
