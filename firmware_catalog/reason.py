@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["RULES", "ReasonCode", "Rule"]
+__all__ = ["RULES", "PolicyEnd", "ReasonCode", "Rule", "policy_end"]
 
 
 class ReasonCode(StrEnum):
@@ -37,13 +37,26 @@ class ReasonCode(StrEnum):
     CATALOG_MALFORMED = "CATALOG_MALFORMED"
 
 
+class PolicyEnd(StrEnum):
+    """How a hub given a refusal code ends: the outcome a station records for it, or `held` when the fault is the
+    catalog's, not the hub's (nothing is recorded as the hub's outcome; it waits for a good catalog). A station and
+    every tool that flashes read it from here, so a refusal ends the same way wherever it is given."""
+
+    FLASHED = "flashed"  # OK: the hub is flashed, and the flash decides its outcome
+    HELD = "held"
+    REFUSED = "REFUSED"
+    SCRAP = "SCRAP"
+    ALREADY_CURRENT = "ALREADY_CURRENT"
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One row of docs/policy.md: the code, when it is given, and the public source of the rule."""
+    """One row of docs/policy.md: the code, when it is given, how the hub ends, and the public source of the rule."""
 
     code: ReasonCode
     when: str
     source: str
+    ends: PolicyEnd = PolicyEnd.REFUSED
 
 
 # Order is the order `decide` applies the rules in; docs/policy.md lists them in the same order.
@@ -52,21 +65,25 @@ RULES: tuple[Rule, ...] = (
         ReasonCode.CATALOG_SIGNATURE_INVALID,
         "The catalog's detached signature does not verify under the configured catalog authority key.",
         "SSC re-flash guidance (signed data only); CPL is the authority on approved firmware (SEC F2)",
+        PolicyEnd.HELD,
     ),
     Rule(
         ReasonCode.CATALOG_MALFORMED,
         "The catalog's signature is good but its content breaks the schema.",
         "This station's catalog format (docs/catalog.md)",
+        PolicyEnd.HELD,
     ),
     Rule(
         ReasonCode.CATALOG_ROLLBACK,
         "The catalog's serial is lower than the last serial this station accepted.",
         "SSC re-flash guidance (no replay of superseded approvals)",
+        PolicyEnd.HELD,
     ),
     Rule(
         ReasonCode.CATALOG_EXPIRED,
         "The catalog's expiry time has passed (freeze): nothing is flashed until a fresh catalog arrives.",
         "SSC re-flash guidance (no replay of superseded approvals)",
+        PolicyEnd.HELD,
     ),
     Rule(
         ReasonCode.UNKNOWN_MODEL,
@@ -87,6 +104,7 @@ RULES: tuple[Rule, ...] = (
         ReasonCode.TARGET_PAST_IVP,
         "Today is after the newest approved entry's installation validity end date: the hub cannot be installed.",
         "SEC Schedule 11 TSAT, Installation Validity Period",
+        PolicyEnd.SCRAP,
     ),
     Rule(
         ReasonCode.HARDWARE_OUT_OF_RANGE,
@@ -97,6 +115,7 @@ RULES: tuple[Rule, ...] = (
         ReasonCode.ALREADY_CURRENT,
         "The hub already runs the newest approved firmware that may be installed on it.",
         "MP155 (re-flash only hubs on older firmware)",
+        PolicyEnd.ALREADY_CURRENT,
     ),
     Rule(
         ReasonCode.DOWNGRADE_REFUSED,
@@ -156,5 +175,13 @@ RULES: tuple[Rule, ...] = (
         ReasonCode.OK,
         "Every rule passed: the decision carries the target entry and the verified image bytes.",
         "All of the above",
+        PolicyEnd.FLASHED,
     ),
 )
+
+_ENDS = {rule.code: rule.ends for rule in RULES}
+
+
+def policy_end(code: ReasonCode) -> PolicyEnd:
+    """How a hub given `code` ends."""
+    return _ENDS[code]

@@ -39,7 +39,7 @@ from firmware_catalog.errors import CatalogError
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, parse_image
 from firmware_catalog.policy import Decision, decide
-from firmware_catalog.reason import ReasonCode
+from firmware_catalog.reason import PolicyEnd, ReasonCode, policy_end
 from station import crash_point
 from station.audit import AuditEntry
 from station.config import JobSettings, Tariff
@@ -55,13 +55,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 # How often a transfer in progress is said in the logs (`transfer_progress`): a long one is seen moving.
 TRANSFER_PROGRESS_EVERY_S = 5.0
-
-_CATALOG_CODES = {
-    ReasonCode.CATALOG_EXPIRED,
-    ReasonCode.CATALOG_SIGNATURE_INVALID,
-    ReasonCode.CATALOG_ROLLBACK,
-    ReasonCode.CATALOG_MALFORMED,
-}
 
 
 @dataclass
@@ -258,16 +251,16 @@ async def _process(
             cpl_id=entry.cpl_id if entry else None,
         )
         ctx.emit("decision", slot=slot.name, chf_id=current.chf_id, code=decision.code.value, message=decision.message)
-        if decision.code in _CATALOG_CODES:
+        end = policy_end(decision.code)  # how a refusal ends is data beside its rule (firmware_catalog/reason.py)
+        if end is PolicyEnd.HELD:
             raise _Held(f"catalog: {decision.code.value}")
-        if decision.code is ReasonCode.ALREADY_CURRENT or (flashed is not None and not decision.flash):
+        if end is PolicyEnd.ALREADY_CURRENT or (flashed is not None and end is not PolicyEnd.FLASHED):
             # After a flash, the next step being refused still leaves the hub on approved firmware it reached.
             return flashed or _Ending(
                 Outcome.ALREADY_CURRENT, ReasonCode.ALREADY_CURRENT, decision.message, current.firmware_version
             )
-        if not decision.flash:
-            outcome = Outcome.SCRAP if decision.code is ReasonCode.TARGET_PAST_IVP else Outcome.REFUSED
-            return _Ending(outcome, decision.code, decision.message, current.firmware_version)
+        if end is not PolicyEnd.FLASHED:
+            return _Ending(Outcome(end.value), decision.code, decision.message, current.firmware_version)
         step_ending = await _flash(driver, decision, slot, ctx, job_id)
         if step_ending.outcome is not Outcome.REFLASHED:
             return step_ending

@@ -10,19 +10,20 @@ from typing import Any
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from drivers.errors import HubRefused, HubSwapped, LinkError, MaintenancePortError
-from drivers.jig import flash
-from drivers.jig_driver import JigDriver
+from drivers.errors import HubSwapped, MaintenancePortError
+from drivers.jig_driver import LINK_FAILURES, JigDriver
 from drivers.transport_url import TransportUrlError
 from drivers.url_jig import UrlJig
 from firmware_catalog.errors import CatalogError, CatalogRefused
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.keys import load_public_key
 from firmware_catalog.policy import decide
-from firmware_catalog.reason import ReasonCode
+from firmware_catalog.reason import PolicyEnd, policy_end
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, print_json
 from station.cli.station_options import state_dir_option
+from station.config import JobSettings
 from station.display_text import display_text
+from station.flash import FlashPhase, flash_image
 from station.pin_folder import PinFileError, PinFolder
 
 __all__ = ["jig"]
@@ -77,9 +78,39 @@ def identify(url: str, as_json: bool) -> None:
         click.echo(f"{key:>17}: {display_text(fields.get(key)) or '-'}")
 
 
+class _ProgressBar:
+    """What `reflash jig flash` shows of the flash (station/flash.py): the phase and a progress bar for the
+    transfer; nothing is recorded (this command keeps no store)."""
+
+    def __init__(self, bar: Progress, chf_id: str | None) -> None:
+        self.bar, self.chf_id = bar, chf_id
+        self.task = bar.add_task(f"{chf_id}", total=None)
+
+    def flashing(self, target: str, image_sha256: str, upgrade_image_sha256: str, size: int) -> None:
+        self.bar.update(self.task, description=f"{self.chf_id} -> {target}", total=size)
+
+    def phase(self, phase: FlashPhase, target: str, size: int) -> None:
+        self.bar.update(self.task, description=f"{self.chf_id} -> {target}: {phase.value}")
+
+    def progress(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+    def attempt_started(self, what: str) -> int:
+        return 0
+
+    def attempt_ended(self, number: int, result: str, detail: str, data_bytes: int) -> None:
+        if result != "ok" and not self.bar.disable:  # with --json, stdout is the one JSON object
+            click.echo(display_text(f"transfer attempt: {result}: {detail}"), err=True)
+
+    def event(self, kind: str, **data: Any) -> None:
+        pass
+
+
 async def _flash(
     driver: JigDriver, catalog_dir: str, authority: str, state_dir: str | None, show: bool
 ) -> dict[str, Any]:
+    """The policy's decision for the hub on the jig, then the station's own flash sequence (station/flash.py): the
+    same steps, proofs and deadlines as `reflash run`, and the same outcomes and reason codes."""
     now = datetime.now(UTC)
     try:
         catalog = PinFolder.locate(state_dir).load(catalog_dir, load_public_key(authority), now)
@@ -91,32 +122,28 @@ async def _flash(
         result: dict[str, Any] = {"chf_id": identity.chf_id, "firmware_before": identity.firmware_version}
         decision = decide(identity, catalog, now)
         result |= {"reason": decision.code.value, "message": decision.message}
-        if decision.code is ReasonCode.ALREADY_CURRENT:
+        end = policy_end(decision.code)  # how a refusal ends is data beside its rule, as in the station
+        if end is PolicyEnd.ALREADY_CURRENT:
             return result | {"outcome": "ALREADY_CURRENT", "firmware_after": identity.firmware_version}
-        if not decision.flash:
-            outcome = "SCRAP" if decision.code is ReasonCode.TARGET_PAST_IVP else "REFUSED"
-            return result | {"outcome": outcome}
+        if end is not PolicyEnd.FLASHED:
+            return result | {"outcome": "REFUSED" if end is PolicyEnd.HELD else end.value}
         assert decision.image is not None
         with Progress(
             "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeRemainingColumn(), disable=not show,
         ) as bar:  # fmt: skip
-            task = bar.add_task(f"{identity.chf_id} -> {decision.entry.firmware_version if decision.entry else ''}")
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
             try:
-                flashed = await flash(driver, decision.image, progress)
-            except (HubRefused, HubSwapped) as exc:
-                return result | {"outcome": "FAILED", "reason": type(exc).__name__, "message": str(exc)}
-            except LinkError as exc:
-                return result | {"outcome": "FAILED", "reason": "LINK_RETRIES_EXHAUSTED", "message": str(exc)}
+                ending = await flash_image(driver, decision.image, JobSettings(), _ProgressBar(bar, identity.chf_id))
+            except HubSwapped as exc:
+                return result | {"outcome": "FAILED", "reason": "HUB_SWAPPED", "message": str(exc)}
+            except LINK_FAILURES as exc:
+                return result | {"outcome": "FAILED", "reason": "LINK_FAILED", "message": str(exc)}
         return result | {
-            "outcome": "REFLASHED",
-            "reason": "REFLASHED",
-            "firmware_after": flashed.version.running_version,
-            "hub_sha256": flashed.verification.sha256,
+            "outcome": ending.outcome.value,
+            "reason": ending.reason,
+            "message": ending.detail,
+            "firmware_after": ending.firmware_after,
+            "hub_sha256": ending.hub_sha256,
         }
     finally:
         await driver.close()

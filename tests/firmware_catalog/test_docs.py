@@ -37,8 +37,8 @@ def test_image_layout_table_matches_the_construct_definition() -> None:
 
 def test_policy_table_is_the_rules_in_order() -> None:
     rows = table_rows((DOCS / "policy.md").read_text(), "#")
-    assert [(int(r[0]), r[1].strip("`"), r[2], r[3]) for r in rows] == [
-        (i, rule.code.value, rule.when, rule.source) for i, rule in enumerate(RULES, 1)
+    assert [(int(r[0]), r[1].strip("`"), r[2], r[3], r[4]) for r in rows] == [
+        (i, rule.code.value, rule.when, rule.ends.value, rule.source) for i, rule in enumerate(RULES, 1)
     ]
 
 

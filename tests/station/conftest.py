@@ -124,12 +124,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def serve_pty_hub(trust_key: Path, state: Path) -> Iterator[str]:
+def serve_pty_hub(trust_key: Path, state: Path, fault: str = "") -> Iterator[str]:
     """A simulated hub served on a real pty by `reflash sim hub --pty` in a process of its own; yields the path the
     station opens, and stops the process after."""
     process = subprocess.Popen(
         [sys.executable, "-c", "from station.cli import main; main()", "sim", "hub", "--pty",
-         "--trust", f"121D={trust_key}", "--state", str(state)],
+         "--trust", f"121D={trust_key}", "--state", str(state), *(["--fault", fault] if fault else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -65,6 +65,27 @@ def test_identify_and_flash_over_a_real_pty(pty_hub: str, world: DemoWorld) -> N
     assert json.loads(second.output)["outcome"] == "ALREADY_CURRENT"
 
 
+@pytest.mark.parametrize(
+    ("fault", "outcome", "reason"),
+    [
+        ("echo-hash", "QUARANTINED", "RUNNING_IMAGE_UNPROVEN"),  # it stores, then lies about what it runs
+        ("refuse-image", "FAILED", "TRANSFER_REFUSED_BY_HUB"),
+        ("activation-fail", "QUARANTINED", "ACTIVATION_FAILURE"),
+    ],
+)
+def test_jig_flash_gives_the_station_s_outcome_and_reason_code(
+    world: DemoWorld, tmp_path: Path, fault: str, outcome: str, reason: str
+) -> None:
+    # One flash sequence (station/flash.py): the command ends a hostile hub as `reflash run` does
+    # (tests/station/test_hostile_hubs.py, test_bench_e2e.py), with the same outcome and reason code.
+    with serve_pty_hub(world.key("maker-121D.pub"), tmp_path / "hub", fault) as path:
+        result = jig_flash(path, world)
+    assert result.exit_code == 1, result.output
+    ended = json.loads(result.output)
+    assert (ended["outcome"], ended["reason"]) == (outcome, reason)
+    assert ended["firmware_after"] is None
+
+
 def test_jig_flash_refuses_what_the_policy_refuses(tmp_path: Path, world: DemoWorld) -> None:
     process = reflash("sim", "hub", "--pty", "--hardware", "1300", "--state", str(tmp_path / "hub"))
     assert process.stdout is not None
