@@ -40,7 +40,7 @@ from firmware_catalog.image import build_signed_image
 from firmware_catalog.keys import generate_key, write_keypair
 from station.config import load_config
 from station.orders import OrderRequest
-from station.store import Store
+from station.outcome import Outcome
 
 REFLASH = [sys.executable, "-c", "from station.cli import main; main()"]
 
@@ -105,7 +105,7 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
                     re.sub(r"options = \{ (.*?) \}", rf"options = {{ \1, window = {window} }}", config.read_text())
                 )
             station_config = load_config(config)
-            store = Store.from_config(station_config)
+            store = station_config.open_store()
             ids = [(format_eui64(0x00DB510000000000 | n), n) for n in range(1, slots + 1)]
             store.import_order(OrderRequest("BENCH", "stock", None, "North", ids, "bench", "0" * 64))
             for chf_id, _ in ids:  # scanned in, as a hub must be before it is flashed
@@ -122,7 +122,7 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
         finally:
             sim.send_signal(signal.SIGTERM)
             sim.wait(30)
-        store = Store.from_config(station_config)
+        store = station_config.open_store()
         outcomes = [job.outcome for job in store.jobs()]
         transfers = [entry.data for entry in store.audit_entries() if entry.kind == "transfer_ended"]
         store.close()
@@ -136,7 +136,7 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
         "baud": baud,
         "image_bytes": image_total,
         "hubs": len(outcomes),
-        "reflashed": outcomes.count("REFLASHED"),
+        "reflashed": outcomes.count(Outcome.REFLASHED),
         "exit_status": station.returncode,
         "wall_s": round(wall, 2),
         "hubs_per_hour": round(len(outcomes) / wall * 3600, 0),

@@ -10,13 +10,16 @@ from __future__ import annotations
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from firmware_catalog.errors import format_validation_error
 from station.identifier import Label, Name
 from station.outcome import Outcome
+
+if TYPE_CHECKING:
+    from station.store import Store
 
 __all__ = [
     "CatalogConfig",
@@ -158,6 +161,21 @@ class StationConfig(_Section):
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.source.parent / path
+
+    def open_store(self) -> Store:
+        """The station's store as this configuration says: its file, its actor, its checkpoint key and interval.
+        (Here, not in the store: the store knows nothing of configuration.)"""
+        from firmware_catalog.keys import load_private_key
+        from station.store import Actor, Store
+
+        section = self.station
+        key = load_private_key(self.resolve(section.key)) if section.key is not None else None
+        return Store(
+            self.resolve(section.store),
+            Actor(section.id, section.operator, section.facility_approval),
+            key=key,
+            checkpoint_every=section.checkpoint_every,
+        )
 
 
 def load_config(path: str | Path) -> StationConfig:

@@ -247,7 +247,7 @@ class Station:
         except CatalogError as exc:  # an authority key that is missing, garbage, or private
             raise StartupRefused(f"[catalog] authority_key in {config.source}: {exc}") from exc
         try:
-            store = Store.from_config(config)
+            store = config.open_store()
         except CatalogError as exc:  # the station key
             raise StartupRefused(f"[station] key in {config.source}: {exc}") from exc
         except (sqlite3.Error, OSError, StoreError) as exc:

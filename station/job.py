@@ -184,7 +184,7 @@ async def _read_at_end(driver: JigDriver, ending: _Ending) -> _Ending:
 
 def _record(ctx: JobContext, job_id: int, order_ref: str | None, slot: SlotView, ending: _Ending) -> JobRecord:
     store = ctx.store
-    party = store.order(order_ref)["requesting_party"] if order_ref is not None else None
+    party = store.order(order_ref).requesting_party if order_ref is not None else None
 
     def report(job: JobRecord, entry: AuditEntry, message_id: str) -> dict[str, Any]:
         return hub_result(job, entry.hash, message_id, station=ctx.station, region=ctx.region, requesting_party=party)

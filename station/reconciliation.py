@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from station.atomic_file import write_atomically
-from station.store import Store
+from station.store import JobState, Store
 
 __all__ = ["CSV_COLUMNS", "order_report", "report_csv", "write_report"]
 
@@ -43,20 +43,15 @@ def _money(pence: int) -> str:
 
 def order_report(store: Store, ref: str) -> dict[str, Any]:
     order = store.order(ref)
-    named = [
-        row["chf_id"] for row in store.rows("SELECT chf_id FROM order_hubs WHERE order_ref = ? ORDER BY line", (ref,))
-    ]
+    named = store.order_book.hubs(ref)
     custody: dict[str, dict[str, str]] = {}
     unasked: set[str] = set()
-    for row in store.rows("SELECT chf_id, event, at, asked FROM custody WHERE order_ref = ? ORDER BY id", (ref,)):
-        custody.setdefault(row["chf_id"], {}).setdefault(row["event"], row["at"])
-        if not row["asked"]:
-            unasked.add(row["chf_id"])
-    jobs = {job.chf_id: job for job in store.jobs(order_ref=ref) if job.state == "final"}
-    charges = {
-        row["chf_id"]: row
-        for row in store.rows("SELECT chf_id, amount_pence, currency FROM charges WHERE order_ref = ?", (ref,))
-    }
+    for event in store.custody.events(ref):
+        custody.setdefault(event.chf_id, {}).setdefault(event.event.value, event.at)
+        if not event.asked:
+            unasked.add(event.chf_id)
+    jobs = {job.chf_id: job for job in store.jobs(order_ref=ref) if job.state == JobState.FINAL}
+    charges = {charge.chf_id: charge for charge in store.job_ledger.charges(order_ref=ref)}
     named_set = set(named)
     unasked |= {chf for chf in jobs if chf not in named_set}
 
@@ -74,31 +69,31 @@ def order_report(store: Store, ref: str) -> dict[str, Any]:
             "chf_id": chf_id,
             "gpf_id": job.gpf_id if job else None,
             "status": status,
-            "outcome": job.outcome if job else None,
+            "outcome": job.outcome.value if job and job.outcome else None,
             "reason": job.reason if job else None,
             "firmware_before": job.firmware_before if job else None,
             "firmware_after": job.firmware_after if job else None,
             "finished_at": job.finished_at if job else None,
             "slot": job.slot if job else None,
             "station": store.actor.station if job else None,
-            "charge": _money(charge["amount_pence"]) if charge else None,
-            "currency": charge["currency"] if charge else None,
+            "charge": _money(charge.amount_pence) if charge else None,
+            "currency": charge.currency if charge else None,
             "received_at": events.get("received"),
             "dispatched_at": events.get("dispatched"),
         }
 
     hubs = [line(chf) for chf in named]
     extra = [line(chf) for chf in sorted(unasked)]
-    total = sum(int(row["amount_pence"]) for row in charges.values())
-    currencies = sorted({str(row["currency"]) for row in charges.values()})
+    total = sum(charge.amount_pence for charge in charges.values())
+    currencies = sorted({charge.currency for charge in charges.values()})
     return {
         "order_ref": ref,
-        "kind": order["kind"],
-        "requesting_party": order["requesting_party"],
-        "region": order["region"],
-        "state": order["state"],
-        "imported_at": order["imported_at"],
-        "closed_at": order["closed_at"],
+        "kind": order.kind.value,
+        "requesting_party": order.requesting_party,
+        "region": order.region,
+        "state": order.state.value,
+        "imported_at": order.imported_at,
+        "closed_at": order.closed_at,
         "station": store.actor.station,
         "facility": store.actor.facility,
         "hubs": hubs,

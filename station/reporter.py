@@ -533,12 +533,7 @@ async def publish_outbox(store: Store, config: StationConfig, within_s: float) -
     reporter.only_kind = ORDER_SUMMARY
 
     def waiting() -> int:
-        return int(
-            store.rows(
-                "SELECT COUNT(*) FROM outbox WHERE kind = ? AND state = 'pending' AND last_error IS NULL",
-                (ORDER_SUMMARY,),
-            )[0][0]
-        )
+        return store.outbox.unsent(ORDER_SUMMARY)
 
     task = asyncio.create_task(reporter.run())
     try:

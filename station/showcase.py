@@ -181,7 +181,7 @@ async def run_demo(
         with Mosquitto(workdir / "mosquitto") as broker:
             config = load_config(write_station_config(world, hubs, broker.url))
             # The operator's part before the bench runs: import the DCC request and scan the box of hubs in.
-            store = Store.from_config(config)
+            store = config.open_store()
             store.import_order(read_order_file(write_order(world, hubs)))
             for n, _ in enumerate(hubs, 1):
                 store.receive(ORDER_REF, device_id(n, 1))

@@ -38,12 +38,13 @@ def _json_option(func: Any) -> Any:
 def import_(path: str, as_json: bool, config_path: str) -> None:
     """Import a DCC re-flash request (CSV or JSON). All or nothing: every problem is listed by line."""
     from station.orders import OrderImportError, read_order_file
+    from station.store import OrderConflict
 
     _, store = open_store(config_path, create=True)
     try:
         request = read_order_file(path)
         store.import_order(request)
-    except OrderImportError as exc:
+    except (OrderImportError, OrderConflict) as exc:
         fail(str(exc), EXIT_INPUT, as_json, source=exc.source, problems=exc.problems)
     if as_json:
         print_json(
@@ -236,13 +237,12 @@ def list_(as_json: bool, config_path: str) -> None:
     from rich.table import Table
 
     _, store = open_store(config_path)
-    rows = store.rows(
-        "SELECT o.ref, o.kind, o.requesting_party, o.region, o.state, o.imported_at, o.closed_at, "
-        "(SELECT COUNT(*) FROM order_hubs h WHERE h.order_ref = o.ref) AS hubs, "
-        "(SELECT COUNT(*) FROM jobs j WHERE j.order_ref = o.ref AND j.state = 'final') AS processed "
-        "FROM orders o ORDER BY o.imported_at"
-    )
-    items = [dict(row) for row in rows]
+    items: list[dict[str, Any]] = [
+        {"ref": p.order.ref, "kind": p.order.kind.value, "requesting_party": p.order.requesting_party,
+         "region": p.order.region, "state": p.order.state.value, "imported_at": p.order.imported_at,
+         "closed_at": p.order.closed_at, "hubs": p.hubs, "processed": p.processed}
+        for p in store.order_book.progress()
+    ]  # fmt: skip
     if as_json:
         print_json({"orders": items})
         return

@@ -39,7 +39,6 @@ def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig
     create the store: anything else would make an empty database from a mistyped path and report on it."""
     from firmware_catalog.errors import CatalogError
     from station.config import ConfigError, load_config
-    from station.store import Store
 
     try:
         config = load_config(config_path)
@@ -49,7 +48,7 @@ def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig
                 f"{config.source}: [station] store: no station store at {path}; it is made by "
                 "`reflash orders import` or `reflash run`"
             )
-        return config, Store.from_config(config)
+        return config, config.open_store()
     except (ConfigError, CatalogError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -39,7 +39,7 @@ authority_key = "authority.pub"
     )
     from station.config import load_config
 
-    store = Store.from_config(load_config(path))
+    store = load_config(path).open_store()
     for n in range(12):
         job_id = store.start_job(chf_id=hub_id(n), gpf_id=None, order_ref=None, slot="A1", identity={})
         store.record_event(job_id, "decision", code="OK")

@@ -108,8 +108,8 @@ async def test_an_order_of_24_hubs(tmp_path: Path, world: DemoWorld, store: Stor
             assert job.hub_sha256 == job.image_sha256, hub
     power_cut = jobs[hub_id(20)]
     assert power_cut.attempts >= 2  # the first transfer died with the hub's power; the second resumed
-    resumed = store.rows("SELECT detail FROM attempts WHERE job_id = ? AND result = 'ok'", (power_cut.id,))
-    assert "resumed from 0" not in resumed[0]["detail"]
+    resumed = [a for a in store.job_ledger.attempts(power_cut.id) if a.result == "ok"]
+    assert "resumed from 0" not in (resumed[0].detail or "")
 
     report = order_report(store, "DCC-E2E")
     assert report["totals"]["processed"] == 23
@@ -118,7 +118,7 @@ async def test_an_order_of_24_hubs(tmp_path: Path, world: DemoWorld, store: Stor
     assert report["never_received"] == []
     # 16 x 9.80 + 1 x 2.00 (already current) + 1 x 1.50 (scrap)
     assert report["totals"]["charge"] == "160.30"
-    charges = {row["chf_id"]: row["amount_pence"] for row in store.rows("SELECT * FROM charges")}
+    charges = {charge.chf_id: charge.amount_pence for charge in store.job_ledger.charges()}
     assert len(charges) == 23
     assert charges[hub_id(16)] == 200
     assert charges[hub_id(17)] == 0

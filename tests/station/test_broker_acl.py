@@ -18,6 +18,7 @@ from station.broker_client import BrokerClient, BrokerRefused
 from station.config import MqttConfig
 from station.messages import topic
 from station.mosquitto import Mosquitto
+from station.orders import OrderRequest
 from station.reporter import Reporter
 from station.store import Store
 from tests.station.test_reporting import eventually, finish_jobs
@@ -115,22 +116,19 @@ async def test_refusals_are_failures_the_station_sees(
     config = MqttConfig(url=acl_broker.url, username="st-north-01", password_env="ACL_TEST_PASSWORD",
                         republish_after_s=0.2, republish_max_s=0.5)  # fmt: skip
     finish_jobs(store, 1, 3)
-    store.rows(
-        "INSERT INTO outbox (message_id, kind, payload, state, created_at) "
-        "VALUES (?, 'order_summary', ?, 'pending', ?)",
-        (str(uuid.uuid4()), json.dumps({"order_ref": "C-1"}), store.now()),
-    )
+    store.import_order(OrderRequest("C-1", "stock", None, "North", [], "c-1.csv", "0" * 64))
+    store.close_order("C-1", {}, lambda message_id, closed_at: {"order_ref": "C-1"})
     birth = {"software_version": "test", "facility": "f", "slots": 0}
     reporter = Reporter(store, config, station="st-north-01", region="South", birth=birth)
     task = asyncio.create_task(reporter.run())
     try:
-        await eventually(lambda: store.rows("SELECT MIN(refusals) FROM outbox")[0][0] >= 3, what="three tries each")
+        await eventually(lambda: min(m.refusals for m in store.outbox.messages()) >= 3, what="three tries each")
         assert reporter.connected.is_set()
     finally:
         reporter.stop()
         await task
     assert store.outbox_counts() == {"pending": 4, "at_broker": 0, "confirmed": 0, "rejected": 0}
-    errors = {row["last_error"] for row in store.rows("SELECT last_error FROM outbox")}
+    errors = {message.last_error or "" for message in store.outbox.messages()}
     assert len(errors) == 2  # one topic for the results, one for the summary
     assert all("0x87 Not authorized" in e for e in errors)
     assert reporter.refused_publishes >= 12

@@ -74,7 +74,7 @@ async def test_acks_that_the_schema_rejects_are_refused(
     try:
         finish_jobs(store, 1, 1)
         await eventually(lambda: store.outbox_counts()["at_broker"] == 1, what="the result at the broker")
-        message_id = store.rows("SELECT message_id FROM outbox")[0][0]
+        message_id = store.outbox.messages()[0].message_id
         good = {"schema": "reflash.dsp-ack/1.1", "message_id": message_id, "result": "applied", "reason": None,
                 "bridge": "b", "at": "2026-11-30T10:00:00.000Z"}  # fmt: skip
         bad = [
@@ -96,7 +96,7 @@ async def test_acks_that_the_schema_rejects_are_refused(
         reporter.stop()
         await task
     assert len([r for r in caplog.records if "refusing an ack" in r.getMessage()]) == 1
-    assert store.rows("SELECT publishes FROM outbox")[0][0] == 1
+    assert store.outbox.messages()[0].publishes == 1
 
 
 async def test_no_republishing_while_no_bridge_is_online(
@@ -117,7 +117,7 @@ async def test_no_republishing_while_no_bridge_is_online(
         reporter.wake.set()
         await eventually(lambda: store.outbox_counts()["at_broker"] == 5, what="all at the broker")
         await asyncio.sleep(2.5)  # many times republish_after_s: a blind timer would have republished
-        assert {row[0] for row in store.rows("SELECT publishes FROM outbox")} == {1}
+        assert {message.publishes for message in store.outbox.messages()} == {1}
         bridge = DspBridge(private_mosquitto.url, tmp_path / "smi.db")
         bridge_task = asyncio.create_task(bridge.run())
         # The bridge's persistent session held them: all five confirmed, without waiting for a republish.
@@ -248,7 +248,7 @@ async def test_orders_close_beside_a_running_daemon_leaves_the_daemon_alone(
             statuses.append(json.loads((await anext(aiter(client.messages))).payload))
     assert [s["state"] for s in statuses] == ["online", "offline"]  # the daemon's, and nothing from the command
     assert not [r for r in caplog.records if "connection lost" in r.getMessage()]
-    summaries = [OrderSummary.model_validate_json(row[0]) for row in store.rows("SELECT payload FROM outbox")]
+    summaries = [OrderSummary.model_validate_json(message.payload) for message in store.outbox.messages()]
     assert {s.order_ref for s in summaries} == {"C-1", "C-2"}
     assert store.outbox_counts()["confirmed"] == 2
     store.close()
@@ -269,8 +269,8 @@ async def test_a_dsp_asks_for_a_range_again_and_gets_it(
         reporter.wake.set()
         await eventually(lambda: store.outbox_counts()["confirmed"] == 4, what="four confirmations")
         assert bridge.smi.applied_count() == 4
-        lost = [r[0] for r in store.rows("SELECT o.message_id FROM outbox o JOIN jobs j ON j.id = o.job_id "
-                                         "WHERE j.result_sequence IN (2, 3)")]  # fmt: skip
+        sequence = {job.id: job.result_sequence for job in store.jobs()}
+        lost = [m.message_id for m in store.outbox.messages() if m.job_id and sequence[m.job_id] in (2, 3)]
         bridge.smi.forget(lost)  # the DSP's loss, below our own seam: the bridge's SMI table
         async with watcher(private_mosquitto) as dsp:
             request = {"schema": "reflash.resend-request/1.1", "from_sequence": 2, "to_sequence": 3,
@@ -280,8 +280,8 @@ async def test_a_dsp_asks_for_a_range_again_and_gets_it(
             await dsp.publish(resend, b'{"schema": "reflash.resend-request/1.1", "from_sequence": 0}', qos=1)
         await eventually(lambda: bridge.smi.applied_count() == 4, what="the lost two applied again")
         await eventually(lambda: store.outbox_counts()["confirmed"] == 4, what="confirmed again")
-        rows = store.rows("SELECT j.result_sequence, o.publishes FROM outbox o JOIN jobs j ON j.id = o.job_id")
-        publishes = {int(row[0]): int(row[1]) for row in rows}
+        sequence = {job.id: job.result_sequence for job in store.jobs()}
+        publishes = {sequence[m.job_id]: m.publishes for m in store.outbox.messages() if m.job_id is not None}
         assert publishes == {1: 1, 2: 2, 3: 2, 4: 1}  # only the range asked for went out again
         (asked,) = [e.data for e in store.audit_entries() if e.kind == "resend_requested"]
         assert asked == {"from_sequence": 2, "to_sequence": 3, "by": "dsp-bridge-1", "queued": 2}

@@ -21,7 +21,6 @@ from station.demo import build_demo_world
 from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.showcase import write_order, write_station_config
-from station.store import Store
 from tests.station.conftest import import_and_scan_in
 
 SLOTS = 6
@@ -73,7 +72,7 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosqu
     if with_broker:
         bridge = reflash_process("sim", "dsp-bridge", "--broker", mosquitto.url, "--db", str(tmp_path / "smi.db"))
     config = load_config(config_path)
-    store = Store.from_config(config)
+    store = config.open_store()
     import_and_scan_in(store, read_order_file(write_order(world, hubs)))
     store.close()
 
@@ -96,16 +95,16 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosqu
     finally:
         final.kill()
 
-    store = Store.from_config(config)
+    store = config.open_store()
     jobs = store.jobs()
     assert len(jobs) == SLOTS, "a restarted job must be resumed, not started again"
     assert all(job.state == "final" and job.outcome == "REFLASHED" for job in jobs)
-    interrupted = store.rows("SELECT COUNT(*) FROM attempts WHERE result = 'interrupted'")[0][0]
+    interrupted = len([a for a in store.job_ledger.attempts() if a.result == "interrupted"])
     assert interrupted >= SLOTS  # every kill left each running transfer interrupted, recorded at the next start
-    resumed = [r["detail"] for r in store.rows("SELECT detail FROM attempts WHERE result = 'ok'")]
+    resumed = [a.detail or "" for a in store.job_ledger.attempts() if a.result == "ok"]
     assert any("resumed from 0," not in detail for detail in resumed), resumed
-    assert store.rows("SELECT COUNT(*) FROM outbox")[0][0] == SLOTS
-    assert store.rows("SELECT COUNT(*) FROM charges")[0][0] == SLOTS
+    assert len(store.outbox.messages()) == SLOTS
+    assert len(store.job_ledger.charges()) == SLOTS
     kinds = [entry.kind for entry in store.audit_entries()]
     assert kinds.count("station_started") == kills + 1
     store.close()
@@ -119,7 +118,7 @@ def test_sigkill_mid_batch_then_restart(tmp_path: Path, with_broker: bool, mosqu
         assert smi.applied_count() == SLOTS
         assert len(smi.devices()) == 2 * SLOTS
         smi.close()
-        store = Store.from_config(config)
+        store = config.open_store()
         assert store.outbox_counts()["confirmed"] == SLOTS
         store.close()
 
@@ -129,7 +128,7 @@ def test_sigterm_drains_and_records_interrupted_never_done(tmp_path: Path) -> No
     hubs = [world.scenario.filler.model_copy(update={"name": f"hub {n}"}) for n in range(2)]
     config_path = write_station_config(world, hubs, broker_url=None, baud=115_200)
     config = load_config(config_path)
-    store = Store.from_config(config)
+    store = config.open_store()
     import_and_scan_in(store, read_order_file(write_order(world, hubs)))
     store.close()
     process = start_station(config_path)
@@ -142,7 +141,7 @@ def test_sigterm_drains_and_records_interrupted_never_done(tmp_path: Path) -> No
         process.kill()
         assert process.stdout is not None
         process.stdout.close()
-    store = Store.from_config(config)
+    store = config.open_store()
     jobs = store.jobs()
     assert jobs
     assert {job.state for job in jobs} == {"interrupted"}

@@ -28,7 +28,6 @@ from station.demo import DemoWorld, build_demo_world, device_id
 from station.mosquitto import Mosquitto
 from station.orders import read_order_file
 from station.showcase import hub_running_version, write_order, write_station_config
-from station.store import Store
 from tests.station.conftest import import_and_scan_in
 
 # Each phase of a job, in order, as the crash point that stops the station there.
@@ -97,7 +96,7 @@ def test_a_stop_at_any_phase_resumes_to_the_truth(
     hubs = [world.scenario.filler.model_copy(update={"name": name})]
     config_path = write_station_config(world, hubs, broker_url, baud=3_000_000, first=number, name=name)
     config = load_config(config_path)
-    store = Store.from_config(config)
+    store = config.open_store()
     import_and_scan_in(store, read_order_file(write_order(world, hubs, first=number, name=name)))
     store.close()
 
@@ -112,7 +111,7 @@ def test_a_stop_at_any_phase_resumes_to_the_truth(
     chf, gpf = device_id(number, 1), device_id(number, 2)
     running = hub_running_version(world.workdir / "hubs" / f"S{number:02d}", "01000000")
     assert running == TARGET  # the normal hub really was re-flashed in the end
-    store = Store.from_config(config)
+    store = config.open_store()
     try:
         jobs = store.jobs(chf_id=chf)
         assert len(jobs) == 1, "a stopped job is resumed, never started twice"
@@ -120,8 +119,8 @@ def test_a_stop_at_any_phase_resumes_to_the_truth(
         assert (job.state, job.outcome, job.reason) == ("final", "REFLASHED", "REFLASHED")
         assert job.firmware_before == "01000000"
         assert job.firmware_after == running
-        charges = store.rows("SELECT outcome, amount_pence FROM charges WHERE chf_id = ?", (chf,))
-        assert [(row["outcome"], row["amount_pence"]) for row in charges] == [("REFLASHED", 980)]
+        charges = [charge for charge in store.job_ledger.charges() if charge.chf_id == chf]
+        assert [(charge.outcome, charge.amount_pence) for charge in charges] == [("REFLASHED", 980)]
         assert store.outbox_counts() == {"pending": 0, "at_broker": 0, "confirmed": 1, "rejected": 0}
         kinds = [entry.kind for entry in store.audit_entries()]
         assert ("resumed_after_activation" in kinds) == ((phase, sig) in RESUMED_AFTER_ACTIVATION), kinds
@@ -175,7 +174,7 @@ def test_a_hub_that_finishes_activating_after_the_station_died(
             ])
         )  # fmt: skip
         config = load_config(config_path)
-        store = Store.from_config(config)
+        store = config.open_store()
         order = world.workdir / "st-tcp-hub.csv"
         order.write_text(f"order_ref,requesting_party,csp_region,chf_id\nDCC-TCP,SUPPLIER,North,{chf}\n")
         import_and_scan_in(store, read_order_file(order))
@@ -192,7 +191,7 @@ def test_a_hub_that_finishes_activating_after_the_station_died(
             hub.stdout.close()
     running = hub_running_version(state, "01000000")
     assert running == TARGET
-    store = Store.from_config(config)
+    store = config.open_store()
     try:
         (job,) = store.jobs(chf_id=chf)
         assert (job.outcome, job.reason, job.firmware_after) == ("REFLASHED", "REFLASHED", TARGET)

@@ -11,7 +11,6 @@ from station.config import load_config
 from station.demo import build_demo_world
 from station.orders import read_order_file
 from station.showcase import write_order, write_station_config
-from station.store import Store
 from tests.station.conftest import import_and_scan_in
 
 from .test_crash import start_station, wait_for_event
@@ -27,7 +26,7 @@ def test_sigterm_is_answered_within_2_s_while_a_hub_floods(tmp_path: Path) -> No
     # 3 Mbaud: the flood reaches the station's deframer at 300 kB/s, 150 000 false starts a second.
     config_path = write_station_config(world, hubs, broker_url=None, baud=3_000_000)
     config = load_config(config_path)
-    store = Store.from_config(config)
+    store = config.open_store()
     import_and_scan_in(store, read_order_file(write_order(world, hubs)))
     store.close()
     process = start_station(config_path)

@@ -150,8 +150,8 @@ def test_a_hub_that_lies_is_never_reflashed(
     proofs = events(store, job.id, "proof")
     assert proofs
     assert not proofs[-1]["ok"]
-    (message,) = store.rows("SELECT payload FROM outbox")
-    payload = json.loads(message["payload"])
+    (message,) = store.outbox.messages()
+    payload = json.loads(message.payload)
     assert (payload["outcome"], payload["firmware_after"]) == ("QUARANTINED", job.firmware_after)
 
 
@@ -235,7 +235,7 @@ def test_a_hub_swapped_mid_transfer_is_noticed_and_the_new_hub_gets_its_own_job(
     assert (second.state, second.outcome, second.reason) == ("final", "REFUSED", "DOWNGRADE_REFUSED")
     assert second.firmware_after == "01030000"
     assert not (tmp_path / "hub-2" / "state.json").exists()  # not a byte of the first hub's image reached it
-    assert [json.loads(r["payload"])["chf_id"] for r in store.rows("SELECT payload FROM outbox")] == [hub_id(2)]
+    assert [json.loads(m.payload)["chf_id"] for m in store.outbox.messages()] == [hub_id(2)]
     # The first hub still runs its old version and holds the prefix it was sent; put back, it resumes and is done.
     assert hub_runs(tmp_path / "hub-1") == BEFORE
     run_bench(store, catalog, {"A2": sim_jig(world, tmp_path / "hub-1", 1)}, [1])
@@ -297,8 +297,8 @@ def test_a_full_disk_after_activation_resumes_to_reflashed(
         job = store.job(job.id)
         assert (job.outcome, job.reason, job.firmware_after) == ("REFLASHED", "REFLASHED", TARGET)
         assert [e for e in store.audit_entries() if e.kind == "resumed_after_activation"]
-        charge = store.rows("SELECT outcome FROM charges")
-        assert [row["outcome"] for row in charge] == ["REFLASHED"]
+        charge = store.job_ledger.charges()
+        assert [line.outcome for line in charge] == ["REFLASHED"]
     finally:
         store.close()
 
@@ -316,7 +316,7 @@ def test_an_unexpected_hub_is_reported_once_and_processed_once_an_order_names_it
         asyncio.run(Bench({"A1": sim_jig(world, state, 7)}, ctx).run(once=True))
     (job,) = store.jobs()
     assert (job.outcome, job.order_ref) == ("UNEXPECTED", None)
-    assert len(store.rows("SELECT * FROM outbox")) == 1
+    assert len(store.outbox.messages()) == 1
     run_bench(store, catalog, {"A1": sim_jig(world, state, 7)}, [7])  # an order names it now
     jobs = store.jobs()
     assert [(j.outcome, j.order_ref) for j in jobs] == [("UNEXPECTED", None), ("REFLASHED", ORDER)]

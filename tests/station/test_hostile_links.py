@@ -151,9 +151,9 @@ async def test_a_hub_that_naks_every_frame_ends_on_its_nak_budget(
     assert took < transfer_bound(target_image(catalog).total_size)
     assert held_bytes(hostile.state) == 0
     # One attempt: a hub that heard every frame and refused it is not cured by another session.
-    (attempt,) = store.rows("SELECT result, detail FROM attempts WHERE job_id = ?", (job.id,))
-    assert attempt["result"] == "rejected"
-    assert "BAD_DATA" in attempt["detail"]
+    (attempt,) = store.job_ledger.attempts(job.id)
+    assert attempt.result == "rejected"
+    assert "BAD_DATA" in (attempt.detail or "")
 
 
 async def test_a_hub_that_trickles_ends_at_its_transfer_deadline_and_keeps_what_it_holds(
@@ -172,7 +172,7 @@ async def test_a_hub_that_trickles_ends_at_its_transfer_deadline_and_keeps_what_
     held = held_bytes(hostile.state)
     assert 16 * 10 <= held < target_image(catalog).total_size
     assert held % 16 == 0
-    (attempt,) = store.rows("SELECT result, detail FROM attempts WHERE job_id = ?", (job.id,))
-    assert attempt["result"] == "deadline"
-    assert f"acknowledged {held} of" in attempt["detail"]
+    (attempt,) = store.job_ledger.attempts(job.id)
+    assert attempt.result == "deadline"
+    assert f"acknowledged {held} of" in (attempt.detail or "")
     assert job.firmware_after == BEFORE

@@ -16,7 +16,6 @@ from station.daemon import _build_drivers, _StartupError, run_station
 from station.demo import DemoWorld, build_demo_world, device_id
 from station.orders import read_order_file
 from station.showcase import ORDER_REF, write_order, write_station_config
-from station.store import Store
 
 VENDOR = Path(__file__).parent / "vendor"
 
@@ -52,14 +51,14 @@ async def test_a_vendor_driver_is_one_module_and_its_entry_point(
         'trusted_keys = { "121D" = ["keys/maker-121D.pub"], "1072" = ["keys/maker-1072.pub"] }\n',
     )
     config = load_config(path)
-    store = Store.from_config(config)
+    store = config.open_store()
     store.import_order(read_order_file(write_order(world, [world.scenario.filler])))
     assert store.receive(ORDER_REF, chf_id)
     store.close()
 
     assert await run_station(config, once=True, log_format="json", live=False) == 0
 
-    store = Store.from_config(config)
+    store = config.open_store()
     jobs = store.jobs()
     store.close()
     assert [(job.slot, job.chf_id, job.outcome) for job in jobs] == [("BAY1", chf_id, "REFLASHED")]

@@ -98,9 +98,9 @@ def test_refused_connections_up_to_link_retries_are_retried_and_the_job_finishes
     run_bench(store, catalog, jig)
     (job,) = store.jobs()
     assert (job.outcome, job.reason, job.firmware_after) == ("REFLASHED", "REFLASHED", TARGET)
-    attempts = store.rows("SELECT result, detail FROM attempts WHERE job_id = ? ORDER BY number", (job.id,))
-    assert [a["result"] for a in attempts] == ["link_error"] * LINK_RETRIES + ["ok"]
-    assert all("refused" in a["detail"] for a in attempts[:LINK_RETRIES])
+    attempts = store.job_ledger.attempts(job.id)
+    assert [a.result for a in attempts] == ["link_error"] * LINK_RETRIES + ["ok"]
+    assert all("refused" in (a.detail or "") for a in attempts[:LINK_RETRIES])
 
 
 def test_one_refusal_more_than_link_retries_fails_the_job_with_link_retries_exhausted(
@@ -110,8 +110,8 @@ def test_one_refusal_more_than_link_retries_fails_the_job_with_link_retries_exha
     run_bench(store, catalog, jig)
     (job,) = store.jobs()
     assert (job.state, job.outcome, job.reason) == ("final", "FAILED", "LINK_RETRIES_EXHAUSTED")
-    attempts = store.rows("SELECT result FROM attempts WHERE job_id = ?", (job.id,))
-    assert [a["result"] for a in attempts] == ["link_error"] * (LINK_RETRIES + 1)
+    attempts = store.job_ledger.attempts(job.id)
+    assert [a.result for a in attempts] == ["link_error"] * (LINK_RETRIES + 1)
     assert jig.refused == LINK_RETRIES + 1
 
 

@@ -17,7 +17,7 @@ from station.cli import main
 from station.orders import OrderImportError, read_order_file
 from station.outcome import Outcome
 from station.reconciliation import order_report, report_csv
-from station.store import Store, StoreError
+from station.store import OrderConflict, Store, StoreError
 from tests.station.conftest import RunJob, hub_id
 
 HEADER = "order_ref,requesting_party,csp_region,chf_id\n"
@@ -127,13 +127,13 @@ def test_random_bytes_give_only_import_errors(tmp_path: Path, data: bytes, suffi
 def test_import_is_all_or_nothing_against_the_store(tmp_path: Path, store: Store) -> None:
     store.import_order(read_order_file(write_csv(tmp_path, [f"DCC-1,S,North,{hub_id(1)}"], "a.csv")))
     second = write_csv(tmp_path, [f"DCC-2,S,North,{hub_id(2)}", f"DCC-2,S,North,{hub_id(1)}"], "b.csv")
-    with pytest.raises(OrderImportError) as caught:
+    with pytest.raises(OrderConflict) as caught:
         store.import_order(read_order_file(second))
     assert caught.value.problems == [f"line 3: chf_id {hub_id(1)} is already in open order DCC-1"]
-    assert [row["ref"] for row in store.rows("SELECT ref FROM orders")] == ["DCC-1"]
-    assert store.rows("SELECT COUNT(*) FROM order_hubs")[0][0] == 1
+    assert [order.ref for order in store.order_book.orders()] == ["DCC-1"]
+    assert [store.order_book.hubs(order.ref) for order in store.order_book.orders()] == [[hub_id(1)]]
     again = write_csv(tmp_path, [f"DCC-1,S,North,{hub_id(5)}"], "c.csv")
-    with pytest.raises(OrderImportError, match="already imported"):
+    with pytest.raises(OrderConflict, match="already imported"):
         store.import_order(read_order_file(again))
 
 

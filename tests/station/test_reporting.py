@@ -19,7 +19,8 @@ from station.messages import hub_result, topic
 from station.mosquitto import Mosquitto
 from station.outcome import Outcome
 from station.reporter import Reporter
-from station.store import JobRecord, Store
+from station.store import JobRecord, JobState, Store
+from station.store.crash_left_state import forget_confirmations
 from tests.station.conftest import ACTOR, hub_id, live_state_of
 
 REGION = "North"
@@ -156,11 +157,11 @@ async def test_reporter_restart_republishes_and_duplicates_are_harmless(running:
     running.reporter.wake.set()
     await eventually(lambda: running.confirmed() == 10, what="10 confirmations")
     # Forget the confirmations, as if the station died before writing them: everything is published again.
-    running.store.rows("UPDATE outbox SET state = 'at_broker'")
+    forget_confirmations(running.store.work)
     await running.stop("reporter")
     running.start("reporter")
     await eventually(lambda: running.confirmed() == 10, what="10 confirmations again")
-    acks = [json.loads(row["ack"]) for row in running.store.rows("SELECT ack FROM outbox")]
+    acks = [json.loads(message.ack or "null") for message in running.store.outbox.messages()]
     assert {ack["result"] for ack in acks} == {"duplicate"}
     assert applied_count(running.smi_path) == 10
 
@@ -199,8 +200,8 @@ async def test_malformed_results_are_rejected_and_kept(running: Running, private
         # Valid in every field but one: a finish time that is no date-time.
         late_id = str(uuid.uuid4())
         job = JobRecord(
-            id=1, chf_id=hub_id(900), gpf_id=hub_id(901), order_ref=None, slot="A1", state="final",
-            outcome="REFLASHED", reason="REFLASHED", manufacturer="121D", model="0000", hardware_version="1200",
+            id=1, chf_id=hub_id(900), gpf_id=hub_id(901), order_ref=None, slot="A1", state=JobState.FINAL,
+            outcome=Outcome.REFLASHED, reason="REFLASHED", manufacturer="121D", model="0000", hardware_version="1200",
             firmware_before="01000000", firmware_after="01020000", target_version="01020000", image_sha256="ab" * 32,
             hub_sha256="ab" * 32, attempts=1, started_at="2026-11-23T10:00:00Z", finished_at="2026-11-23T10:01:00Z",
             operator="op", facility="f", audit_hash="cd" * 32, result_sequence=1,
@@ -299,7 +300,7 @@ async def test_two_bridges_share_the_results_and_apply_each_once(
         for bridge in bridges:
             bridge.stop()
         await asyncio.gather(reporter_task, *tasks)
-    acks = [json.loads(row["ack"]) for row in store.rows("SELECT ack FROM outbox")]
+    acks = [json.loads(message.ack or "null") for message in store.outbox.messages()]
     assert {ack["result"] for ack in acks} == {"applied"}
     assert applied_count(smi) == 40
     for bridge in bridges:

@@ -14,7 +14,6 @@ from station.config import load_config
 from station.demo import device_id
 from station.orders import OrderRequest
 from station.showcase import hub_running_version
-from station.store import Store
 from tests.station import test_slot_faults
 from tests.station.test_slot_faults import HONEST, HONEST_TARGET, Bench, Events, honest_reflashed, stopped_slots
 
@@ -23,14 +22,14 @@ bench = test_slot_faults.bench  # the fixture: simulated hubs over TCP, each in 
 
 
 def import_without_scan_in(config: Path, chf_ids: list[str]) -> None:
-    store = Store.from_config(load_config(config))
+    store = load_config(config).open_store()
     lines = [(chf, i + 2) for i, chf in enumerate(chf_ids)]
     store.import_order(OrderRequest(ORDER, "dcc", "SUPPLIER-A", "North", lines, "custody.csv", "0" * 64))
     store.close()
 
 
 def audit_kinds(config: Path) -> list[str]:
-    store = Store.from_config(load_config(config))
+    store = load_config(config).open_store()
     try:
         return [entry.kind for entry in store.audit_entries()]
     finally:
@@ -38,7 +37,7 @@ def audit_kinds(config: Path) -> list[str]:
 
 
 def jobs_of(config: Path) -> list[object]:
-    store = Store.from_config(load_config(config))
+    store = load_config(config).open_store()
     try:
         return list(store.jobs())
     finally:

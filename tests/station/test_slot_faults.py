@@ -23,7 +23,6 @@ from station.config import load_config
 from station.demo import DemoWorld, build_demo_world, device_id
 from station.orders import OrderRequest
 from station.showcase import hub_running_version, write_station_config
-from station.store import Store
 from tests.station.conftest import import_and_scan_in
 
 HONEST = {"manufacturer": "121D", "model": "0000", "hardware": "1200", "firmware": "01000000"}
@@ -105,7 +104,7 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
 
 
 def import_order(config: Path, chf_ids: list[str]) -> None:
-    store = Store.from_config(load_config(config))
+    store = load_config(config).open_store()
     lines = [(chf, i + 2) for i, chf in enumerate(chf_ids)]
     import_and_scan_in(store, OrderRequest("DCC-FAULTS", "dcc", "SUPPLIER-A", "North", lines, "faults.csv", "0" * 64))
     store.close()
@@ -162,7 +161,7 @@ def stop_within_two_seconds(process: subprocess.Popen[bytes], events: Events) ->
 
 def honest_reflashed(bench: Bench, config: Path, slot: str = "H") -> None:
     assert hub_running_version(bench.world.workdir / f"hubs/{slot}", HONEST["firmware"]) == HONEST_TARGET
-    store = Store.from_config(load_config(config))
+    store = load_config(config).open_store()
     try:
         (job,) = [j for j in store.jobs() if j.slot == slot]
         assert (job.state, job.outcome, job.firmware_after) == ("final", "REFLASHED", HONEST_TARGET)
@@ -356,7 +355,7 @@ def test_a_full_disk_costs_no_record_and_everything_catches_up(
         events.wait_for("job_finished", slot="S", outcome="REFLASHED", within=90)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            store = Store.from_config(load_config(config))
+            store = load_config(config).open_store()
             counts = store.outbox_counts()
             store.close()
             if counts["pending"] == 0:
@@ -365,7 +364,7 @@ def test_a_full_disk_costs_no_record_and_everything_catches_up(
         assert stop_within_two_seconds(process, events) == 1  # stopped by a signal
     finally:
         process.kill()
-    store = Store.from_config(load_config(config))
+    store = load_config(config).open_store()
     try:
         jobs = {job.slot: job for job in store.jobs()}
         assert {slot: (job.state, job.outcome) for slot, job in jobs.items()} == {

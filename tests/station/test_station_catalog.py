@@ -11,7 +11,6 @@ from station.config import load_config
 from station.daemon import run_station
 from station.demo import CONFIG_DIR, build_demo_world
 from station.showcase import write_station_config
-from station.store import Store
 
 
 def rebuild(world_dir: Path, serial: int) -> None:
@@ -29,7 +28,7 @@ async def test_rollback_refused_after_restart(tmp_path: Path) -> None:
     assert await run_station(config, once=True, log_format="json", live=False) == 0
     rebuild(world.workdir, 1)  # an older catalog put back in the folder
     assert await run_station(config, once=True, log_format="json", live=False) == 2
-    store = Store.from_config(config)
+    store = config.open_store()
     offers = [e.data for e in store.audit_entries() if e.kind.startswith("catalog_")]
     store.close()
     assert [(o["code"], o["serial"]) for o in offers][-2:] == [("OK", 2), ("CATALOG_ROLLBACK", None)]
@@ -47,7 +46,7 @@ async def test_a_jig_that_is_not_there_does_not_stop_the_others(tmp_path: Path) 
     )
     config = load_config(path)
     assert await run_station(config, once=True, log_format="json", live=False) == 1  # one slot unfinished
-    store = Store.from_config(config)
+    store = config.open_store()
     jobs = store.jobs()
     store.close()
     assert [(job.slot, job.outcome) for job in jobs] == [("S01", "UNEXPECTED")]  # processed (no order named it)

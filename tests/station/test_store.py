@@ -10,12 +10,21 @@ import pytest
 
 from station.audit import verify_chain
 from station.outcome import Outcome
-from station.store import MIGRATIONS, FlashStep, Store, StoreError, _statements
+from station.store import FlashStep, Store, StoreError
+from station.store.schema import MIGRATIONS, statements
+from station.store.sqlite import SqliteDatabase
 from tests.station.conftest import ACTOR, RunJob, hub_id
 
 
+def beside(store: Store) -> sqlite3.Connection:
+    """The store's file through a connection of its own: what any code could try below the store's parts (the
+    database itself must refuse it)."""
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
 def test_wal_mode_and_schema_version(store: Store) -> None:
-    assert store.rows("PRAGMA journal_mode")[0][0] == "wal"
+    assert isinstance(store.database, SqliteDatabase)
+    assert store.database.journal_mode == "wal"
     assert store.schema_version == 3
 
 
@@ -31,7 +40,7 @@ def test_reopening_keeps_everything_and_does_not_migrate_twice(tmp_path: Path, r
 def test_a_version_1_database_gains_the_flash_step_and_keeps_its_jobs(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for statement in _statements(MIGRATIONS[0]):
+    for statement in statements(MIGRATIONS[0]):
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     db.execute(
@@ -66,8 +75,8 @@ def test_finish_job_writes_state_audit_outbox_and_charge_together(store: Store, 
     job = run_job(hub_id(1), None)
     assert job.state == "final"
     assert job.outcome == "REFLASHED"
-    (message,) = store.rows("SELECT * FROM outbox")
-    payload = json.loads(message["payload"])
+    (message,) = store.outbox.messages()
+    payload = json.loads(message.payload)
     assert payload["audit_hash"] == job.audit_hash
     last = list(store.audit_entries())[-1]
     assert (last.kind, last.hash) == ("job_finished", job.audit_hash)
@@ -87,7 +96,7 @@ def test_a_failing_report_builder_writes_nothing(store: Store) -> None:
             hub_sha256=None, charge_pence=0, currency="GBP", report=broken,
         )  # fmt: skip
     assert store.job(job_id).state == "running"
-    assert store.rows("SELECT COUNT(*) FROM outbox")[0][0] == 0
+    assert store.outbox.messages() == []
     assert len(list(store.audit_entries())) == audit_before
 
 
@@ -105,12 +114,14 @@ def test_no_hub_gets_two_final_outcomes_in_one_order(store: Store, run_job: RunJ
             image_sha256=None, hub_sha256=None, charge_pence=0, currency="GBP", report=lambda *a: {},
         )  # fmt: skip
     # The database enforces it too, whatever code tries.
+    db = beside(store)
     with pytest.raises(sqlite3.IntegrityError):
-        store.rows(
+        db.execute(
             "INSERT INTO jobs (chf_id, order_ref, slot, state, outcome, started_at, operator, facility) "
             "VALUES (?, 'ORD-1', 'A1', 'final', 'FAILED', 'now', 'op', 'f')",
             (hub_id(1),),
         )
+    db.close()
 
 
 def test_interrupted_job_is_resumed_not_duplicated(store: Store) -> None:
@@ -118,8 +129,8 @@ def test_interrupted_job_is_resumed_not_duplicated(store: Store) -> None:
     store.begin_attempt(job_id)
     assert store.interrupt_running_jobs() == [job_id]
     assert store.job(job_id).state == "interrupted"
-    (attempt,) = store.rows("SELECT * FROM attempts WHERE job_id = ?", (job_id,))
-    assert attempt["result"] == "interrupted"
+    (attempt,) = store.job_ledger.attempts(job_id)
+    assert attempt.result == "interrupted"
     again = store.start_job(chf_id=hub_id(3), gpf_id=None, order_ref=None, slot="B2", identity={})
     assert again == job_id
     assert store.job(job_id).slot == "B2"
@@ -128,10 +139,12 @@ def test_interrupted_job_is_resumed_not_duplicated(store: Store) -> None:
 
 def test_audit_is_append_only_in_the_database(store: Store, run_job: RunJob) -> None:
     run_job(hub_id(1), None)
+    db = beside(store)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        store.rows("UPDATE audit SET kind = 'x' WHERE seq = 1")
+        db.execute("UPDATE audit SET kind = 'x' WHERE seq = 1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        store.rows("DELETE FROM audit WHERE seq = 1")
+        db.execute("DELETE FROM audit WHERE seq = 1")
+    db.close()
 
 
 def test_checkpoints_are_written_and_verify(store: Store, run_job: RunJob) -> None:
