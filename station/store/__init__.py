@@ -15,6 +15,8 @@ The store is a package of parts, one noun each, sharing one `UnitOfWork` (one da
     orders         orders and the hubs they name; scan-in, scan-out, close
     jobs           jobs, their attempts and charges; the outcome transaction
     outbox         messages for the DSP, from their transaction to the DSP's ack
+    database       the seam: what a part may ask of a database engine (below)
+    crash_left_state  states only a crash leaves, made on purpose for tests; the station never calls it
 
 A part that composes others passes its `Session` down (`AuditLog.append(session, ...)`, `Outbox.enqueue(session,
 ...)`, `Custody.record(session, ...)`), so the composition stays one COMMIT. Parts return frozen records with enums
@@ -26,7 +28,9 @@ The seam for another database engine is `station.store.database`: the parts run 
 `Database`, in a dialect SQLite and PostgreSQL share, with `?` placeholders. A PostgreSQL backend (one database for
 several stations of a site) is one new module: a `Database` that opens its connection, rewrites `?` to `%s` in its
 `Session`, returns rows readable by column name, names its "cannot write now" errors (`write_errors`), and brings its
-own DDL and migrations beside `schema`; then `Store.over(database, actor)`. No part changes.
+own DDL and migrations beside `schema`; then `Store.over(database, actor)`. No part changes. Each station keeps its
+own chain, counters and rows there by having a schema of its own in that database (the backend sets `search_path`
+to it), since the parts' SQL names tables, not stations.
 
 The store depends on nothing above it: the standard library, `cryptography`, `firmware_catalog` and the station's
 own value modules (`station.audit`, `station.outcome`, `station.crash_point`); a test holds it to that.

@@ -19,7 +19,7 @@ from station.store.database import Result, Session
 from station.store.sqlite import SqliteDatabase
 from tests.station.conftest import ACTOR, hub_id, simple_report
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STORE = ROOT / "station" / "store"
 
 # What the store may import: the standard library, cryptography, the catalog package (keys, pins, EUI-64s), and
@@ -27,6 +27,11 @@ STORE = ROOT / "station" / "store"
 BELOW = ("cryptography", "firmware_catalog", "station.store", "station.audit", "station.outcome", "station.crash_point")
 # Only the SQLite database and its DDL know they run on SQLite; every other part speaks through the seam.
 ENGINE_MODULES = {"sqlite.py", "schema.py"}
+
+
+def test_these_tests_look_where_the_store_is() -> None:
+    # The checks below are one per module found: a wrong path would find none and pass silently.
+    assert {"__init__.py", "database.py", "unit_of_work.py", "jobs.py"} <= {p.name for p in STORE.glob("*.py")}
 
 
 def imports_of(path: Path) -> Iterator[str]:
