@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -269,12 +268,12 @@ class Bench:
                 self.ctx.emit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
                 try:
                     self.ctx.store.audit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
-                except sqlite3.OperationalError as failed:
+                except self.ctx.store.write_errors as failed:
                     self._awaiting.pop(name, None)  # said again, and recorded, when the store can write
                     self._fault(name, SlotFault.STORE_UNAVAILABLE, f"store unavailable: {failed}")
                     raise _SlotFaulted(SlotFault.STORE_UNAVAILABLE) from None
             raise _AwaitingScanIn from None
-        except sqlite3.OperationalError as exc:
+        except self.ctx.store.write_errors as exc:
             # The disk is full or read-only: the store has said so once (station/store.py); the job's outcome is
             # not written, so it stays unfinished and resumes when the hub is next seen.
             self._fault(name, SlotFault.STORE_UNAVAILABLE, f"store unavailable: {exc}")

@@ -259,7 +259,7 @@ class Station:
             if holder.current is None:
                 # The one record a station that will not start makes: a refused catalog (a rollback, a forgery, an
                 # expired one) is worth a trace of its own, and the entry is complete in itself.
-                with contextlib.suppress(sqlite3.Error, OSError):
+                with contextlib.suppress(*store.write_errors, OSError):
                     store.record_catalog(False, first.code.value, first.message, None, str(folder))
                 raise StartupRefused(
                     f"no acceptable catalog in {folder} ({first.code.value}: {first.message}); the station flashes "
@@ -290,6 +290,7 @@ class Station:
     async def __aenter__(self) -> Station:
         store, section = self.store, self.config.station
         store_path = self.config.resolve(section.store)
+        cannot_write: tuple[type[BaseException], ...] = (*store.write_errors, OSError)
         try:
             self._interrupted_jobs = store.interrupt_running_jobs()
             source = self.config.source
@@ -304,7 +305,7 @@ class Station:
             )
             store.audit("operator_signed_in", operator=section.operator)
             self._record_offer(self._first_offer)
-        except (sqlite3.Error, OSError) as exc:
+        except cannot_write as exc:
             store.close()
             raise _CannotRecord(f"cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
         if section.key is None:
@@ -357,7 +358,7 @@ class Station:
         try:
             store.audit("station_stopped", drained=bench.stopping, outcomes=bench.outcomes, slots=slots)
             store.checkpoint()
-        except sqlite3.OperationalError:
+        except store.write_errors:
             log.error("the station's stop could not be recorded in the store (station_stopped, signed tail)")
         bench.finished = True
         last = bench.snapshot()
@@ -402,7 +403,7 @@ class Station:
         """SIGHUP: offer the catalog folder again; a refused catalog leaves the one in force."""
         try:
             self._record_offer(self.holder.offer(self._folder, datetime.now(UTC)))
-        except sqlite3.OperationalError:
+        except self.store.write_errors:
             # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
             # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
             log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")

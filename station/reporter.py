@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -369,7 +368,7 @@ class Reporter:
             return
         try:
             queued = self.store.outbox_resend(request.from_sequence, request.to_sequence, request.bridge)
-        except sqlite3.OperationalError:
+        except self.store.write_errors:
             log.error("a resend request from %s could not be recorded; the DSP should ask again", request.bridge)
             return
         log.info(
@@ -405,7 +404,7 @@ class Reporter:
                 try:
                     self.store.outbox_acked(pending)
                     self.outbox_changed.set()
-                except sqlite3.OperationalError:
+                except self.store.write_errors:
                     # The store said it cannot write. Keep the acks and record them with the next one; if none
                     # comes, the rows stay at_broker, are published again, and the bridge acks them again.
                     continue
@@ -440,7 +439,7 @@ class Reporter:
                 self._telemetry_sent[slot.name] = view
 
     def _record_published(self) -> None:
-        """Write the PUBACKs not yet recorded. Raises sqlite3.OperationalError when the store still cannot."""
+        """Write the PUBACKs not yet recorded. Raises one of the store's write errors when it still cannot."""
         if not self._unrecorded:
             return
         for needs_ack in (True, False):
@@ -467,7 +466,7 @@ class Reporter:
                 rows = self.store.outbox_due(
                     self.batch, _iso(datetime.now(UTC)), republish=republish, kind=self.only_kind
                 )
-            except sqlite3.OperationalError:
+            except self.store.write_errors:
                 await self._store_pause()
                 continue
             self._store_backoff_s = _STORE_RETRY_FIRST_S
@@ -500,7 +499,7 @@ class Reporter:
         # Record what the broker took even when the connection broke part way through; what the store cannot
         # record now is held and recorded first when it can (`_record_published`).
         self._unrecorded.update({r.message_id: (r.kind == HUB_RESULT, self._retry_at(r.publishes + 1)) for r in done})
-        with contextlib.suppress(sqlite3.OperationalError):
+        with contextlib.suppress(*self.store.write_errors):
             self._record_published()
         for kind in {row.kind for row in done}:
             self._accepted(kind)
@@ -508,7 +507,7 @@ class Reporter:
             self.refused_publishes += len(refused)
             for row, exc in refused:
                 self._refused(row.kind, str(exc))
-            with contextlib.suppress(sqlite3.OperationalError):
+            with contextlib.suppress(*self.store.write_errors):
                 self.store.outbox_refused(
                     [(row.message_id, str(exc), self._retry_at(row.refusals + 1)) for row, exc in refused]
                 )

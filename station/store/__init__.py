@@ -135,6 +135,12 @@ class Store:
         return self.work.writable
 
     @property
+    def write_errors(self) -> tuple[type[Exception], ...]:
+        """The errors a write raises when it cannot be done now (disk full, read-only, I/O error): callers that must
+        go on (a slot, the reporter, the stop) catch these, whatever the engine."""
+        return self.database.write_errors
+
+    @property
     def schema_version(self) -> int:
         return self.database.schema_version
 
