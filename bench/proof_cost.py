@@ -2,8 +2,9 @@
 
 For a 1 MiB image at 921600 baud with 1 ms and 16 ms adapter latency each way, on the emulated link with a simulated
 hub: the bytes each proof puts on the wire both ways, its round trips, its time as the station sees it, and the time
-a whole `flash()` takes with its two proofs (staged before ACTIVATE, running after), plus a resume proof over half
-the image. "HMAC ms" is this machine's time to compute one MAC over the bytes proved (each end computes one).
+a whole flash (station/flash.py `flash_image`, the station's own sequence) takes with its two proofs (staged before
+ACTIVATE, running after), plus a resume proof over half the image. "HMAC ms" is this machine's time to compute one MAC
+over the bytes proved (each end computes one).
 
     python -m bench.proof_cost [--json] [--size KIB]
 """
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from drivers.frame import ProofRegion, proof_mac
-from drivers.jig import flash
 from drivers.jig_driver import ImageRegion, Proof
 from drivers.maintenance_port import MaintenancePort, SessionSettings
 from firmware_catalog.hub import HubIdentity
@@ -31,6 +31,9 @@ from firmware_catalog.keys import generate_key
 from simulators.hub import HubOptions, stage_bytes
 from simulators.jig import SimJig
 from simulators.link import LinkSettings
+from station.config import JobSettings
+from station.flash import QuietObserver, flash_image
+from station.outcome import Outcome
 
 __all__ = ["main", "measure"]
 
@@ -39,7 +42,7 @@ LATENCIES_MS = (1, 16)
 
 
 class _TimedJig(SimJig):
-    """SimJig that keeps the time each proof took inside flash()."""
+    """SimJig that keeps the time each proof took inside flash_image()."""
 
     proof_s: list[float]
 
@@ -124,9 +127,12 @@ async def measure(size: int) -> list[dict[str, Any]]:
                 whole = image.total_size
                 rows.append(await _prove_row("staged proof (whole)", port, jig, image, staged, whole, ms))
                 await port.erase()
+                jig.expect(await jig.identify())  # as the station's job does: the hub it scanned in
+                observer = QuietObserver()
                 started = time.perf_counter()
-                result = await flash(jig, image)
+                ending = await flash_image(jig, image, JobSettings(), observer)
                 elapsed = time.perf_counter() - started
+                assert ending.outcome == Outcome.REFLASHED, ending
                 port = await jig.session()
                 running = ProofRegion.RUNNING
                 rows.append(await _prove_row("running proof (whole)", port, jig, image, running, whole, ms))
@@ -135,14 +141,14 @@ async def measure(size: int) -> list[dict[str, Any]]:
         proofs = sum(jig.proof_s)
         rows.append(
             {
-                "case": "flash() total",
+                "case": "flash_image() total",
                 "latency_ms": ms,
                 "bytes_proved": 2 * image.total_size,
                 "round_trips": 2,
                 "elapsed_ms": round(elapsed * 1000, 1),
                 "proofs_ms": round(proofs * 1000, 1),
                 "proof_share": round(proofs / elapsed, 4),
-                "data_bytes": result.data_bytes,
+                "data_bytes": sum(ended["data_bytes"] for ended in observer.of("transfer_ended")),
             }
         )
     return rows
@@ -153,7 +159,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     out = [head, "|" + "---|" * 9]
     for r in rows:
         note = r.get("note", "")
-        if r["case"] == "flash() total":
+        if r["case"] == "flash_image() total":
             note = f"of which the 2 proofs {r['proofs_ms']} ms ({r['proof_share']:.2%}); DATA bytes {r['data_bytes']}"
         out.append(
             f"| {r['case']} | {r['latency_ms']} | {r['bytes_proved']} | {r.get('to_hub_bytes', '')} | "

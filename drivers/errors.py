@@ -6,8 +6,6 @@
      |    +-- LinkTimeout           no answer after every retransmission (silent or hung hub, dead link)
      +-- HubRefused                 the hub answered, and the answer is no. Not retryable as is.
      |    +-- TransferRefused       begin-transfer refused; `reason` is a `RefuseReason`
-     |    +-- ActivationFailed      CS06 outcome other than Success, or the wrong version running afterwards
-     |    +-- VerificationFailed    the hub's hash or signature verdict does not match what was sent
      |    +-- ProofFailed           the hub could not prove (PROVE) that it holds the bytes; `region`, `held`
      |    +-- DataRejected          the hub NAKs the data itself (bad data, beyond the end) without taking any
      +-- HubSwapped                 the hub on the jig is not the one the job began with. Not retryable.
@@ -25,7 +23,6 @@ from __future__ import annotations
 from firmware_catalog.hub import HubIdentity
 
 __all__ = [
-    "ActivationFailed",
     "DataRejected",
     "DeframeError",
     "FrameError",
@@ -38,7 +35,6 @@ __all__ = [
     "ProofFailed",
     "ProtocolError",
     "TransferRefused",
-    "VerificationFailed",
 ]
 
 
@@ -73,19 +69,6 @@ class TransferRefused(HubRefused):
         self.reason = reason
         self.detail = detail
         super().__init__(f"transfer refused (reason {reason}): {detail}")
-
-
-class ActivationFailed(HubRefused):
-    """Activation did not leave the target running. `code` is the CS06 outcome, `running` the version reported."""
-
-    def __init__(self, code: int, running: int, message: str) -> None:
-        self.code = code
-        self.running = running
-        super().__init__(message)
-
-
-class VerificationFailed(HubRefused):
-    """The hub holds something other than what was sent, or its own signature check failed."""
 
 
 class ProofFailed(HubRefused):

@@ -1,4 +1,4 @@
-"""The maintenance-port jig driver, and `flash`: a hub re-flashed through any `JigDriver`.
+"""The maintenance-port jig driver: any transport behind the maintenance-port session, as a `JigDriver`.
 
 `MaintenancePortJig` is a transport opener plus the maintenance-port session: it takes any coroutine that opens a
 `Transport` (serial, TCP, USB, an in-memory link) and does the rest, reopening the transport after a link error so
@@ -6,20 +6,20 @@ that the next call resumes. A transport that cannot be opened (`OSError`: refuse
 failure like a closed or silent one: every retry loop here counts it against the same `link_retries`
 (`LINK_FAILURES`). Once told which hub to expect (`expect`), every IDENTIFY is checked against it, so a hub swapped
 for another between two connections raises `HubSwapped` before anything else is sent to it. The seam itself
-(`JigDriver` and its values) is `drivers.jig_driver`; the names configuration uses, `drivers.driver_registry`.
+(`JigDriver` and its values) is `drivers.jig_driver`; the names configuration uses, `drivers.driver_registry`; the
+flash sequence every driver is run through (the station's job and `reflash jig flash` alike), `station/flash.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from drivers.errors import ActivationFailed, HubSwapped, ProofFailed, VerificationFailed
+from drivers.errors import HubSwapped
 from drivers.jig_driver import (
     LINK_FAILURES,
     Activation,
-    ActivationStatus,
     ImageRegion,
     JigDriver,
     Progress,
@@ -40,7 +40,7 @@ from drivers.transport import BaudRateControl, Transport
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage
 
-__all__ = ["FlashResult", "MaintenancePortJig", "OpenedLink", "TransportOpener", "flash"]
+__all__ = ["MaintenancePortJig", "OpenedLink", "TransportOpener"]
 
 _T = TypeVar("_T")
 
@@ -147,131 +147,3 @@ class MaintenancePortJig(JigDriver):
 
     async def close(self) -> None:
         await self._drop()
-
-
-@dataclass(frozen=True)
-class FlashResult:
-    """A hub re-flashed: what it runs now, the hash it reported, the proofs it gave, and what each transfer cost.
-
-    `activation` is None when the link dropped during the reboot and the version read back afterwards decided.
-    `staged_proof` is the proof of the whole staged envelope before activation, `running_proof` of the whole running
-    envelope after it; both are ok in a FlashResult. `erased` is True when an unproven image was erased on the way.
-    """
-
-    verification: Verification
-    activation: Activation | None
-    version: VersionInfo
-    staged_proof: Proof
-    running_proof: Proof
-    attempts: list[TransferStats] = field(default_factory=list)
-    erased: bool = False
-
-    @property
-    def data_bytes(self) -> int:
-        return sum(a.data_bytes for a in self.attempts)
-
-
-async def _with_link_retries(call: Callable[[], Awaitable[_T]], link_retries: int) -> _T:
-    for attempt in range(link_retries + 1):
-        try:
-            return await call()
-        except LINK_FAILURES:
-            if attempt == link_retries:
-                raise
-    raise AssertionError("unreachable")
-
-
-async def flash(
-    driver: JigDriver, image: UpgradeImage, progress: Progress | None = None, link_retries: int = 3
-) -> FlashResult:
-    """Transfer (resuming after link errors), verify, prove, activate, read back, prove. Raises unless the target
-    runs and the hub proved it.
-
-    A hub counts as re-flashed only when its own hash matches the image, its signature check passed, it proved it
-    holds the whole envelope before activation (else it is erased and sent the image again, once), activation
-    answered CS06 Success (or the link dropped during the reboot), the version read back is the image's, and it
-    proved it runs the whole envelope afterwards. Unless the driver already expects a hub, the one identified first
-    is expected throughout (a swapped hub raises `HubSwapped`).
-    """
-    pinned = driver.expected
-    if pinned is None:
-        driver.expect(await _with_link_retries(driver.identify, link_retries))
-    try:
-        return await _flash(driver, image, progress, link_retries)
-    finally:
-        driver.expect(pinned)
-
-
-async def _transfer_and_verify(
-    driver: JigDriver, image: UpgradeImage, progress: Progress | None, link_retries: int
-) -> tuple[TransferStats, Verification]:
-    stats = await _with_link_retries(lambda: driver.transfer(image, progress), link_retries)
-    verification = await _with_link_retries(driver.verify, link_retries)
-    if verification.held != image.total_size or verification.sha256 != image.manufacturer_image_sha256:
-        raise VerificationFailed(
-            f"hub holds {verification.held} of {image.total_size} bytes with hash {verification.sha256}; "
-            f"sent {image.manufacturer_image_sha256}"
-        )
-    if not verification.signature_ok:
-        raise VerificationFailed("the hub's own signature check of the image failed")
-    return stats, verification
-
-
-def _proof_failure(proof: Proof, image: UpgradeImage, what: str) -> ProofFailed:
-    if proof.held < proof.offset + proof.length:
-        why = f"it holds {proof.held} of its {image.total_size} bytes"
-    else:
-        why = f"it claims {proof.held} bytes but its MAC over them is not the image's"
-    return ProofFailed(proof.region, proof.held, f"hub could not prove it holds {what}: {why}")
-
-
-async def _flash(driver: JigDriver, image: UpgradeImage, progress: Progress | None, link_retries: int) -> FlashResult:
-    attempts: list[TransferStats] = []
-    stats, verification = await _transfer_and_verify(driver, image, progress, link_retries)
-    attempts.append(stats)
-    erased = stats.erased
-    staged = await driver.prove(image, ImageRegion.STAGED)
-    if not staged.ok:
-        # The hub's word (ACKs, VERIFY) said it holds the image; its bytes say otherwise. Start again, once.
-        await driver.erase()
-        erased = True
-        stats, verification = await _transfer_and_verify(driver, image, progress, link_retries)
-        attempts.append(stats)
-        staged = await driver.prove(image, ImageRegion.STAGED)
-        if not staged.ok:
-            raise _proof_failure(staged, image, "the staged image after an erase and a second transfer")
-    target = f"{image.file_version:08X}"
-    activation: Activation | None = None
-    try:
-        activation = await driver.activate(image.manufacturer_image_sha256, image.upgrade_image_sha256)
-    except LINK_FAILURES as dropped:
-        # The hub may be rebooting into the new image: what it runs after reconnecting decides.
-        try:
-            version = await _with_link_retries(driver.read_version, link_retries)
-        except LINK_FAILURES as again:
-            raise dropped from again
-    else:
-        if activation.status is not ActivationStatus.SUCCESS:
-            raise ActivationFailed(
-                activation.code,
-                int(activation.running_version, 16),
-                f"CS06 {activation.code} {activation.status.name}; hub runs {activation.running_version}",
-            )
-        version = await _with_link_retries(driver.read_version, link_retries)
-    if version.running_version != target:
-        if activation is None:
-            raise ActivationFailed(
-                ActivationStatus.ACTIVATION_FAILURE,
-                int(version.running_version, 16),
-                f"link dropped at ACTIVATE; after reconnecting the hub runs {version.running_version}, "
-                f"not the target {target}",
-            )
-        raise ActivationFailed(
-            activation.code,
-            int(version.running_version, 16),
-            f"hub reported Success but runs {version.running_version}, not the target {target}",
-        )
-    running = await _with_link_retries(lambda: driver.prove(image, ImageRegion.RUNNING), link_retries)
-    if not running.ok:
-        raise _proof_failure(running, image, f"it runs the target image {target}")
-    return FlashResult(verification, activation, version, staged, running, attempts, erased)

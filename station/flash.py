@@ -314,6 +314,10 @@ async def _transfer(run: _Flash) -> Ending | None:
             data_bytes=stats.data_bytes,
             frames=stats.frames,
             retransmitted_frames=stats.retransmitted_frames,
+            image_bytes_sent=stats.image_bytes_sent,
+            timeouts=stats.timeouts,
+            naks=stats.naks,
+            stalls=stats.stalls,
             compression=stats.compression.name,
             elapsed_s=round(stats.elapsed_s, 3),
         )

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from drivers.jig import flash
 from drivers.transfer import DATA_HEADER_SIZE
 from drivers.url_jig import UrlJig
 from firmware_catalog.hub import HubIdentity
@@ -27,6 +26,8 @@ from simulators.hub import HubOptions, stage_bytes
 from simulators.hub_server import HubServer
 from simulators.link import LinkSettings
 from simulators.tcp_server import TcpJigServer
+from station.outcome import Outcome
+from tests.flashing import flash_once
 
 BAUD = 19_200
 LATENCY_S = 0.016
@@ -71,13 +72,13 @@ async def test_a_16_kib_image_at_19200_baud_succeeds_first_time_without_resendin
     image, _ = signed
     jig = driver(listening.url)
     try:
-        result = await flash(jig, image, link_retries=0)
+        ending, observer = await flash_once(jig, image, link_retries=0)
     finally:
         await jig.close()
-    (attempt,) = result.attempts
-    assert result.version.running_version == "04010002"
-    assert (attempt.retransmitted_frames, attempt.timeouts, attempt.stalls) == (0, 0, 0)
-    assert attempt.frames == math.ceil(image.total_size / (4096 - DATA_HEADER_SIZE))
+    (attempt,) = observer.of("transfer_ended")
+    assert (ending.outcome, ending.firmware_after) == (Outcome.REFLASHED, "04010002")
+    assert (attempt["retransmitted_frames"], attempt["timeouts"], attempt["stalls"]) == (0, 0, 0)
+    assert attempt["frames"] == math.ceil(image.total_size / (4096 - DATA_HEADER_SIZE))
 
 
 async def test_a_resume_at_19200_baud_sends_only_what_the_hub_lacks(
@@ -92,12 +93,13 @@ async def test_a_resume_at_19200_baud_sends_only_what_the_hub_lacks(
     again = await serve(state, signed[1])
     jig = driver(again.url)
     try:
-        result = await flash(jig, image, link_retries=0)
+        ending, observer = await flash_once(jig, image, link_retries=0)
     finally:
         await jig.close()
         await again.close()
-    (attempt,) = result.attempts
-    assert (attempt.resumed_from, attempt.resume_proven, attempt.erased) == (half, True, False)
-    assert (attempt.retransmitted_frames, attempt.timeouts) == (0, 0)
-    assert attempt.image_bytes_sent == image.total_size - half
-    assert attempt.frames == math.ceil((image.total_size - half) / (4096 - DATA_HEADER_SIZE))
+    assert ending.outcome == Outcome.REFLASHED
+    (attempt,) = observer.of("transfer_ended")
+    assert (attempt["resumed_from"], attempt["resume_proven"], attempt["erased"]) == (half, True, False)
+    assert (attempt["retransmitted_frames"], attempt["timeouts"]) == (0, 0)
+    assert attempt["image_bytes_sent"] == image.total_size - half
+    assert attempt["frames"] == math.ceil((image.total_size - half) / (4096 - DATA_HEADER_SIZE))

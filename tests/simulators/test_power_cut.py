@@ -12,9 +12,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from drivers.jig import flash
 from simulators.hub import HubOptions
 from simulators.jig import SimJig
+from station.outcome import Outcome
+from tests.flashing import flash_once
 from tests.simulators.conftest import FAST_LINK, QUICK, make_image
 
 CHILD = textwrap.dedent(
@@ -68,8 +69,8 @@ async def test_killed_process_resumes_from_its_state_directory(
 
     jig = SimJig(options, FAST_LINK, QUICK)
     try:
-        result = await flash(jig, image)
+        ending, observer = await flash_once(jig, image)
     finally:
         await jig.close()
-    assert result.attempts[0].resumed_from == held
-    assert result.version.running_version == f"{image.file_version:08X}"
+    assert observer.of("transfer_ended")[0]["resumed_from"] == held
+    assert (ending.outcome, ending.firmware_after) == (Outcome.REFLASHED, f"{image.file_version:08X}")

@@ -1,4 +1,5 @@
-"""Proof of possession against hubs that lie: what the station side (MaintenancePort, flash()) gets from each.
+"""Proof of possession against hubs that lie: what the station side (MaintenancePort, station/flash.py) gets from
+each.
 
 Every hub here holds, or claims to hold, something; the station believes only what the hub proves with a MAC keyed
 by a fresh nonce over the bytes it holds (docs/maintenance-port.md, "Proof of possession").
@@ -21,7 +22,6 @@ from hypothesis import strategies as st
 
 from drivers.errors import HubSwapped, ProofFailed
 from drivers.frame import ProofRegion
-from drivers.jig import flash
 from drivers.jig_driver import ImageRegion
 from drivers.maintenance_port import MaintenancePort
 from firmware_catalog.hub import HubIdentity
@@ -30,6 +30,8 @@ from firmware_catalog.keys import generate_key
 from simulators.hub import HubOptions, SimulatedHub, stage_bytes
 from simulators.jig import SimJig
 from simulators.link import Link, LinkSettings
+from station.outcome import JobReason, Outcome
+from tests.flashing import flash_once, staged_proofs
 from tests.simulators.conftest import FAST_LINK, MANUFACTURER, MODEL, OLD_VERSION, QUICK, TARGET_VERSION
 
 Jigs = Callable[..., SimJig]
@@ -96,11 +98,13 @@ async def test_an_honest_resume_is_proven_and_sends_only_the_rest(
     assert (stats.resumed_from, stats.resume_proven, stats.erased) == (held, True, False)
     assert stats.image_bytes_sent == random_image.total_size - held
     assert jig.bytes_to_hub < random_image.total_size - held + 10_000
-    result = await flash(jig, random_image)
-    assert result.attempts[0].resumed_from == random_image.total_size  # the whole image, proven
-    assert result.attempts[0].resume_proven is True
-    assert result.staged_proof.ok
-    assert result.running_proof.ok
+    ending, observer = await flash_once(jig, random_image)
+    assert (ending.outcome, ending.reason) == (Outcome.REFLASHED, JobReason.REFLASHED)
+    (ended,) = observer.of("transfer_ended")
+    assert ended["resumed_from"] == random_image.total_size  # the whole image, proven
+    assert ended["resume_proven"] is True
+    assert staged_proofs(observer) == [True]
+    assert [p["ok"] for p in observer.of("proof") if p["region"] == "running"] == [True]
     assert _running_slot(jig) == random_image.raw
 
 
@@ -111,11 +115,13 @@ async def test_a_fresh_transfer_has_nothing_to_prove(make_jig: Jigs, image: Upgr
 
 async def test_a_disconnected_transfer_resumes_from_a_proven_prefix(make_jig: Jigs, random_image: UpgradeImage) -> None:
     jig = make_jig("disconnect@150000")
-    result = await flash(jig, random_image)
-    (resumed,) = result.attempts
-    assert resumed.resumed_from >= 150_000
-    assert resumed.resume_proven is True
-    assert not result.erased
+    ending, observer = await flash_once(jig, random_image)
+    assert ending.outcome == Outcome.REFLASHED
+    (resumed,) = observer.of("transfer_ended")
+    assert resumed["resumed_from"] >= 150_000
+    assert resumed["resume_proven"] is True
+    assert not resumed["erased"]
+    assert observer.of("erased") == []
     assert jig.bytes_to_hub < 1.1 * random_image.total_size
 
 
@@ -126,8 +132,10 @@ async def test_claim_full_resume_and_echo_hash_never_pass(make_jig: Jigs, image:
         await port.transfer(image)
     assert caught.value.region == ProofRegion.STAGED
     assert caught.value.held == image.total_size
-    with pytest.raises(ProofFailed):
-        await flash(jig, image)
+    ending, observer = await flash_once(jig, image)
+    assert (ending.outcome, ending.reason) == (Outcome.QUARANTINED, JobReason.HUB_PROOF_FAILED)
+    assert "still claims" in ending.detail
+    assert observer.of("activate") == []
     version = await jig.read_version()
     assert version.running_version == OLD_VERSION  # never activated
 
@@ -144,9 +152,12 @@ async def test_no_store_with_echo_hash_fails_the_staged_proof(make_jig: Jigs, im
     proof = await jig.prove(image, ImageRegion.STAGED)
     assert proof.held == image.total_size
     assert not proof.ok
-    with pytest.raises(ProofFailed, match="staged image after an erase") as caught:
-        await flash(jig, image)
-    assert caught.value.region == ProofRegion.STAGED
+    ending, observer = await flash_once(jig, image)
+    assert (ending.outcome, ending.reason) == (Outcome.QUARANTINED, JobReason.HUB_PROOF_FAILED)
+    assert f"could not prove it holds the {image.total_size}-byte image after an erase" in ending.detail
+    assert staged_proofs(observer) == [False, False]  # the staged region, before and after the erase
+    assert len(observer.of("erased")) == 1
+    assert observer.of("activate") == []
     assert (await jig.read_version()).running_version == OLD_VERSION
 
 
@@ -154,9 +165,11 @@ async def test_echo_hash_alone_is_caught_by_the_running_proof(make_jig: Jigs, im
     # The hub stores honestly, then claims it runs the target after ACTIVATE without booting it: every word it says
     # matches (hash, CS06 Success, version read back), and it was recorded REFLASHED before protocol 2.
     jig = make_jig("echo-hash")
-    with pytest.raises(ProofFailed, match="runs the target image") as caught:
-        await flash(jig, image)
-    assert caught.value.region == ProofRegion.RUNNING
+    ending, observer = await flash_once(jig, image)
+    assert (ending.outcome, ending.reason) == (Outcome.QUARANTINED, JobReason.RUNNING_IMAGE_UNPROVEN)
+    assert f"reports {_target(image)} but could not prove it runs image" in ending.detail
+    assert ending.firmware_after is None  # what it runs is unknown
+    assert [p["ok"] for p in observer.of("proof") if p["region"] == "running"] == [False]
     assert (await jig.read_version()).running_version == _target(image)  # the lie
     assert _state(jig)["running_image_sha256"] is None  # nothing new boots
 
@@ -175,13 +188,12 @@ async def test_a_stale_envelope_resumed_by_mi_is_erased_and_the_right_one_runs(
 ) -> None:
     _stage(tmp_path / "hub", revoked.raw, image, keyed_as=revoked)
     jig = make_jig("resume-by-mi")
-    result = await flash(jig, image)
-    first = result.attempts[0]
-    assert (first.resumed_from, first.resume_proven, first.erased) == (0, False, True)
-    assert first.image_bytes_sent >= image.total_size  # the catalog's envelope, from byte 0
-    assert result.erased
-    assert result.running_proof.ok
-    assert result.version.running_version == _target(image)
+    ending, observer = await flash_once(jig, image)
+    first = observer.of("transfer_ended")[0]
+    assert (first["resumed_from"], first["resume_proven"], first["erased"]) == (0, False, True)
+    assert first["image_bytes_sent"] >= image.total_size  # the catalog's envelope, from byte 0
+    assert [p["ok"] for p in observer.of("proof") if p["region"] == "running"] == [True]
+    assert (ending.outcome, ending.firmware_after) == (Outcome.REFLASHED, _target(image))
     assert _state(jig)["running_image_sha256"] == image.upgrade_image_sha256
     assert _running_slot(jig) == image.raw
 
@@ -191,8 +203,9 @@ async def test_a_stale_envelope_that_survives_erase_ends_in_proof_failed(
 ) -> None:
     _stage(tmp_path / "hub", revoked.raw, image, keyed_as=revoked)
     jig = make_jig("resume-by-mi,ignore-erase")
-    with pytest.raises(ProofFailed, match="after an erase still claims"):
-        await flash(jig, image)
+    ending, _ = await flash_once(jig, image)
+    assert (ending.outcome, ending.reason) == (Outcome.QUARANTINED, JobReason.HUB_PROOF_FAILED)
+    assert "after an erase still claims" in ending.detail
     version = await jig.read_version()
     assert version.running_version == OLD_VERSION
 
@@ -210,8 +223,9 @@ async def test_a_spliced_prefix_is_erased_and_sent_from_zero(
     stats = await port.transfer(image)
     assert (stats.resumed_from, stats.resume_proven, stats.erased) == (0, False, True)
     assert stats.image_bytes_sent >= image.total_size
-    result = await flash(jig, image)
-    assert result.running_proof.ok
+    ending, observer = await flash_once(jig, image)
+    assert ending.outcome == Outcome.REFLASHED
+    assert [p["ok"] for p in observer.of("proof") if p["region"] == "running"] == [True]
     assert _running_slot(jig) == image.raw
 
 
@@ -221,17 +235,24 @@ async def test_a_spliced_prefix_resumed_by_mi_is_erased(
     other = _envelope(key, image, "another catalog's image")
     _stage(tmp_path / "hub", other.raw[:60_000], image, keyed_as=other)
     jig = make_jig("resume-by-mi")
-    result = await flash(jig, image)
-    assert (result.attempts[0].resume_proven, result.attempts[0].erased) == (False, True)
+    ending, observer = await flash_once(jig, image)
+    assert ending.outcome == Outcome.REFLASHED
+    first = observer.of("transfer_ended")[0]
+    assert (first["resume_proven"], first["erased"]) == (False, True)
     assert _running_slot(jig) == image.raw
 
 
 async def test_activate_then_drop_still_ends_running_and_proven(make_jig: Jigs, image: UpgradeImage) -> None:
     jig = make_jig("activate-then-drop")
-    result = await flash(jig, image)
-    assert result.activation is None  # the answer never came
-    assert result.version.running_version == _target(image)
-    assert result.running_proof.ok
+    ending, observer = await flash_once(jig, image)
+    (activate,) = observer.of("activate")
+    assert activate["code"] is None  # the answer never came
+    assert (ending.outcome, ending.reason, ending.firmware_after) == (
+        Outcome.REFLASHED,
+        JobReason.REFLASHED,
+        _target(image),
+    )
+    assert [p["ok"] for p in observer.of("proof") if p["region"] == "running"] == [True]
     assert len(jig.links) >= 2
 
 
@@ -243,7 +264,7 @@ async def test_a_hub_swapped_mid_transfer_is_refused_after_its_identify(
     jig = SimJig(hub_options("swap@100000"), FAST_LINK, QUICK, swap_to=second)
     try:
         with pytest.raises(HubSwapped) as caught:
-            await flash(jig, random_image)
+            await flash_once(jig, random_image)
         assert caught.value.expected.chf_id == identity.chf_id
         assert caught.value.found.chf_id == other.chf_id
         assert caught.value.fields == ("chf_id", "serial")

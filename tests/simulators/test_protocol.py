@@ -11,15 +11,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drivers.driver_registry import driver_class
-from drivers.errors import ProtocolError, VerificationFailed
+from drivers.errors import ProtocolError
 from drivers.frame import ActivationCode, Frame, HubState, MessageType
-from drivers.jig import flash
 from drivers.jig_driver import ImageEncoding
 from drivers.maintenance_port import MaintenancePort
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
 from simulators.jig import SimJig
 from simulators.link import LinkSettings
+from station.outcome import JobReason, Outcome
+from tests.flashing import flash_once
 from tests.simulators.conftest import FAST_LINK, MANUFACTURER, MODEL, QUICK, make_image
 
 Jigs = Callable[..., SimJig]
@@ -40,8 +41,10 @@ async def test_activate_codes_for_no_image_and_wrong_hash(make_jig: Jigs, image:
 async def test_untrusted_signature_is_caught_by_the_hub(make_jig: Jigs) -> None:
     jig = make_jig()
     stranger = make_image(generate_key(), os.urandom(5000))
-    with pytest.raises(VerificationFailed, match="signature"):
-        await flash(jig, stranger)
+    ending, observer = await flash_once(jig, stranger)
+    assert (ending.outcome, ending.reason) == (Outcome.FAILED, JobReason.HUB_SIGNATURE_REJECTED)
+    assert "signature" in ending.detail
+    assert observer.of("activate") == []  # never activated
     assert (await jig.verify()).signature_ok is False
     activation = await jig.activate(stranger.manufacturer_image_sha256, stranger.upgrade_image_sha256)
     assert activation.code == ActivationCode.ACTIVATION_FAILURE
@@ -86,13 +89,14 @@ async def test_payload_and_window_are_negotiated(make_jig: Jigs, image: UpgradeI
     await jig.identify()
     assert jig.port is not None
     assert (jig.port.payload_size, jig.port.window) == (6000, 4)
-    await flash(jig, image)
+    assert (await flash_once(jig, image))[0].outcome == Outcome.REFLASHED
 
 
 async def test_stop_and_wait_still_works(make_jig: Jigs, image: UpgradeImage) -> None:
     jig = make_jig(settings=dataclasses.replace(QUICK, window=1))
-    result = await flash(jig, image)
-    assert result.attempts[0].retransmitted_frames == 0
+    ending, observer = await flash_once(jig, image)
+    assert ending.outcome == Outcome.REFLASHED
+    assert observer.of("transfer_ended")[0]["retransmitted_frames"] == 0
 
 
 async def test_compression_is_skipped_when_it_does_not_shrink(make_jig: Jigs, key: ec.EllipticCurvePrivateKey) -> None:
@@ -106,8 +110,8 @@ async def test_compression_is_skipped_when_it_does_not_shrink(make_jig: Jigs, ke
 async def test_noisy_line_still_flashes(make_jig: Jigs, image: UpgradeImage) -> None:
     noisy = dataclasses.replace(FAST_LINK, error_rate=3e-5, drop_rate=3e-5, seed=3)
     jig = make_jig(link=noisy)
-    result = await flash(jig, image)
-    assert result.version.running_version == f"{image.file_version:08X}"
+    ending, _ = await flash_once(jig, image)
+    assert (ending.outcome, ending.firmware_after) == (Outcome.REFLASHED, f"{image.file_version:08X}")
 
 
 async def test_baud_switch_moves_both_ends(make_jig: Jigs, image: UpgradeImage) -> None:
@@ -116,7 +120,7 @@ async def test_baud_switch_moves_both_ends(make_jig: Jigs, image: UpgradeImage) 
     assert await port.switch_baud(921_600) == 921_600
     assert jig.links[-1].hub_end.baud == 921_600
     assert await port.switch_baud(3_000_000) == 921_600  # the hub does not offer it
-    await flash(jig, image)
+    assert (await flash_once(jig, image))[0].outcome == Outcome.REFLASHED
 
 
 async def test_baud_switch_falls_back_when_the_line_cannot_carry_it(make_jig: Jigs, image: UpgradeImage) -> None:
@@ -125,7 +129,7 @@ async def test_baud_switch_falls_back_when_the_line_cannot_carry_it(make_jig: Ji
     assert await port.switch_baud(3_000_000) == 921_600
     assert jig.links[-1].hub_end.baud == 921_600
     assert jig.links[-1].station_end.baud == 921_600
-    await flash(jig, image)
+    assert (await flash_once(jig, image))[0].outcome == Outcome.REFLASHED
 
 
 async def test_malformed_request_gets_an_error_naming_the_field(make_jig: Jigs) -> None:
@@ -157,8 +161,9 @@ def test_registry_names_the_sim_driver() -> None:
 async def test_slow_flash_and_slow_link(make_jig: Jigs, key: ec.EllipticCurvePrivateKey) -> None:
     image = make_image(key, os.urandom(20_000))
     jig = make_jig(link=LinkSettings(baud=115_200, latency_to_station_s=0.016), flash_bytes_per_s=50_000)
-    result = await flash(jig, image)
-    assert result.attempts[0].timeouts == 0
+    ending, observer = await flash_once(jig, image)
+    assert ending.outcome == Outcome.REFLASHED
+    assert observer.of("transfer_ended")[0]["timeouts"] == 0
 
 
 async def test_a_hub_offering_a_uselessly_small_payload_is_refused(make_jig: Jigs) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.jig import OpenedLink, flash
+from drivers.jig import OpenedLink
 from drivers.jig_driver import Progress, TransferStats
 from drivers.maintenance_port import SessionSettings
 from firmware_catalog.catalog import Catalog, load_catalog
@@ -29,7 +29,9 @@ from station.config import JobSettings, Tariff
 from station.demo import DemoWorld, build_demo_world
 from station.job import JobContext
 from station.orders import OrderRequest
+from station.outcome import JobReason, Outcome
 from station.store import Store
+from tests.flashing import flash_once
 from tests.station.conftest import ACTOR, hub_id, import_and_scan_in
 
 TARGET = "01020000"
@@ -121,15 +123,18 @@ async def test_flash_retries_a_refused_open_like_any_link_failure(tmp_path: Path
     image = read_image(catalog.folder / entry.image)
     jig = refusing_jig(world, tmp_path / "hub", refusals=2)
     try:
-        result = await flash(jig, image, link_retries=2)
+        ending, observer = await flash_once(jig, image, link_retries=2)
     finally:
         await jig.close()
-    assert result.version.running_version == TARGET
+    assert (ending.outcome, ending.firmware_after) == (Outcome.REFLASHED, TARGET)
+    assert [a["result"] for a in observer.of("attempt")] == ["link_error", "link_error", "ok"]
     assert jig.refused == 2
     jig = refusing_jig(world, tmp_path / "hub-2", refusals=3)
     try:
-        with pytest.raises(ConnectionRefusedError):
-            await flash(jig, image, link_retries=2)
+        ending, observer = await flash_once(jig, image, link_retries=2)
     finally:
         await jig.close()
+    assert (ending.outcome, ending.reason) == (Outcome.FAILED, JobReason.LINK_RETRIES_EXHAUSTED)
+    assert "Connection refused" in ending.detail
+    assert [a["result"] for a in observer.of("attempt")] == ["link_error"] * 3
     assert jig.refused == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drivers.jig import flash
 from drivers.url_jig import UrlJig
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import build_signed_image, parse_image
@@ -12,6 +11,8 @@ from firmware_catalog.keys import generate_key
 from simulators.hub import HubOptions
 from simulators.hub_server import HubServer
 from simulators.usb_backend import SimulatedUsbBackend, SimulatedUsbJig
+from station.outcome import Outcome
+from tests.flashing import flash_once
 
 
 async def test_flash_through_pyusb_bulk_endpoints(tmp_path: Path) -> None:
@@ -38,10 +39,10 @@ async def test_flash_through_pyusb_bulk_endpoints(tmp_path: Path) -> None:
         try:
             identity = await driver.identify()
             assert identity.chf_id == "00-DB-12-34-00-00-00-02"  # the jig asked for, not its twin
-            result = await flash(driver, image)
+            ending, _ = await flash_once(driver, image)
         finally:
             await driver.close()
-    assert result.version.running_version == "01020000"
-    assert result.verification.sha256 == image.manufacturer_image_sha256
+    assert (ending.outcome, ending.firmware_after) == (Outcome.REFLASHED, "01020000")
+    assert ending.hub_sha256 == image.manufacturer_image_sha256
     assert hubs["JIG-B"].hub.running_version == "01020000"
     assert hubs["JIG-A"].hub.running_version == "01000000"
