@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from drivers.errors import LinkError, MaintenancePortError
 from drivers.jig_driver import JigDriver
 from firmware_catalog.hub import HubIdentity
+from station.event_log import Event
 from station.job import JobContext, NotScannedIn, run_job
 from station.live_state import LiveState, StationSnapshot, Totals
 from station.slot import SlotFault, SlotView
@@ -141,7 +142,7 @@ class Bench:
         view.fail(fault, message)
         if self._last_fault.get(name) != (fault, message):
             self._last_fault[name] = (fault, message)
-            self.ctx.emit("slot_error", slot=name, code=fault.value, error=message)
+            self.ctx.emit(Event.SLOT_ERROR, slot=name, code=fault.value, error=message)
 
     async def _supervised_slot(self, name: str, driver: JigDriver, once: bool) -> None:
         """The slot worker, kept alive: a fault in it costs this slot a pause, never the bench."""
@@ -265,7 +266,7 @@ class Bench:
             view.hold(exc.chf_id, identity.gpf_id, exc.order_ref, str(exc))
             if self._awaiting.get(name) != exc.chf_id:
                 self._awaiting[name] = exc.chf_id
-                self.ctx.emit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
+                self.ctx.emit(Event.HUB_NOT_SCANNED_IN, slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
                 try:
                     self.ctx.store.audit("hub_not_scanned_in", slot=name, chf_id=exc.chf_id, order_ref=exc.order_ref)
                 except self.ctx.store.write_errors as failed:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -35,7 +34,7 @@ from firmware_catalog.errors import CatalogError
 from firmware_catalog.keys import load_public_key
 from station.bench import Bench, BenchSettings
 from station.config import JobSettings, StationConfig
-from station.display_text import display_text
+from station.event_log import Emit, Event, event_writer
 from station.job import JobContext
 from station.reporter import Reporter
 from station.slot import SlotSnapshot
@@ -58,28 +57,6 @@ log = logging.getLogger("reflash")
 # `run --once` when every slot finished but results are still unconfirmed because the broker could not be reached
 # (or refused them): the hubs are done, their reports are not (docs/station.md).
 EXIT_UNCONFIRMED = 3
-
-
-def _emitter(log_format: str, quiet: bool) -> Any:
-    def emit(event: str, **fields: Any) -> None:
-        if log_format == "json":
-            line = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **fields}
-            print(json.dumps(line, default=str), flush=True)
-        elif log_format == "text" and not quiet:
-            details = " ".join(f"{k}={_field_text(v)}" for k, v in fields.items() if v is not None)
-            print(f"{datetime.now().strftime('%H:%M:%S')} {display_text(event)} {details}", flush=True)
-
-    return emit
-
-
-def _field_text(value: Any) -> str:
-    """One event field for a text log line: text as it is (escaped), and anything with structure (the outcomes
-    counted, every slot's state) as compact JSON, never a Python repr an operator has to read."""
-    if isinstance(value, dict | list | tuple):
-        return display_text(json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return display_text(value)
 
 
 async def _supervise_reporter(reporter: Reporter, first_backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
@@ -152,7 +129,7 @@ async def run_station(
     """Run until stopped (or, with `once`, until every slot is done). Returns the exit status."""
     live = sys.stdout.isatty() and log_format == "text" if live is None else live
     try:
-        station = Station.open(config, once=once, emit=_emitter(log_format, quiet=live), live=live,
+        station = Station.open(config, once=once, emit=event_writer(log_format, quiet=live), live=live,
                                job_settings=job_settings, bench_settings=bench_settings)  # fmt: skip
         async with station:
             await station.run()
@@ -187,7 +164,7 @@ class Station:
         reporter: Reporter | None,
         *,
         once: bool,
-        emit: Any,
+        emit: Emit,
         live: bool,
         job_settings: JobSettings | None,
         bench_settings: BenchSettings | None,
@@ -230,7 +207,7 @@ class Station:
         config: StationConfig,
         *,
         once: bool,
-        emit: Any,
+        emit: Emit,
         live: bool,
         job_settings: JobSettings | None = None,
         bench_settings: BenchSettings | None = None,
@@ -309,13 +286,13 @@ class Station:
             store.close()
             raise _CannotRecord(f"cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
         if section.key is None:
-            self.emit("warning", message="no [station] key: audit checkpoints are not signed, so a cut tail goes "
+            self.emit(Event.WARNING, message="no [station] key: audit checkpoints are not signed, so a cut tail goes "
                       "unnoticed")  # fmt: skip
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.bench.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_catalog)
-        self.emit("station_started", station=section.id, slots=len(self.bench.drivers), once=self.once,
+        self.emit(Event.STATION_STARTED, station=section.id, slots=len(self.bench.drivers), once=self.once,
                   interrupted_jobs=len(self._interrupted_jobs))  # fmt: skip
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
@@ -367,7 +344,7 @@ class Station:
         if self._console is not None:
             self._console.print(summary_line(last.model_dump(mode="json")))  # under the table's last frame
         unfinished = [slot.name for slot in last.slots if slot.state.unfinished]
-        self.emit("station_stopped", outcomes=bench.outcomes, unfinished_slots=unfinished, slots=slots)
+        self.emit(Event.STATION_STOPPED, outcomes=bench.outcomes, unfinished_slots=unfinished, slots=slots)
         if unfinished or bench.stopping:
             self.exit_code = 1
         else:
@@ -396,7 +373,7 @@ class Station:
         self.store.record_catalog(
             offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(self._folder)
         )
-        self.emit("catalog", accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
+        self.emit(Event.CATALOG, accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
                   message=offer.message)  # fmt: skip
 
     def _reload_catalog(self) -> None:
@@ -478,13 +455,13 @@ async def _drain_outbox(
             await asyncio.wait_for(reporter.outbox_changed.wait(), 0.5)
 
 
-def _unconfirmed_at_exit(store: Store, reporter: Reporter, emit: Any) -> int:
+def _unconfirmed_at_exit(store: Store, reporter: Reporter, emit: Emit) -> int:
     """Say what --once leaves unconfirmed. Returns how many results are not even at the broker (it could not be
     reached, or it refused them): those make `run --once` exit EXIT_UNCONFIRMED."""
     backlog = store.outbox_backlog()
     waiting = backlog["pending"] + backlog["at_broker"]
     if waiting:
-        emit("results_unconfirmed", pending=backlog["pending"], at_broker=backlog["at_broker"],
+        emit(Event.RESULTS_UNCONFIRMED, pending=backlog["pending"], at_broker=backlog["at_broker"],
              refused=backlog["refused"], broker_connected=reporter.link["connected"],
              broker_error=reporter.link["last_error"])  # fmt: skip
         log.warning(

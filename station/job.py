@@ -43,6 +43,7 @@ from firmware_catalog.reason import PolicyEnd, ReasonCode, policy_end
 from station import crash_point
 from station.audit import AuditEntry
 from station.config import JobSettings, Tariff
+from station.event_log import Emit, Event
 from station.flash import Ending, FlashPhase, confirm_running, flash_image
 from station.messages import hub_result
 from station.outcome import Interruption, JobReason, Outcome
@@ -65,7 +66,7 @@ class JobContext:
     station: str
     region: str
     settings: JobSettings
-    emit: Callable[..., None]
+    emit: Emit
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # `[station] require_scan_in`: a hub an order names is flashed only once it was scanned in to that order.
     require_scan_in: bool = True
@@ -130,7 +131,7 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
     job_id = store.start_job(
         chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot.name, identity=identity.model_dump()
     )
-    ctx.emit("job_resumed" if resumes else "job_started", slot=slot.name, chf_id=chf_id, order_ref=order_ref,
+    ctx.emit(Event.JOB_RESUMED if resumes else Event.JOB_STARTED, slot=slot.name, chf_id=chf_id, order_ref=order_ref,
              job_id=job_id)  # fmt: skip
     driver.expect(identity)
     try:
@@ -146,7 +147,7 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
     except _Held as held:
         store.suspend_job(job_id, str(held), code=Interruption.NO_CATALOG.value)
         slot.enter(SlotState.HELD, str(held))
-        ctx.emit("job_held", slot=slot.name, chf_id=chf_id, cause=str(held))
+        ctx.emit(Event.JOB_HELD, slot=slot.name, chf_id=chf_id, cause=str(held))
         return None
     except HubSwapped as swap:
         # The facts gathered so far are the first hub's (every connection is checked before it is used), but it
@@ -159,7 +160,7 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
             found=swap.found.model_dump(),
         )
         slot.enter(SlotState.HELD, f"hub swapped: {chf_id} left, {swap.found.chf_id} is on the jig")
-        ctx.emit("hub_swapped", slot=slot.name, chf_id=chf_id, found=swap.found.chf_id, job_id=job_id)
+        ctx.emit(Event.HUB_SWAPPED, slot=slot.name, chf_id=chf_id, found=swap.found.chf_id, job_id=job_id)
         return None
     except (LinkError, OSError) as exc:
         # The link failed outside the transfer's own retries, or the jig went away: no outcome yet.
@@ -204,7 +205,7 @@ def _record(ctx: JobContext, job_id: int, order_ref: str | None, slot: SlotView,
     )
     slot.finish(record.chf_id, ending.outcome, ending.reason)
     ctx.emit(
-        "job_finished",
+        Event.JOB_FINISHED,
         slot=slot.name,
         chf_id=record.chf_id,
         outcome=ending.outcome.value,
@@ -250,7 +251,9 @@ async def _process(
             target=entry.firmware_version if entry else None,
             cpl_id=entry.cpl_id if entry else None,
         )
-        ctx.emit("decision", slot=slot.name, chf_id=current.chf_id, code=decision.code.value, message=decision.message)
+        ctx.emit(
+            Event.DECISION, slot=slot.name, chf_id=current.chf_id, code=decision.code.value, message=decision.message
+        )
         end = policy_end(decision.code)  # how a refusal ends is data beside its rule (firmware_catalog/reason.py)
         if end is PolicyEnd.HELD:
             raise _Held(f"catalog: {decision.code.value}")
@@ -340,9 +343,9 @@ class _JobObserver:
         if (now := time.monotonic()) - self._said_at >= TRANSFER_PROGRESS_EVERY_S and done < total:
             self._said_at = now
             eta = slot.eta_s
-            self.ctx.emit("transfer_progress", slot=slot.name, chf_id=slot.chf_id, bytes_done=done, bytes_total=total,
-                          percent=100 * done // total if total else 0, bytes_per_s=round(slot.bytes_per_s),
-                          eta_s=None if eta is None else round(eta))  # fmt: skip
+            self.ctx.emit(Event.TRANSFER_PROGRESS, slot=slot.name, chf_id=slot.chf_id, bytes_done=done,
+                          bytes_total=total, percent=100 * done // total if total else 0,
+                          bytes_per_s=round(slot.bytes_per_s), eta_s=None if eta is None else round(eta))  # fmt: skip
 
     def attempt_started(self, what: str) -> int:
         return self.ctx.store.begin_attempt(self.job_id, what)
@@ -350,7 +353,7 @@ class _JobObserver:
     def attempt_ended(self, number: int, result: str, detail: str, data_bytes: int) -> None:
         self.ctx.store.end_attempt(self.job_id, number, result, detail, data_bytes)
         if result == "link_error":
-            self.ctx.emit("link_error", slot=self.slot.name, attempt=number, error=detail)
+            self.ctx.emit(Event.LINK_ERROR, slot=self.slot.name, attempt=number, error=detail)
 
     def event(self, kind: str, **data: Any) -> None:
         self.ctx.store.record_event(self.job_id, kind, **data)

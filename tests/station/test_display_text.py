@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from station.cli import main
-from station.daemon import _emitter, render_status
+from station.daemon import render_status
 from station.demo import build_demo_world
 from station.display_text import display_text
+from station.event_log import event_writer
 from station.showcase import write_station_config
 
 HOSTILE = "bad [/] [bold red]forged[/bold red] \x1b[2J\x07\r\n\x9b\u202eevil"
@@ -61,7 +62,7 @@ def test_reflash_status_shows_hub_text_as_text(tmp_path: Path) -> None:
 
 
 def test_text_log_lines_escape_hub_text(capsys: object) -> None:
-    _emitter("text", quiet=False)("slot_error", slot="A1", error=HOSTILE)
+    event_writer("text", quiet=False)("slot_error", slot="A1", error=HOSTILE)
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert out.count("\n") == 1
     assert "\x1b" not in out

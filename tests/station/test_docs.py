@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from station.event_log import Event
 from station.outcome import JOB_REASONS, Outcome
 
 DOC = Path(__file__).parents[2] / "docs" / "station.md"
@@ -46,3 +48,17 @@ def test_interruption_table_matches_the_code() -> None:
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
     assert [(r[0].strip("`"), r[1]) for r in rows] == [(code.value, meaning) for code, meaning in INTERRUPTIONS.items()]
+
+
+def test_the_event_list_in_the_docs_is_the_code() -> None:
+    text = DOC.read_text()
+    start = text.index("Events:")
+    paragraph = text[start : text.index("\n\n", start)]
+    named = set(re.findall(r"`([a-z_]+)`", paragraph)) - {
+        "bytes_done",
+        "bytes_total",
+        "percent",
+        "bytes_per_s",
+        "eta_s",
+    }
+    assert named == {event.value for event in Event}

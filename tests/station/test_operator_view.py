@@ -22,8 +22,8 @@ from firmware_catalog.keys import load_public_key
 from station import job as job_module
 from station.bench import RATE_WINDOW_S, Bench
 from station.config import JobSettings, Tariff
-from station.daemon import _emitter
 from station.demo import DemoWorld, build_demo_world
+from station.event_log import event_writer
 from station.job import JobContext
 from station.live_state import status_schema
 from station.orders import OrderRequest
@@ -101,7 +101,7 @@ def test_the_summary_line_names_totals_and_unfinished_slots() -> None:
 
 
 def test_text_log_lines_never_show_a_python_repr(capsys: pytest.CaptureFixture[str]) -> None:
-    emit = _emitter("text", quiet=False)
+    emit = event_writer("text", quiet=False)
     emit("station_stopped", outcomes={"REFLASHED": 3}, unfinished_slots=["A1"], once=True,
          slots={"A1": {"state": "held", "message": None}})  # fmt: skip
     line = capsys.readouterr().out.strip()
