@@ -5,26 +5,23 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from drivers.errors import HubSwapped, MaintenancePortError
-from drivers.jig_driver import LINK_FAILURES, JigDriver
-from drivers.transport_url import TransportUrlError
-from drivers.url_jig import UrlJig
-from firmware_catalog.errors import CatalogError, CatalogRefused
-from firmware_catalog.hub import HubIdentity
-from firmware_catalog.keys import load_public_key
-from firmware_catalog.policy import decide
-from firmware_catalog.reason import PolicyEnd, policy_end
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, print_json
 from station.cli.station_options import state_dir_option
-from station.config import JobSettings
 from station.display_text import display_text
-from station.flash import FlashPhase, flash_image
-from station.pin_folder import PinFileError, PinFolder
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from drivers.jig_driver import JigDriver
+    from firmware_catalog.hub import HubIdentity
+    from station.flash import FlashPhase
+
+# Each command imports what it uses when it runs (the drivers, the catalog, the flash sequence): `reflash jig --help`
+# answers at once.
 
 __all__ = ["jig"]
 
@@ -47,6 +44,9 @@ def jig() -> None:
 
 
 def _driver(url: str, baud: int | None) -> JigDriver:
+    from drivers.transport_url import TransportUrlError
+    from drivers.url_jig import UrlJig
+
     try:
         return UrlJig.from_config({"url": url, **({"baud": baud} if baud else {})})
     except (TransportUrlError, ValueError) as exc:
@@ -65,6 +65,8 @@ async def _identify(driver: JigDriver) -> HubIdentity:
 @click.option("--json", "as_json", is_flag=True)
 def identify(url: str, as_json: bool) -> None:
     """Identify the hub on the jig at URL (a serial device, tcp://HOST:PORT, usb://VID:PID?serial=...)."""
+    from drivers.errors import MaintenancePortError
+
     try:
         identity = asyncio.run(_identify(_driver(url, None)))
     except (MaintenancePortError, OSError, LookupError) as exc:  # LookupError: no such USB jig
@@ -111,6 +113,18 @@ async def _flash(
 ) -> dict[str, Any]:
     """The policy's decision for the hub on the jig, then the station's own flash sequence (station/flash.py): the
     same steps, proofs and deadlines as `reflash run`, and the same outcomes and reason codes."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from drivers.errors import HubSwapped
+    from drivers.jig_driver import LINK_FAILURES
+    from firmware_catalog.errors import CatalogRefused
+    from firmware_catalog.keys import load_public_key
+    from firmware_catalog.policy import decide
+    from firmware_catalog.reason import PolicyEnd, policy_end
+    from station.config import JobSettings
+    from station.flash import flash_image
+    from station.pin_folder import PinFolder
+
     now = datetime.now(UTC)
     try:
         catalog = PinFolder.locate(state_dir).load(catalog_dir, load_public_key(authority), now)
@@ -163,6 +177,10 @@ def flash_command(
 
     Exit 0 when the hub runs the target (or already did), 1 when refused or failed, 2 on bad input.
     """
+    from drivers.errors import MaintenancePortError
+    from firmware_catalog.errors import CatalogError
+    from station.pin_folder import PinFileError
+
     try:
         result = asyncio.run(_flash(_driver(url, baud), catalog_dir, authority, state_dir, show=not as_json))
     except (CatalogError, PinFileError, OSError) as exc:

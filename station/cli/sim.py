@@ -9,23 +9,20 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from cryptography.hazmat.primitives.asymmetric import ec
-from rich.table import Table
 
-from firmware_catalog.errors import KeyFileError
-from firmware_catalog.hub import HubIdentity, format_eui64
-from firmware_catalog.keys import load_public_key
-from simulators.dsp_bridge import DspBridge, SmiStore, SmiStoreError
-from simulators.fault import FaultSpecError, parse_faults
-from simulators.hub import HubOptions, IdentityFileError, load_identity
-from simulators.hub_server import HubServer
-from simulators.link import LinkSettings
-from station.atomic_file import write_atomically
 from station.cli.output import EXIT_INPUT, console, print_json, print_json_line
-from station.identifier import check_label, check_name
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from firmware_catalog.hub import HubIdentity
+    from simulators.hub import HubOptions
+    from simulators.link import LinkSettings
+
+# Each command imports the simulators when it runs: `reflash sim --help` answers at once.
 
 __all__ = ["sim"]
 
@@ -44,6 +41,10 @@ def sim() -> None:
 @click.option("--json", "as_json", is_flag=True, help="With --show: JSON")
 def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, as_json: bool) -> None:
     """Apply hub results to an SMI table exactly once per message_id, and ack each one."""
+    from rich.table import Table
+
+    from simulators.dsp_bridge import DspBridge, SmiStore, SmiStoreError
+
     if show:
         if not Path(db).is_file():  # showing reads a bridge's database; it never makes an empty one
             click.echo(f"error: {db}: no SMI database there", err=True)
@@ -91,6 +92,9 @@ def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, a
 
 
 def _trusted(specs: tuple[str, ...]) -> dict[int, list[ec.EllipticCurvePublicKey]]:
+    from firmware_catalog.errors import KeyFileError
+    from firmware_catalog.keys import load_public_key
+
     trusted: dict[int, list[ec.EllipticCurvePublicKey]] = {}
     for spec in specs:
         manufacturer, sep, path = spec.partition("=")
@@ -113,6 +117,8 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _link(baud: int, latency_ms: float) -> LinkSettings:
+    from simulators.link import LinkSettings
+
     return LinkSettings(baud=baud, latency_to_hub_s=latency_ms / 1000, latency_to_station_s=latency_ms / 1000)
 
 
@@ -134,6 +140,9 @@ def _serve_until_signalled(start: Callable[[], Awaitable[Any]]) -> None:
 
 
 def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fault: str) -> HubOptions:
+    from simulators.fault import FaultSpecError, parse_faults
+    from simulators.hub import HubOptions
+
     try:
         faults = parse_faults(fault)
     except FaultSpecError as exc:
@@ -181,6 +190,10 @@ def hub(
     state: str,
 ) -> None:  # fmt: skip
     """Serve one simulated hub until stopped, on a pty (`--pty` prints the path to open) or a TCP port."""
+    from firmware_catalog.hub import HubIdentity
+    from simulators.hub import IdentityFileError, load_identity
+    from simulators.hub_server import HubServer
+
     if bool(tcp) == pty:
         raise click.UsageError("give exactly one of --tcp HOST:PORT or --pty")
     tcp_host, tcp_port = _host_port(tcp) if tcp else ("", 0)
@@ -226,6 +239,8 @@ def hub(
 def _bench_number(state: Path, given: int | None) -> int:
     """The bench's number, which keeps its hubs' device IDs apart from every other bench's: the one given, else the
     one this state folder already has, else a new random one kept there."""
+    from station.atomic_file import write_atomically
+
     record = state / "bench.json"
     if given is None and record.exists():
         try:
@@ -245,6 +260,8 @@ def _toml(text: str) -> str:
 
 def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
     """CHF and GPF device IDs of the hub on `slot` (from 1) of bench number `bench`."""
+    from firmware_catalog.hub import format_eui64
+
     return format_eui64(0x00DB510000000000 | bench << 16 | slot), format_eui64(0x00DB520000000000 | bench << 16 | slot)
 
 
@@ -288,6 +305,11 @@ def bench(
 
     Prints each slot's URL and its hub's CHF and GPF IDs (the IDs an order names), then serves until stopped.
     """
+    from firmware_catalog.hub import HubIdentity
+    from simulators.hub_server import HubServer
+    from station.atomic_file import write_atomically
+    from station.identifier import check_label, check_name
+
     if port_base and port_base + slots - 1 > 65535:
         raise click.BadParameter(f"{port_base} + {slots} slots runs past port 65535", param_hint="--port-base")
     for value, hint in ((station_id, "--station-id"), (operator, "--operator"), (facility, "--facility")):
