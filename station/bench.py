@@ -23,7 +23,7 @@ from firmware_catalog.hub import HubIdentity
 from station.event_log import Event
 from station.job import JobContext, NotScannedIn, run_job
 from station.live_state import LiveState, StationSnapshot, Totals
-from station.slot import SlotFault, SlotView
+from station.slot import SlotCounters, SlotFault, SlotView
 from station.store import JobRecord
 
 __all__ = ["Bench", "BenchSettings"]
@@ -327,6 +327,10 @@ class Bench:
             ),
             **extra,
         )
+
+    def counters(self) -> dict[str, SlotCounters]:
+        """What each slot has done since the station started (bytes acknowledged, link errors), for the metrics."""
+        return {name: view.counters() for name, view in self.views.items()}
 
     def describe(self) -> dict[str, Any]:
         """The snapshot as JSON data (status.json's content)."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CatalogConfig",
     "ConfigError",
+    "MetricsConfig",
     "MqttConfig",
     "SlotConfig",
     "StationConfig",
@@ -116,6 +117,22 @@ class MqttConfig(_Section):
         return url
 
 
+class MetricsConfig(_Section):
+    """`[metrics]`: Prometheus metrics served by the station itself (docs/operations.md). Off unless `listen` is set;
+    the metrics are not authenticated, so the station refuses to start with an address that is not loopback."""
+
+    listen: NonBlank | None = Field(default=None, description="host:port, e.g. 127.0.0.1:9464")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            from station.metrics import parse_listen
+
+            parse_listen(listen)
+        return listen
+
+
 class JobSettings(_Section):
     """How patient a job is with a hub (docs/station.md).
 
@@ -146,6 +163,7 @@ class StationConfig(_Section):
     catalog: CatalogConfig
     tariff: Tariff = Tariff()
     mqtt: MqttConfig | None = None
+    metrics: MetricsConfig = MetricsConfig()
     job: JobSettings = JobSettings()
     slots: tuple[SlotConfig, ...] = ()
     source: Path = Path("station.toml")

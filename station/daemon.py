@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -36,7 +37,9 @@ from station.bench import Bench, BenchSettings
 from station.config import JobSettings, StationConfig
 from station.event_log import Emit, Event, event_writer
 from station.job import JobContext
+from station.metrics import MetricsServer, bind_listener, is_loopback, parse_listen, station_registry
 from station.reporter import Reporter
+from station.service_notify import ServiceNotifier, status_text
 from station.slot import SlotSnapshot
 from station.status_view import StatusFile, StatusTable, daemon_running, render_status, status_path, summary_line
 from station.store import Store, StoreError
@@ -168,6 +171,7 @@ class Station:
         live: bool,
         job_settings: JobSettings | None,
         bench_settings: BenchSettings | None,
+        metrics_socket: socket.socket | None = None,
     ) -> None:
         self.config, self.store, self.holder, self.reporter = config, store, holder, reporter
         self.once, self.emit, self.live = once, emit, live
@@ -200,6 +204,10 @@ class Station:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._console: Console | None = None
+        # Prometheus metrics (station/metrics.py): read at scrape time, so the registry costs nothing until scraped.
+        self.metrics = station_registry(self.bench, lambda: holder.current)
+        self._metrics_server = MetricsServer(self.metrics, metrics_socket) if metrics_socket is not None else None
+        self.notifier = ServiceNotifier()
 
     @classmethod
     def open(
@@ -223,6 +231,7 @@ class Station:
             raise StartupRefused(str(exc)) from exc
         except CatalogError as exc:  # an authority key that is missing, garbage, or private
             raise StartupRefused(f"[catalog] authority_key in {config.source}: {exc}") from exc
+        metrics_address = _metrics_address(config)
         try:
             store = config.open_store()
         except CatalogError as exc:  # the station key
@@ -256,11 +265,12 @@ class Station:
                                         resolve=config.resolve)  # fmt: skip
                 except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                     raise StartupRefused(f"[mqtt] in {config.source}: {exc}") from exc
+            metrics_socket = _metrics_listener(config, metrics_address)
         except BaseException:
             store.close()
             raise
         return cls(config, store, holder, first, drivers, reporter, once=once, emit=emit, live=live,
-                   job_settings=job_settings, bench_settings=bench_settings)  # fmt: skip
+                   job_settings=job_settings, bench_settings=bench_settings, metrics_socket=metrics_socket)  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -284,16 +294,19 @@ class Station:
             self._record_offer(self._first_offer)
         except cannot_write as exc:
             store.close()
+            if self._metrics_server is not None:
+                self._metrics_server.close()
             raise _CannotRecord(f"cannot write the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
         if section.key is None:
             self.emit(Event.WARNING, message="no [station] key: audit checkpoints are not signed, so a cut tail goes "
                       "unnoticed")  # fmt: skip
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.bench.stop)
+            loop.add_signal_handler(sig, self._stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_catalog)
+        metrics = self._metrics_server.url if self._metrics_server is not None else None
         self.emit(Event.STATION_STARTED, station=section.id, slots=len(self.bench.drivers), once=self.once,
-                  interrupted_jobs=len(self._interrupted_jobs))  # fmt: skip
+                  interrupted_jobs=len(self._interrupted_jobs), metrics=metrics)  # fmt: skip
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._start("status-file", lambda: self.status_file.follow(self.bench.live))
@@ -302,6 +315,11 @@ class Station:
             self._start("live-table", self._live_table)
         if self.reporter is not None:
             self._tasks["reporter"] = self._group.create_task(_supervise_reporter(self.reporter), name="reporter")
+        if self._metrics_server is not None:
+            self._start("metrics", self._metrics_server.serve)
+        if self.notifier.enabled:
+            self.notifier.ready(status_text(self.bench.snapshot()))
+            self._start("service-notify", self._notify_service)
         return self
 
     async def run(self) -> None:
@@ -314,6 +332,8 @@ class Station:
 
     async def __aexit__(self, *exc_info: object) -> None:
         bench, store = self.bench, self.store
+        if not bench.stopping:  # `--once` ending by itself (a signal has said STOPPING=1 already)
+            self.notifier.stopping()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -331,6 +351,8 @@ class Station:
             await self._group.__aexit__(None, None, None)
         except BaseExceptionGroup as group:  # the supervised tasks log their own faults; none may stop the stop
             log.error("stopping the station's tasks: %s", group.exceptions)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         slots = {snapshot.name: _slot_state(snapshot) for snapshot in bench.snapshot().slots}
         try:
             store.audit("station_stopped", drained=bench.stopping, outcomes=bench.outcomes, slots=slots)
@@ -353,6 +375,23 @@ class Station:
     def _start(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         assert self._group is not None
         self._tasks[name] = self._group.create_task(_supervise(name, work), name=name)
+
+    def _stop(self) -> None:
+        """SIGINT or SIGTERM: drain the bench, and tell systemd it is stopping."""
+        if not self.bench.stopping:
+            self.notifier.stopping()
+        self.bench.stop()
+
+    async def _notify_service(self) -> None:
+        """systemd's watchdog, every half of WatchdogSec: sent from the event loop, so a loop that is stuck (or a
+        process that hangs) stops it and systemd restarts the station. The STATUS= line goes with it when changed."""
+        interval = self.notifier.watchdog_interval_s
+        while True:
+            if interval is not None:
+                self.notifier.watchdog()
+            if not self.bench.stopping:
+                self.notifier.status(status_text(self.bench.snapshot()))
+            await asyncio.sleep(min(interval, 5.0) if interval is not None else 5.0)
 
     async def _live_table(self) -> None:
         """The live table on the operator's terminal: a subscriber, redrawn on each change, four times a second at
@@ -392,6 +431,32 @@ class Station:
             return {"reporting": None}
         return {"reporting": {**reporter.describe(), "last_ack_at": reporter.last_ack_at,
                               "outbox": self.store.outbox_backlog()}}  # fmt: skip
+
+
+def _metrics_address(config: StationConfig) -> tuple[str, int] | None:
+    """`[metrics] listen`, checked before anything is opened: loopback only, since the metrics are not
+    authenticated."""
+    if config.metrics.listen is None:
+        return None
+    host, port = parse_listen(config.metrics.listen)
+    if not is_loopback(host):
+        raise StartupRefused(
+            f"[metrics] listen in {config.source}: {config.metrics.listen} is not a loopback address; the metrics are "
+            "not authenticated, so they are served on 127.0.0.1, ::1 or localhost only"
+        )
+    return host, port
+
+
+def _metrics_listener(config: StationConfig, address: tuple[str, int] | None) -> socket.socket | None:
+    """The metrics' socket, bound before the start is recorded: a station that cannot serve them where told does
+    not start."""
+    if address is None:
+        return None
+    try:
+        return bind_listener(*address)
+    except OSError as exc:
+        raise StartupRefused(f"[metrics] listen in {config.source}: cannot listen on {config.metrics.listen}: "
+                             f"{_why(exc)}") from exc  # fmt: skip
 
 
 class _CannotRecord(StartupRefused):

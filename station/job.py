@@ -353,6 +353,7 @@ class _JobObserver:
     def attempt_ended(self, number: int, result: str, detail: str, data_bytes: int) -> None:
         self.ctx.store.end_attempt(self.job_id, number, result, detail, data_bytes)
         if result == "link_error":
+            self.slot.link_error()
             self.ctx.emit(Event.LINK_ERROR, slot=self.slot.name, attempt=number, error=detail)
 
     def event(self, kind: str, **data: Any) -> None:

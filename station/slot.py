@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from station.outcome import Outcome
 
-__all__ = ["SlotFault", "SlotSnapshot", "SlotState", "SlotView"]
+__all__ = ["SlotCounters", "SlotFault", "SlotSnapshot", "SlotState", "SlotView"]
 
 
 class SlotState(StrEnum):
@@ -74,6 +75,14 @@ class SlotSnapshot(BaseModel):
     hubs_done: int = 0
 
 
+@dataclass(frozen=True)
+class SlotCounters:
+    """What a slot has done since the station started, for the metrics (station/metrics.py): only ever grows."""
+
+    bytes_acked: int = 0  # image bytes the hubs on this slot acknowledged (a resumed prefix is not counted again)
+    link_errors: int = 0  # transfer attempts that ended with a link error
+
+
 class SlotView:
     """The bench's working record of one slot. Every method is one change the operator may see; `on_change` is
     called after each (the bench publishes from it)."""
@@ -97,6 +106,9 @@ class SlotView:
         self.fault: SlotFault | None = None
         self.hubs_done = 0
         self._sample: tuple[float, int] | None = None
+        self._acked_at: int | None = None  # the last acknowledged offset of this transfer, for `counters`
+        self._bytes_acked = 0
+        self._link_errors = 0
 
     def enter(self, state: SlotState, message: str = "", *, target: str | None = None) -> None:
         """The slot moves to `state`, saying `message`; `target` when the version being flashed becomes known."""
@@ -125,11 +137,15 @@ class SlotView:
 
     def transferring(self, target: str, total: int) -> None:
         self.bytes_done, self.bytes_total = 0, total
-        self._sample = None
+        self._sample = self._acked_at = None
         self.enter(SlotState.TRANSFERRING, target=target)
 
     def progress(self, done: int, total: int) -> None:
         """The transfer engine's callback: bytes of the image the hub has acknowledged, of `total`."""
+        # Each attempt first reports where it starts (0, or the prefix the hub proved it holds): counted from there.
+        if self._acked_at is not None and done >= self._acked_at:
+            self._bytes_acked += done - self._acked_at
+        self._acked_at = done
         now = time.monotonic()
         if self._sample is None or done < self._sample[1]:
             self._sample = (now, done)
@@ -148,6 +164,13 @@ class SlotView:
         if self.bytes_per_s <= 0 or self.bytes_total <= self.bytes_done:
             return None
         return (self.bytes_total - self.bytes_done) / self.bytes_per_s
+
+    def link_error(self) -> None:
+        """A transfer attempt on this slot ended with a link error (the job retries it; the view does not change)."""
+        self._link_errors += 1
+
+    def counters(self) -> SlotCounters:
+        return SlotCounters(self._bytes_acked, self._link_errors)
 
     def finish(self, chf_id: str, outcome: Outcome, reason: str) -> None:
         self.last_chf_id, self.last_outcome, self.last_reason = chf_id, outcome, reason
