@@ -214,13 +214,13 @@ class MetricsServer:
         async with server:
             await server.serve_forever()
 
-    def _exposition(self) -> bytes:
+    def _exposition(self) -> tuple[str, bytes, str]:
         try:
-            return generate_latest(self.registry)
+            return "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
         except Exception:
-            # A fault in a collector costs the scrape (the scraper sees the connection close), never the station.
+            # A fault in a collector costs the scrape, never the station.
             log.exception("collecting the metrics failed")
-            raise ConnectionAbortedError from None
+            return "500 Internal Server Error", b"collecting the metrics failed\n", "text/plain; charset=utf-8"
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -233,7 +233,7 @@ class MetricsServer:
             elif path != "/metrics":
                 status, body, kind = "404 Not Found", b"GET /metrics only\n", "text/plain; charset=utf-8"
             else:
-                status, body, kind = "200 OK", self._exposition(), CONTENT_TYPE_LATEST
+                status, body, kind = self._exposition()
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode("latin-1")

@@ -11,16 +11,24 @@ import signal
 import socket
 import subprocess
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from station.config import load_config
 from station.demo import device_id
+from station.live_state import StationSnapshot, Totals
+from station.slot import SlotCounters, SlotSnapshot, SlotState
 from tests.station.test_slot_faults import HONEST, HONEST_TARGET, Bench, Events, bench, import_order
+
+if TYPE_CHECKING:
+    from firmware_catalog.catalog import Catalog
+    from station.bench import Bench as StationBench
 
 __all__ = ["bench"]  # the fixture, shared with test_slot_faults
 
@@ -252,3 +260,61 @@ def test_the_udev_rule_names_jigs_by_serial_number() -> None:
         assert re.search(r'SYMLINK\+="reflash/jig-[A-Za-z0-9]+"', rule), rule
         assert 'GROUP="reflash"' in rule, rule
         assert 'MODE="0660"' in rule, rule
+
+
+# -- docs/operations.md ---------------------------------------------------------------------------------------------
+
+
+class _StubBench:
+    """What StationCollector reads of a bench: a snapshot with every part present, and the slots' counters."""
+
+    def snapshot(self) -> StationSnapshot:
+        outbox = {"pending": 1, "at_broker": 0, "confirmed": 2, "rejected": 0,
+                  "oldest_unconfirmed_at": "2026-01-01T00:00:00.000Z"}  # fmt: skip
+        return StationSnapshot(
+            station="st", stopped=False, updated_at=time.time(),
+            slots=[SlotSnapshot(name="A1", state=SlotState.TRANSFERRING, bytes_per_s=1000.0)],
+            totals=Totals(hubs=1, outcomes={"REFLASHED": 1}, hubs_per_hour=60, bytes_per_s=1000.0, uptime_s=60),
+            reporting={"broker": {"connected": True}, "refused_acks": 0, "refused_publishes": 0, "outbox": outbox},
+        )  # fmt: skip
+
+    def counters(self) -> dict[str, SlotCounters]:
+        return {"A1": SlotCounters(bytes_acked=10, link_errors=1)}
+
+
+class _StubCatalog:
+    serial = 7
+    document = type("Document", (), {"expires_at": datetime(2030, 1, 1, tzinfo=UTC)})()
+
+
+def stub_registry() -> CollectorRegistry:
+    from station.metrics import station_registry
+
+    return station_registry(cast("StationBench", _StubBench()), lambda: cast("Catalog", _StubCatalog()))
+
+
+async def test_the_asgi_app_serves_the_registry() -> None:
+    from station.metrics import metrics_app
+
+    transport = httpx.ASGITransport(app=metrics_app(stub_registry()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://station") as client:
+        response = await client.get("/")  # mounted at /metrics, it sees the path below the mount
+    assert response.status_code == 200
+    samples = {s.name: s.value for f in text_string_to_metric_families(response.text) for s in f.samples}
+    assert samples["reflash_catalog_serial"] == 7
+    assert samples["reflash_transferred_bytes_total"] == 10
+    assert samples["reflash_outbox_oldest_unconfirmed_age_seconds"] > 0
+
+
+def test_the_metrics_in_the_docs_are_the_registry() -> None:
+    registry = stub_registry()
+    exposed = {
+        sample.name
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    table = (ROOT / "docs/operations.md").read_text().split("| metric | type | labels | what |")[1].split("\n\n")[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
+    assert documented == {name for name in exposed if name.startswith("reflash_")}
+    assert {name.split("_")[0] for name in exposed} == {"reflash", "process", "python"}
+    assert len(list(registry.collect())) > len(documented)  # the process's own metrics too
