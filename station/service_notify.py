@@ -91,8 +91,8 @@ def status_text(snapshot: StationSnapshot) -> str:
         states[slot.state.value] = states.get(slot.state.value, 0) + 1
     totals = snapshot.totals
     line = (
-        f"{len(snapshot.slots)} slots ({', '.join(f'{n} {s}' for s, n in sorted(states.items())) or 'none'}); "
-        f"{totals.hubs} hubs ({', '.join(f'{o} {n}' for o, n in totals.outcomes.items()) or 'no outcomes'}); "
+        f"slots: {', '.join(f'{n} {s}' for s, n in sorted(states.items())) or 'none'}; "
+        f"hubs: {totals.hubs} ({', '.join(f'{o} {n}' for o, n in totals.outcomes.items()) or 'no outcomes'}); "
         f"{totals.hubs_per_hour} hubs/h"
     )
     outbox = (snapshot.reporting or {}).get("outbox")

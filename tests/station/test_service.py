@@ -159,14 +159,14 @@ def test_sd_notify_ready_watchdog_and_stopping(bench: Bench, monkeypatch: pytest
         events = Events(process)
         (ready,) = notify.wait_for("READY")
         assert ready["READY"] == "1"
-        assert "1 slots" in ready["STATUS"]
+        assert ready["STATUS"].startswith("slots: 1 empty; hubs: 0 (no outcomes)")
         events.wait_for("station_started", within=1)  # READY=1 came after the start was recorded
         first = time.monotonic()
         pings = notify.wait_for("WATCHDOG", count=5, within=10)
         assert all(p["WATCHDOG"] == "1" for p in pings)
         assert time.monotonic() - first < 5  # every 0.1 s, not every 5 s
         events.wait_for("job_finished", slot="H", outcome="REFLASHED")
-        notify.wait_for("STATUS", says="1 hubs (REFLASHED 1)", within=10)
+        notify.wait_for("STATUS", says="hubs: 1 (REFLASHED 1)", within=10)
         process.send_signal(signal.SIGTERM)
         (stopping,) = notify.wait_for("STOPPING", within=5)
         assert stopping["STOPPING"] == "1"
