@@ -109,7 +109,18 @@ class WebServer:
         return sock
 
     async def serve(self) -> None:
-        sock = self._bind()
+        backoff, said = 1.0, False
+        while True:
+            try:
+                sock = self._bind()
+                break
+            except OSError as exc:
+                if not said:
+                    self._emit(Event.WARNING, message=f"the bench page cannot listen on {self.settings.listen}: "
+                               f"{exc.strerror or exc}; trying again (the bench goes on without it)")  # fmt: skip
+                    said = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
         bound = sock.getsockname()
         scheme = "https" if self._cert is not None else "http"
         host = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
