@@ -11,6 +11,4 @@ Everything runs on the station's event loop and calls the store synchronously, a
 touches the store.
 """
 
-from station.web.server import WebServer
-
-__all__ = ["WebServer"]
+__all__: list[str] = []  # the station imports `station.web.server` when [web] is enabled

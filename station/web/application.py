@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -37,10 +37,11 @@ from station.outcome import JOB_REASONS
 from station.slot import SlotSnapshot
 from station.store import SignInRefused, Store, StoreError
 from station.web.bench_actions import ActionResult, BenchActions, Principal
+from station.web.openapi import API_ROUTES, DispatchRequest, ScanInRequest
 from station.web.order_view import current_order, order_glance
 from station.web.sessions import SessionBook
 
-__all__ = ["REASON_WORDS", "BenchPage", "DispatchRequest", "ScanInRequest", "build_app"]
+__all__ = ["REASON_WORDS", "BenchPage", "build_app"]
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "reflash_session"
@@ -64,27 +65,6 @@ OUTCOME_ICONS = {
     "SCRAP": "✖",
     "UNEXPECTED": "?",
 }
-
-
-class ScanInRequest(BaseModel):
-    """A hub scanned in: its CHF ID as scanned (any EUI-64 spelling), and the order it came in when no open order
-    names it (it is then received UNASKED, and held)."""
-
-    model_config = ConfigDict(extra="forbid")
-    chf_id: str = Field(max_length=64)
-    order_ref: str | None = Field(default=None, max_length=64)
-
-
-class DispatchRequest(ScanInRequest):
-    """A finished hub scanned out of its order."""
-
-
-class ActionAnswer(BaseModel):
-    ok: bool
-    result: str = Field(description="received, received_unasked, dispatched, closed, misread, refused, forbidden")
-    message: str
-    chf_id: str | None
-    order_ref: str | None
 
 
 @dataclass
@@ -246,6 +226,15 @@ def build_app(page: BenchPage) -> Starlette:
         return StreamingResponse(_event_stream(page), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
+    endpoints: dict[str, Callable[[Request], Any]] = {
+        "api_slots": api(None, api_slots),
+        "api_order": api(None, api_order),
+        "api_close": api(None, api_close),
+        "api_scan_in": api(ScanInRequest, api_scan_in),
+        "api_dispatch": api(DispatchRequest, api_dispatch),
+        "api_events": events,
+    }
+
     routes = [
         Route("/", bench),
         Route("/sign-in", sign_in_form, methods=["GET"]),
@@ -260,12 +249,7 @@ def build_app(page: BenchPage) -> Starlette:
               methods=["POST"]),
         Route("/actions/close", page_action(lambda who, f: page.actions.close_order(who, f.get("order_ref", ""))),
               methods=["POST"]),
-        Route("/api/v1/slots", api(None, api_slots), methods=["GET"], name="api_slots"),
-        Route("/api/v1/orders/{ref}", api(None, api_order), methods=["GET"], name="api_order"),
-        Route("/api/v1/orders/{ref}/close", api(None, api_close), methods=["POST"], name="api_close"),
-        Route("/api/v1/scan-in", api(ScanInRequest, api_scan_in), methods=["POST"], name="api_scan_in"),
-        Route("/api/v1/dispatch", api(DispatchRequest, api_dispatch), methods=["POST"], name="api_dispatch"),
-        Route("/api/v1/events", events, name="api_events"),
+        *(Route(route.path, endpoints[route.name], methods=[route.method], name=route.name) for route in API_ROUTES),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]  # fmt: skip
     app = Starlette(routes=routes)

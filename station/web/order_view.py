@@ -7,6 +7,7 @@ from typing import Any
 
 from station.reconciliation import order_report
 from station.store import OrderState, Store
+from station.web.openapi import OrderGlance
 
 __all__ = ["current_order", "order_glance"]
 
@@ -14,19 +15,19 @@ __all__ = ["current_order", "order_glance"]
 def order_glance(store: Store, ref: str) -> dict[str, Any]:
     report = order_report(store, ref)
     hubs = report["hubs"]
-    return {
-        "order_ref": ref,
-        "state": report["state"],
-        "kind": report["kind"],
-        "region": report["region"],
-        "asked": len(hubs),
-        "received": sum(1 for h in hubs if h["received_at"] or h["status"] == "processed"),
-        "done": report["totals"]["processed"],
-        "outcomes": report["totals"]["outcomes"],
-        "dispatched": sum(1 for h in hubs + report["unasked"] if h["dispatched_at"]),
-        "missing": len(report["never_received"]),
-        "unasked": len(report["unasked"]),
-    }
+    return OrderGlance(
+        order_ref=ref,
+        state=report["state"],
+        kind=report["kind"],
+        region=report["region"],
+        asked=len(hubs),
+        received=sum(1 for h in hubs if h["received_at"] or h["status"] == "processed"),
+        done=report["totals"]["processed"],
+        outcomes=report["totals"]["outcomes"],
+        dispatched=sum(1 for h in hubs + report["unasked"] if h["dispatched_at"]),
+        missing=len(report["never_received"]),
+        unasked=len(report["unasked"]),
+    ).model_dump(mode="json")
 
 
 def current_order(store: Store) -> str | None:

@@ -12,6 +12,7 @@ import time
 import httpx
 
 from station.demo import device_id
+from station.web.openapi import OrderGlance, SlotsAnswer
 from tests.station.test_slot_faults import Bench, Events
 from tests.station.web.conftest import ORDER, PINS, PageStation, reflash, start_station
 
@@ -103,14 +104,14 @@ def test_the_api_takes_tokens_with_roles_and_refuses_revoked_ones(bench: Bench) 
         assert anonymous.get("/api/v1/slots").status_code == 401
     as_line = {"Authorization": f"Bearer {line}"}
     with httpx.Client(base_url=station.url, headers=as_line) as client:
-        slots = client.get("/api/v1/slots").json()["slots"]
-        assert [slot["name"] for slot in slots] == ["H"]
+        answer = SlotsAnswer.model_validate(client.get("/api/v1/slots").json())  # as docs/openapi.json says
+        assert [slot.name for slot in answer.slots] == ["H"]
         scanned = client.post("/api/v1/scan-in", json={"chf_id": device_id(1, 1)})
         assert scanned.status_code == 200, scanned.text
         assert scanned.json()["result"] == "received"
         assert client.post("/api/v1/scan-in", json={"chf_id": "00-11"}).status_code == 422
-        order = client.get(f"/api/v1/orders/{ORDER}").json()
-        assert (order["asked"], order["received"], order["missing"]) == (3, 2, 1)
+        order = OrderGlance.model_validate(client.get(f"/api/v1/orders/{ORDER}").json())
+        assert (order.asked, order.received, order.missing) == (3, 2, 1)
         assert client.post(f"/api/v1/orders/{ORDER}/close").status_code == 403
         # The same live stream as the page.
         with client.stream("GET", "/api/v1/events") as events:
