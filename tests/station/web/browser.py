@@ -37,6 +37,9 @@ def chromium() -> Iterator[webdriver.Chrome]:
         driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
         try:
             driver.set_page_load_timeout(30)
+            # The bench's screen: a 1280x800 viewport (the window's size would include the browser's own frame).
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
             yield driver
         finally:
             driver.quit()
