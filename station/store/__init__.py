@@ -221,6 +221,10 @@ class Store:
         """Scan-out. Only a hub with a final outcome in the order (or one that arrived unasked) may leave."""
         return self.order_book.dispatch(order_ref, chf_id)
 
+    def release(self, chf_id: str) -> int:
+        """A hub held as UNEXPECTED leaves the station (a supervisor's decision); returns its UNEXPECTED job."""
+        return self.order_book.release(chf_id)
+
     def close_order(
         self, ref: str, summary: dict[str, Any], message: Callable[[str, str], dict[str, Any]] | None = None
     ) -> AuditEntry:

@@ -247,6 +247,8 @@ def build_app(page: BenchPage) -> Starlette:
         Route("/actions/dispatch", page_action(lambda who, f: page.actions.dispatch(who, f.get("chf_id", ""),
                                                                                       f.get("order_ref"))),
               methods=["POST"]),
+        Route("/actions/release", page_action(lambda who, f: page.actions.release(who, f.get("chf_id", ""))),
+              methods=["POST"]),
         Route("/actions/close", page_action(lambda who, f: page.actions.close_order(who, f.get("order_ref", ""))),
               methods=["POST"]),
         *(Route(route.path, endpoints[route.name], methods=[route.method], name=route.name) for route in API_ROUTES),

@@ -86,6 +86,15 @@ class BenchActions:
 
         return self._do(who, Role.OPERATOR, work)
 
+    def release(self, who: Principal, scanned: str) -> ActionResult:
+        def work() -> ActionResult:
+            chf_id = normalise_eui64(scanned.strip())
+            job_id = self._store.release(chf_id)
+            return ActionResult(True, "released", f"{chf_id} released (UNEXPECTED, job {job_id}): it may leave",
+                                chf_id)  # fmt: skip
+
+        return self._do(who, Role.SUPERVISOR, work)
+
     def close_order(self, who: Principal, order_ref: str) -> ActionResult:
         from station.messages import order_summary
         from station.reconciliation import order_report, write_report

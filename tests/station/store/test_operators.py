@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from station.outcome import Outcome
 from station.store import Role, SignInRefused, Store, StoreError
 from station.store.operators import SCRYPT_N, hash_pin, pin_matches
-from tests.station.conftest import ACTOR
+from tests.station.conftest import ACTOR, RunJob
 
 
 class Clock:
@@ -84,3 +85,16 @@ def test_records_written_while_acting_as_an_operator_name_them(store: Store) -> 
     store.audit("after")
     entries = list(store.audit_entries())
     assert [(e.kind, e.operator) for e in entries] == [("scan", "olive"), ("after", ACTOR.operator)]
+
+
+def test_a_supervisor_releases_a_hub_held_as_unexpected_once(store: Store, run_job: RunJob) -> None:
+    hub = "00-DB-12-34-00-00-00-09"
+    with pytest.raises(StoreError, match="not held as UNEXPECTED"):
+        store.release(hub)
+    job = run_job(hub, None, Outcome.UNEXPECTED, after=None, charge=0)
+    with store.acting_as("sam"):
+        assert store.release(hub.replace("-", "").lower()) == job.id
+    with pytest.raises(StoreError, match="already released"):
+        store.release(hub)
+    (entry,) = [e for e in store.audit_entries() if e.kind == "hub_released"]
+    assert (entry.operator, entry.data) == ("sam", {"chf_id": hub, "job_id": job.id, "outcome": "UNEXPECTED"})

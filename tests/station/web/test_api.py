@@ -78,6 +78,9 @@ def test_the_page_signs_in_checks_csrf_and_roles_and_locks_out(bench: Bench) -> 
         assert closing.status_code == 403
         assert closing.json()["result"] == "forbidden"
         assert audit(station, "order_closed") == []
+        # Nor release a hub held as UNEXPECTED.
+        releasing = client.post("/actions/release", data={"chf_id": hub, "csrf": csrf})
+        assert releasing.status_code == 403
 
     # Five wrong PINs lock the supervisor out: the right one is refused after them.
     with httpx.Client(base_url=station.url) as client:
