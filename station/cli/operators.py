@@ -56,7 +56,7 @@ def add_operator(operator_id: str, role: str, config_path: str) -> None:
 @click.argument("operator_id", metavar="ID")
 @config_option
 def remove_operator(operator_id: str, config_path: str) -> None:
-    """Remove an operator (signed-in sessions end when they next expire)."""
+    """Remove an operator (signed out of the bench page at their next request)."""
     from station.store import StoreError
 
     _, store = open_store(config_path)

@@ -133,6 +133,12 @@ class Roster:
         rows = self._work.reader().execute("SELECT * FROM operators ORDER BY id")
         return [Operator(r["id"], Role(r["role"]), r["added_at"], r["failures"], r["locked_until"]) for r in rows]
 
+    def on_roster(self, operator_id: str) -> bool:
+        """Whether the operator may still act (not removed since signing in)."""
+        return (
+            self._work.reader().execute("SELECT 1 FROM operators WHERE id = ?", (operator_id,)).fetchone() is not None
+        )
+
     def sign_in(self, operator_id: str, pin: str) -> Operator:
         """The operator, if the PIN is theirs and they are not locked out; else `SignInRefused`. Each attempt is
         one transaction: a failure counts (the fifth in a row locks out for `LOCKOUT`), a success resets the count."""

@@ -111,7 +111,11 @@ def build_app(page: BenchPage) -> Starlette:
         return HTMLResponse(templates.get_template(name).render(station=page.station, **context), status)
 
     def session_of(request: Request) -> Any:
-        return page.sessions.find(request.cookies.get(SESSION_COOKIE))
+        session = page.sessions.find(request.cookies.get(SESSION_COOKIE))
+        if session is not None and not page.store.roster.on_roster(session.operator):
+            page.sessions.close(session.id)  # removed with `reflash operators remove`: signed out at once
+            return None
+        return session
 
     def token_principal(request: Request) -> Principal | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

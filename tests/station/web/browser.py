@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -29,6 +30,9 @@ FLAGS = (
 
 @contextlib.contextmanager
 def chromium() -> Iterator[webdriver.Chrome]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
+    if missing:  # not a skip: `make test` installs them, and a test that never runs proves nothing
+        raise RuntimeError(f"{', '.join(missing)} missing: run `make browser` (Debian's chromium, chromium-driver)")
     with tempfile.TemporaryDirectory(prefix="reflash-chromium-") as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM

@@ -3,13 +3,21 @@ CSRF, roles, lockout, API tokens and their revocation, the security headers, the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import signal
 import sqlite3
+import ssl
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from station.demo import device_id
 from station.web.openapi import OrderGlance, SlotsAnswer
@@ -94,6 +102,12 @@ def test_the_page_signs_in_checks_csrf_and_roles_and_locks_out(bench: Bench) -> 
     listed = reflash(station.config, "operators", "list", "--json")
     assert {o["id"]: o["locked_until"] is not None for o in json.loads(listed.stdout)["operators"]} == {
         "olive": False, "sam": True}  # fmt: skip
+    # A removed operator is signed out at their next request.
+    with httpx.Client(base_url=station.url) as client:
+        sign_in(client, "olive", PINS["olive"])
+        assert client.get("/").status_code == 200
+        assert reflash(station.config, "operators", "remove", "olive").returncode == 0
+        assert client.get("/").status_code == 303
     station.kill()
 
 
@@ -150,6 +164,30 @@ def test_sigterm_stops_the_station_within_two_seconds_with_a_page_watching(bench
             elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"SIGTERM took {elapsed:.2f} s"
     station.events.wait_for("station_stopped", within=5)
+
+
+def test_over_tls_the_cookie_is_secure_and_hsts_is_sent(bench: Bench, tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "bench.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "bench.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    tls = f'tls_cert = "{tmp_path / "bench.crt"}"\ntls_key = "{tmp_path / "bench.key"}"\n'
+    station = start_station(bench, refused_hub=False, web=tls)
+    assert station.url.startswith("https://127.0.0.1:")
+    with httpx.Client(base_url=station.url, verify=ssl.create_default_context(cafile=tmp_path / "bench.crt")) as client:
+        signed = sign_in(client, "olive", PINS["olive"])
+        assert "Secure" in signed.headers["set-cookie"]
+        assert signed.headers["strict-transport-security"] == "max-age=31536000"
+    station.kill()
 
 
 def test_the_page_can_be_turned_off(bench: Bench) -> None:

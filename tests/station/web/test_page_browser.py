@@ -4,25 +4,17 @@ refused hub's reason in words and code, and lose the station."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from station.demo import device_id
 from tests.station.test_slot_faults import Bench
-from tests.station.web.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.station.web.browser import chromium
 from tests.station.web.conftest import PINS, start_station
-
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()) and shutil.which("chromium") is None,
-    reason="Debian's chromium and chromium-driver are not installed: run `make browser`",
-)
 
 
 def until(condition: Callable[[], object], within: float, what: str) -> None:
