@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test broker contract-tools clean
+.PHONY: demo test broker browser contract-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ broker:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
+# The bench page's browser tests drive Debian's headless Chromium through Debian's chromedriver (Selenium); nothing
+# is downloaded by Selenium or a browser installer.
+browser:
+	@{ command -v chromium >/dev/null && test -x /usr/bin/chromedriver; } || { \
+		echo "installing chromium and chromium-driver (Debian packages)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 # The official AsyncAPI JSON Schemas that tests/station/test_contract.py validates docs/asyncapi.yaml against: npm
 # package @asyncapi/specs at the version pinned in tools/asyncapi/package.json and package-lock.json.
 CONTRACT_TOOLS := tools/asyncapi/node_modules/.installed
@@ -32,7 +40,7 @@ $(CONTRACT_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
 demo: $(STAMP) broker
 	$(BIN)/reflash demo
 
-test: $(STAMP) broker contract-tools
+test: $(STAMP) broker browser contract-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

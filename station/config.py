@@ -30,6 +30,7 @@ __all__ = [
     "StationConfig",
     "StationSection",
     "Tariff",
+    "WebConfig",
     "load_config",
 ]
 
@@ -151,6 +152,32 @@ class JobSettings(_Section):
     deadline_slack_s: float = Field(default=30.0, ge=0)
 
 
+class WebConfig(_Section):
+    """The bench page and its API (docs/bench-page.md), served by `reflash run`. An address other than loopback
+    needs `tls_cert` and `tls_key`, or the station refuses to start."""
+
+    enabled: bool = True
+    listen: NonBlank = Field(default="127.0.0.1:8080", description="HOST:PORT (port 0: any free port)")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain: the page is served over HTTPS")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"must be HOST:PORT, got {listen!r}")
+        return listen
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class SlotConfig(_Section):
     name: Name
     driver: NonBlank
@@ -165,6 +192,7 @@ class StationConfig(_Section):
     mqtt: MqttConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
     job: JobSettings = JobSettings()
+    web: WebConfig = WebConfig()
     slots: tuple[SlotConfig, ...] = ()
     source: Path = Path("station.toml")
 

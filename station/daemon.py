@@ -232,6 +232,13 @@ class Station:
         except CatalogError as exc:  # an authority key that is missing, garbage, or private
             raise StartupRefused(f"[catalog] authority_key in {config.source}: {exc}") from exc
         metrics_address = _metrics_address(config)
+        if config.web.enabled:
+            from station.web.server import WebServer, WebSettingsRefused
+
+            try:
+                WebServer.check(config)
+            except WebSettingsRefused as exc:
+                raise StartupRefused(str(exc)) from exc
         try:
             store = config.open_store()
         except CatalogError as exc:  # the station key
@@ -313,6 +320,11 @@ class Station:
         if self.live:
             self._console = Console()
             self._start("live-table", self._live_table)
+        if self.config.web.enabled:
+            from station.web.server import WebServer
+
+            wake = self.reporter.wake.set if self.reporter is not None else None
+            self._start("web", WebServer(self.config, self.bench.live, store, self.emit, wake).serve)
         if self.reporter is not None:
             self._tasks["reporter"] = self._group.create_task(_supervise_reporter(self.reporter), name="reporter")
         if self._metrics_server is not None:

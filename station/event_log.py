@@ -20,6 +20,7 @@ __all__ = ["Emit", "Event", "event_writer"]
 
 class Event(StrEnum):
     STATION_STARTED = "station_started"
+    WEB_LISTENING = "web_listening"  # the bench page's URL (docs/bench-page.md)
     CATALOG = "catalog"  # a catalog offered (at start, on SIGHUP): accepted or refused, with its code
     WARNING = "warning"
     JOB_STARTED = "job_started"

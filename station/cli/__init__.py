@@ -32,10 +32,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Keys, images, a signed catalog, a private Mosquitto, a simulated bench, the...",
     ),
     "jig": ("station.cli.jig", "jig", "Talk to one jig: identify the hub on it, or flash it."),
+    "operators": (
+        "station.cli.operators",
+        "operators",
+        "Operators who sign in at the bench page, with their role and PIN.",
+    ),
     "orders": ("station.cli.orders", "orders", "Re-flash orders: import, scan in and out, report, close."),
     "run": ("station.cli.run", "run", "Drive every slot of the bench: identify, decide, flash, verify, activate,..."),
     "sim": ("station.cli.sim", "sim", "Simulated hubs, jigs and the DSP update bridge."),
     "status": ("station.cli.run", "status", "Show the bench as the running station last wrote it (every half second)."),
+    "tokens": ("station.cli.operators", "tokens", "API tokens of line controllers: add (shown once), revoke."),
 }
 
 

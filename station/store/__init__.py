@@ -15,6 +15,7 @@ The store is a package of parts, one noun each, sharing one `UnitOfWork` (one da
     orders         orders and the hubs they name; scan-in, scan-out, close
     jobs           jobs, their attempts and charges; the outcome transaction
     outbox         messages for the DSP, from their transaction to the DSP's ack
+    operators      the roster: operators who sign in with a PIN (scrypt), API tokens (SHA-256), their roles
     database       the seam: what a part may ask of a database engine (below)
     crash_left_state  states only a crash leaves, made on purpose for tests; the station never calls it
 
@@ -33,12 +34,15 @@ own chain, counters and rows there by having a schema of its own in that databas
 to it), since the parts' SQL names tables, not stations.
 
 The store depends on nothing above it: the standard library, `cryptography`, `firmware_catalog` and the station's
-own value modules (`station.audit`, `station.outcome`, `station.crash_point`); a test holds it to that.
+own value modules (`station.audit`, `station.outcome`, `station.crash_point`, `station.identifier`); a test
+holds it to that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,7 @@ from station.store.catalog_pin import PinnedCatalog
 from station.store.custody import Custody, CustodyEvent, CustodyRecord
 from station.store.database import Database
 from station.store.jobs import Attempt, Charge, FlashStep, JobLedger, JobRecord, JobState
+from station.store.operators import ApiToken, Operator, Role, Roster, SignInRefused
 from station.store.orders import NewOrder, OrderBook, OrderConflict, OrderKind, OrderProgress, OrderRecord, OrderState
 from station.store.outbox import Outbox, OutboxRow, OutboxState
 from station.store.schema import MIGRATIONS
@@ -62,6 +67,7 @@ from station.store.unit_of_work import Actor, StoreError, UnitOfWork, utc_now
 __all__ = [
     "MIGRATIONS",
     "Actor",
+    "ApiToken",
     "Attempt",
     "Charge",
     "CustodyEvent",
@@ -69,6 +75,7 @@ __all__ = [
     "FlashStep",
     "JobRecord",
     "JobState",
+    "Operator",
     "OrderConflict",
     "OrderKind",
     "OrderProgress",
@@ -76,6 +83,8 @@ __all__ = [
     "OrderState",
     "OutboxRow",
     "OutboxState",
+    "Role",
+    "SignInRefused",
     "Store",
     "StoreError",
 ]
@@ -122,6 +131,7 @@ class Store:
         self.outbox = Outbox(self.work, self.audit_log)
         self.job_ledger = JobLedger(self.work, self.audit_log, self.custody, self.outbox)
         self.order_book = OrderBook(self.work, self.audit_log, self.custody, self.job_ledger, self.outbox)
+        self.roster = Roster(self.work, self.audit_log)
 
     # -- the store as a whole -------------------------------------------------------------------------------------
 
@@ -149,6 +159,18 @@ class Store:
 
     def close(self) -> None:
         self.database.close()
+
+    @contextmanager
+    def acting_as(self, operator: str) -> Iterator[None]:
+        """Records written inside name `operator` (the operator signed in at the bench page) instead of the
+        configuration's. The store is used from one thread, and the calls inside are synchronous: nothing else
+        writes while the actor is swapped."""
+        configured = self.work.actor
+        self.work.actor = dataclasses.replace(configured, operator=operator)
+        try:
+            yield
+        finally:
+            self.work.actor = configured
 
     # -- audit ----------------------------------------------------------------------------------------------------
 
@@ -198,6 +220,10 @@ class Store:
     def dispatch(self, order_ref: str, chf_id: str) -> str:
         """Scan-out. Only a hub with a final outcome in the order (or one that arrived unasked) may leave."""
         return self.order_book.dispatch(order_ref, chf_id)
+
+    def release(self, chf_id: str) -> int:
+        """A hub held as UNEXPECTED leaves the station (a supervisor's decision); returns its UNEXPECTED job."""
+        return self.order_book.release(chf_id)
 
     def close_order(
         self, ref: str, summary: dict[str, Any], message: Callable[[str, str], dict[str, Any]] | None = None

@@ -222,6 +222,27 @@ class OrderBook:
             )
             return outcome
 
+    def release(self, chf_id: str) -> int:
+        """A supervisor lets a hub held as UNEXPECTED (no open order named it) leave the station: a `dispatched`
+        custody event outside any order and a `hub_released` entry. Returns the job that found it UNEXPECTED."""
+        chf_id = normalise_eui64(chf_id)
+        with self._work.transaction() as session:
+            row = session.execute(
+                "SELECT id, outcome, finished_at FROM jobs WHERE chf_id = ? ORDER BY id DESC LIMIT 1", (chf_id,)
+            ).fetchone()
+            if row is None or row["outcome"] != "UNEXPECTED":
+                raise StoreError(f"hub {chf_id} is not held as UNEXPECTED: only such a hub is released")
+            released = session.execute(
+                "SELECT 1 FROM custody WHERE chf_id = ? AND order_ref IS NULL AND event = 'dispatched' AND at >= ?",
+                (chf_id, row["finished_at"]),
+            ).fetchone()
+            if released is not None:
+                raise StoreError(f"hub {chf_id} was already released")
+            self._custody.record(session, chf_id, None, CustodyEvent.DISPATCHED, asked=False)
+            self._audit_log.append(session, "hub_released", {"chf_id": chf_id, "job_id": row["id"],
+                                                             "outcome": "UNEXPECTED"})  # fmt: skip
+            return int(row["id"])
+
     def close(
         self, ref: str, summary: dict[str, Any], message: Callable[[str, str], dict[str, Any]] | None = None
     ) -> AuditEntry:

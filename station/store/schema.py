@@ -159,6 +159,25 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN last_error TEXT;
     """,
+    # The bench page (docs/bench-page.md): operators who sign in with a PIN, and API tokens for line controllers.
+    # Only hashes are kept: a PIN as scrypt with its own salt and parameters, a token as SHA-256 (it is random).
+    """
+    CREATE TABLE operators (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'supervisor')),
+        pin_hash TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT
+    );
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'supervisor')),
+        token_sha256 TEXT NOT NULL UNIQUE,
+        added_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    """,
 )
 
 

@@ -147,6 +147,9 @@ def valid_value(command_path: tuple[str, ...], param: click.Parameter, station: 
         "file_version": "01020000",
         "min_hw": "1000",
         "max_hw": "1FFF",
+        "role": "operator",
+        "operator_id": "olive",
+        "name": "line-1",
         "url": "tcp://127.0.0.1:9",  # nothing listens there: a refusal, after every input was checked
         "order_ref": "DCC-1",
     }

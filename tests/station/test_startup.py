@@ -71,6 +71,12 @@ CASES = {
     "a missing client certificate": (dict(mqtt='cert = "nope.crt"\nkey = "station.key"'),
                                      "nope.crt (key "),
     "a missing MQTT password file": (dict(mqtt='password_file = "nope.pw"'), "nope.pw: No such file or directory"),
+    # The bench page elsewhere than loopback only over TLS (docs/bench-page.md).
+    "a bench page on the network without TLS": (dict(catalog='\n[web]\nlisten = "0.0.0.0:8080"'),
+                                                "[web] in"),
+    "a bench page certificate that does not load": (
+        dict(catalog='\n[web]\nlisten = "0.0.0.0:8080"\ntls_cert = "station.pub"\ntls_key = "station.key"'),
+        "tls_cert"),
 }  # fmt: skip
 
 

@@ -24,7 +24,15 @@ STORE = ROOT / "station" / "store"
 
 # What the store may import: the standard library, cryptography, the catalog package (keys, pins, EUI-64s), and
 # the station's value modules that nothing in the store's way depends on. Anything else in `station` is above it.
-BELOW = ("cryptography", "firmware_catalog", "station.store", "station.audit", "station.outcome", "station.crash_point")
+BELOW = (
+    "cryptography",
+    "firmware_catalog",
+    "station.store",
+    "station.audit",
+    "station.outcome",
+    "station.crash_point",
+    "station.identifier",
+)
 # Only the SQLite database and its DDL know they run on SQLite; every other part speaks through the seam.
 ENGINE_MODULES = {"sqlite.py", "schema.py"}
 
