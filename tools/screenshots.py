@@ -60,6 +60,7 @@ def main() -> None:
                 driver.find_element(By.CSS_SELECTOR, 'input[value="dispatch"]').click()
                 driver.find_element(By.ID, "scan-id").send_keys(device_id(1, 1) + Keys.ENTER)
                 until(shows("#feedback", "dispatched"), 5)
+                until(shows('[data-o="dispatched"]', "1"), 5)  # the order's figures follow on the next event
                 driver.save_screenshot(str(out / "bench-page-done.png"))
                 station.kill()
                 until(shows("#link-text", "LOST"), 5)
