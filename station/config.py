@@ -128,7 +128,7 @@ class MetricsConfig(_Section):
     @classmethod
     def _host_port(cls, listen: str | None) -> str | None:
         if listen is not None:
-            from station.metrics import parse_listen
+            from station.listen_address import parse_listen
 
             parse_listen(listen)
         return listen

@@ -37,7 +37,8 @@ from station.bench import Bench, BenchSettings
 from station.config import JobSettings, StationConfig
 from station.event_log import Emit, Event, event_writer
 from station.job import JobContext
-from station.metrics import MetricsServer, bind_listener, is_loopback, parse_listen, station_registry
+from station.listen_address import is_loopback, parse_listen
+from station.metrics import MetricsServer, bind_listener, station_registry
 from station.reporter import Reporter
 from station.service_notify import ServiceNotifier, status_text
 from station.slot import SlotSnapshot

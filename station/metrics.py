@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -48,9 +47,7 @@ __all__ = [
     "MetricsServer",
     "StationCollector",
     "bind_listener",
-    "is_loopback",
     "metrics_app",
-    "parse_listen",
     "station_registry",
 ]
 
@@ -148,27 +145,6 @@ def metrics_app(registry: CollectorRegistry) -> Callable[..., Any]:
 
 
 # -- [metrics] listen --------------------------------------------------------------------------------------------------
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` as (host, port); port 0 picks a free one (`station_started` says which). Raises
-    ValueError."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"must be host:port (e.g. 127.0.0.1:9464), got {listen!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine only: `localhost`, 127.0.0.0/8 or ::1 (no name is resolved)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_listener(host: str, port: int) -> socket.socket:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import uvicorn
 
 from station.config import StationConfig, WebConfig
 from station.event_log import Emit, Event
+from station.listen_address import is_loopback
 from station.live_state import LiveState
 from station.store import Store
 from station.web.application import BenchPage, build_app
@@ -33,15 +33,6 @@ __all__ = ["WebServer", "WebSettingsRefused"]
 
 class WebSettingsRefused(Exception):
     """The `[web]` section cannot be served as it is (one line naming the option)."""
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(uvicorn.Server):
@@ -75,7 +66,7 @@ class WebServer:
         if (web.tls_cert is None) != (web.tls_key is None):
             raise WebSettingsRefused(f"{where}: tls_cert and tls_key go together")
         if web.tls_cert is None or web.tls_key is None:
-            if not _loopback(web.host):
+            if not is_loopback(web.host):
                 raise WebSettingsRefused(
                     f"{where}: listen = {web.listen!r} is not a loopback address: it needs tls_cert and tls_key "
                     "(the PIN and the session cross the network)"
