@@ -325,7 +325,8 @@ class Station:
             from station.web.server import WebServer
 
             wake = self.reporter.wake.set if self.reporter is not None else None
-            self._start("web", WebServer(self.config, self.bench.live, store, self.emit, wake).serve)
+            web = WebServer(self.config, self.bench.live, store, self.emit, wake, metrics=self.metrics)
+            self._start("web", web.serve)
         if self.reporter is not None:
             self._tasks["reporter"] = self._group.create_task(_supervise_reporter(self.reporter), name="reporter")
         if self._metrics_server is not None:

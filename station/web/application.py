@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,6 +87,8 @@ class BenchPage:
     sessions: SessionBook
     closing: bool = False
     order_version: int = 0  # bumped by every action, so that the order glance is read again
+    # The station's Prometheus registry (station/metrics.py), served at /metrics to a bearer of an API token.
+    metrics: CollectorRegistry | None = None
 
     def close(self) -> None:
         """The station stops: every event stream ends at its next wake (woken now)."""
@@ -127,6 +137,18 @@ def build_app(page: BenchPage) -> Starlette:
     def csrf_ok(request: Request, sent: str | None) -> bool:
         session = session_of(request)
         return session is not None and sent is not None and hmac.compare_digest(session.csrf, sent)
+
+    # -- metrics ----------------------------------------------------------------------------------------------------
+
+    async def metrics(request: Request) -> Response:
+        """The station's metrics for Prometheus (`authorization: {type: Bearer}` in its scrape config): the page's
+        server may face the network, and the metrics say what the bench does, so a token is needed here, as for the
+        API. `[metrics] listen` serves them without one, on loopback only."""
+        if token_principal(request) is None:
+            return PlainTextResponse("an API token is needed (Authorization: Bearer)\n", 401,
+                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        assert page.metrics is not None
+        return Response(generate_latest(page.metrics), media_type=CONTENT_TYPE_LATEST)
 
     # -- the page -------------------------------------------------------------------------------------------------
 
@@ -257,6 +279,7 @@ def build_app(page: BenchPage) -> Starlette:
               methods=["POST"]),
         *(Route(route.path, endpoints[route.name], methods=[route.method], name=route.name) for route in API_ROUTES),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        *([Route("/metrics", metrics)] if page.metrics is not None else []),
     ]  # fmt: skip
     app = Starlette(routes=routes)
     app.add_middleware(SecurityHeaders, tls=page.tls)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from station.config import StationConfig, WebConfig
 from station.event_log import Emit, Event
@@ -43,7 +44,13 @@ class _Server(uvicorn.Server):
 
 class WebServer:
     def __init__(
-        self, config: StationConfig, live: LiveState, store: Store, emit: Emit, wake: Callable[[], None] | None
+        self,
+        config: StationConfig,
+        live: LiveState,
+        store: Store,
+        emit: Emit,
+        wake: Callable[[], None] | None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self.settings = config.web
         self._cert, self._key = self.check(config)
@@ -56,6 +63,7 @@ class WebServer:
             station=config.station.id,
             tls=self._cert is not None,
             sessions=SessionBook(),
+            metrics=metrics,
         )
         self.url: str | None = None
 

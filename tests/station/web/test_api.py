@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 from station.demo import device_id
 from station.web.openapi import OrderGlance, SlotsAnswer
@@ -119,6 +120,7 @@ def test_the_api_takes_tokens_with_roles_and_refuses_revoked_ones(bench: Bench) 
     assert boss.startswith("rfs_")
     with httpx.Client(base_url=station.url) as anonymous:
         assert anonymous.get("/api/v1/slots").status_code == 401
+        assert anonymous.get("/metrics").status_code == 401  # the metrics on the page's server need a token too
     as_line = {"Authorization": f"Bearer {line}"}
     with httpx.Client(base_url=station.url, headers=as_line) as client:
         answer = SlotsAnswer.model_validate(client.get("/api/v1/slots").json())  # as docs/openapi.json says
@@ -139,8 +141,14 @@ def test_the_api_takes_tokens_with_roles_and_refuses_revoked_ones(bench: Bench) 
                     kinds.append(text.removeprefix("event: "))
                 if {"snapshot", "order"} <= set(kinds):
                     break
+        # Prometheus scrapes the same server with a token (station/metrics.py's registry, the station's catalog).
+        scraped = client.get("/metrics")
+        assert scraped.status_code == 200, scraped.text
+        families = {family.name: family for family in text_string_to_metric_families(scraped.text)}
+        assert [sample.value for sample in families["reflash_catalog_serial"].samples] == [1.0]
         assert reflash(station.config, "tokens", "revoke", "line-1").returncode == 0
         assert client.get("/api/v1/slots").status_code == 401
+        assert client.get("/metrics").status_code == 401
     assert audit(station, "hub_received")[-1][0] == "line-1"
     with httpx.Client(base_url=station.url, headers={"Authorization": f"Bearer {boss}"}) as client:
         closed = client.post(f"/api/v1/orders/{ORDER}/close")
