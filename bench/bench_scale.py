@@ -24,13 +24,17 @@ import os
 import platform
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,7 +87,30 @@ image = "image.bin"
     build_catalog(root / "source.toml", authority, root / "catalog", datetime.now(UTC))
 
 
-def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, Any]:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _watch(url: str, token: str, stop: threading.Event, seen: list[int]) -> None:
+    """One client of the bench page's live stream (what a browser's EventSource reads) until the station ends."""
+    while not stop.is_set():
+        try:
+            with (
+                httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=5) as client,
+                client.stream("GET", "/api/v1/events") as events,
+            ):
+                for line in events.iter_lines():
+                    if line.startswith("event: "):
+                        seen[0] += 1
+        except httpx.HTTPError:
+            time.sleep(0.05)  # not listening yet, or gone
+
+
+def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "idle") -> dict[str, Any]:
+    """`page`: "off" (no web server), "idle" (the bench page served, nobody looking; the default config), or
+    "watched" (one client reading the page's live stream, as one browser does)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_world(root, image_size)
@@ -104,6 +131,9 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
                 config.write_text(
                     re.sub(r"options = \{ (.*?) \}", rf"options = {{ \1, window = {window} }}", config.read_text())
                 )
+            port = _free_port()
+            web = "enabled = false" if page == "off" else f'listen = "127.0.0.1:{port}"'
+            config.write_text(config.read_text() + f"\n[web]\n{web}\n")
             station_config = load_config(config)
             store = station_config.open_store()
             ids = [(format_eui64(0x00DB510000000000 | n), n) for n in range(1, slots + 1)]
@@ -111,6 +141,17 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
             for chf_id, _ in ids:  # scanned in, as a hub must be before it is flashed
                 store.receive("BENCH", chf_id)
             store.close()
+            stop, seen = threading.Event(), [0]
+            watcher = None
+            if page == "watched":
+                token = subprocess.run(
+                    [*REFLASH, "tokens", "add", "bench", "--role", "operator", "--config", str(config)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
+                watcher = threading.Thread(target=_watch, args=(f"http://127.0.0.1:{port}", token, stop, seen))
+                watcher.start()
             start = time.perf_counter()
             station = subprocess.Popen(
                 [*REFLASH, "run", "--config", str(config), "--once", "--log-format", "json", "--no-live"],
@@ -119,6 +160,9 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
             _, status, usage = os.wait4(station.pid, 0)
             wall = time.perf_counter() - start
             station.returncode = os.waitstatus_to_exitcode(status)
+            stop.set()
+            if watcher is not None:
+                watcher.join(10)
         finally:
             sim.send_signal(signal.SIGTERM)
             sim.wait(30)
@@ -133,6 +177,8 @@ def run_case(slots: int, baud: int, image_size: int, window: int) -> dict[str, A
     return {
         "slots": slots,
         "window": window,
+        "page": page,
+        "page_events": seen[0],
         "baud": baud,
         "image_bytes": image_total,
         "hubs": len(outcomes),
@@ -152,11 +198,20 @@ def main() -> None:
     parser.add_argument("--slots", default="1,8,32,64")
     parser.add_argument("--baud", type=int, default=921_600)
     parser.add_argument("--image-kib", type=int, default=256)
+    parser.add_argument(
+        "--page",
+        action="store_true",
+        help="the largest --slots bench three times: no page, page served, page watched by one client",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     size = args.image_kib * 1024
-    cases = [run_case(int(n), args.baud, size, 8) for n in args.slots.split(",")]
-    cases.append(run_case(8, args.baud, size, 1))
+    if args.page:
+        most = max(int(n) for n in args.slots.split(","))
+        cases = [run_case(most, args.baud, size, 8, page) for page in ("off", "idle", "watched")]
+    else:
+        cases = [run_case(int(n), args.baud, size, 8) for n in args.slots.split(",")]
+        cases.append(run_case(8, args.baud, size, 1))
     machine = {
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -166,11 +221,13 @@ def main() -> None:
         print(json.dumps({**machine, "cases": cases}, indent=2))
         return
     print(f"bench scale at {args.baud} baud, {args.image_kib} KiB image ({machine['date']}, {machine['machine']})")
-    header = ("slots", "window", "hubs", "ok", "wall s", "hubs/h", "efficiency", "CPU s", "CPU s/MiB", "cores")
+    header = ("slots", "window", "page", "events", "hubs", "ok", "wall s", "hubs/h", "efficiency", "CPU s", "CPU s/MiB",
+              "cores")  # fmt: skip
     print(" ".join(f"{h:>10}" for h in header))
     for c in cases:
-        row = (c["slots"], c["window"], c["hubs"], c["reflashed"], c["wall_s"], c["hubs_per_hour"], c["efficiency"],
-               c["station_cpu_s"], c["station_cpu_s_per_mib"], c["station_cores"])  # fmt: skip
+        row = (c["slots"], c["window"], c["page"], c["page_events"], c["hubs"], c["reflashed"], c["wall_s"],
+               c["hubs_per_hour"], c["efficiency"], c["station_cpu_s"], c["station_cpu_s_per_mib"],
+               c["station_cores"])  # fmt: skip
         print(" ".join(f"{v:>10}" for v in row))
 
 
