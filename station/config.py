@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from firmware_catalog.errors import format_validation_error
 from station.identifier import Label, Name
+from station.listen_address import parse_listen
 from station.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -128,8 +129,6 @@ class MetricsConfig(_Section):
     @classmethod
     def _host_port(cls, listen: str | None) -> str | None:
         if listen is not None:
-            from station.listen_address import parse_listen
-
             parse_listen(listen)
         return listen
 
@@ -164,18 +163,16 @@ class WebConfig(_Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, listen: str) -> str:
-        host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT, got {listen!r}")
+        parse_listen(listen)
         return listen
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return parse_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return parse_listen(self.listen)[1]
 
 
 class SlotConfig(_Section):
