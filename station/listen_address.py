@@ -15,7 +15,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` as (host, port); port 0 picks a free one. Raises ValueError."""
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"must be host:port (e.g. 127.0.0.1:9464), got {listen!r}")
+        raise ValueError(f"must be host:port (e.g. 127.0.0.1:8080, or [::1]:8080 for IPv6), got {listen!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)

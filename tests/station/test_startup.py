@@ -77,6 +77,12 @@ CASES = {
     "a bench page certificate that does not load": (
         dict(catalog='\n[web]\nlisten = "0.0.0.0:8080"\ntls_cert = "station.pub"\ntls_key = "station.key"'),
         "tls_cert"),
+    # Both listeners are parsed by one grammar (station/listen_address.py), and a wrong one is named with its key.
+    "a bench page address that is no host:port": (dict(catalog='\n[web]\nlisten = "nonsense"'),
+                                                  "web.listen: Value error, must be host:port"),
+    "a metrics address with a port out of range": (dict(catalog='\n[metrics]\nlisten = "127.0.0.1:70000"'),
+                                                   "metrics.listen: Value error, must be host:port"),
+    "metrics on the network": (dict(catalog='\n[metrics]\nlisten = "0.0.0.0:9464"'), "not a loopback address"),
 }  # fmt: skip
 
 
