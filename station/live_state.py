@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -72,7 +72,7 @@ class LiveState:
 
     async def subscribe(
         self, *, min_interval_s: float = 0.0, heartbeat_s: float | None = None
-    ) -> AsyncIterator[StationSnapshot]:
+    ) -> AsyncGenerator[StationSnapshot, None]:
         """Snapshots: one now, then one after each change, at most one per `min_interval_s`, and at least one per
         `heartbeat_s` (for a file whose freshness says the station is alive) even when nothing changed."""
         waker = asyncio.Event()
