@@ -325,7 +325,8 @@ class Station:
             from station.web.server import WebServer
 
             wake = self.reporter.wake.set if self.reporter is not None else None
-            web = WebServer(self.config, self.bench.live, store, self.emit, wake, metrics=self.metrics)
+            web = WebServer(self.config, self.bench.live, store, self.emit, wake, metrics=self.metrics,
+                            offer_catalog=self.offer_catalog, catalog_serial=self._catalog_serial)  # fmt: skip
             self._start("web", web.serve)
         if self.reporter is not None:
             self._tasks["reporter"] = self._group.create_task(_supervise_reporter(self.reporter), name="reporter")
@@ -429,10 +430,20 @@ class Station:
         self.emit(Event.CATALOG, accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
                   message=offer.message)  # fmt: skip
 
+    def offer_catalog(self) -> Offer:
+        """Offer the catalog folder again and record the offer (SIGHUP, or a supervisor at the bench page); a refused
+        catalog leaves the one in force. Raises the store's write errors when the offer cannot be recorded."""
+        offer = self.holder.offer(self._folder, datetime.now(UTC))
+        self._record_offer(offer)
+        return offer
+
+    def _catalog_serial(self) -> int | None:
+        return self.holder.current.serial if self.holder.current is not None else None
+
     def _reload_catalog(self) -> None:
         """SIGHUP: offer the catalog folder again; a refused catalog leaves the one in force."""
         try:
-            self._record_offer(self.holder.offer(self._folder, datetime.now(UTC)))
+            self.offer_catalog()
         except self.store.write_errors:
             # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
             # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).

@@ -57,7 +57,7 @@ from station.store.catalog_pin import PinnedCatalog
 from station.store.custody import Custody, CustodyEvent, CustodyRecord
 from station.store.database import Database
 from station.store.jobs import Attempt, Charge, FlashStep, JobLedger, JobRecord, JobState
-from station.store.operators import ApiToken, Operator, Role, Roster, SignInRefused
+from station.store.operators import ApiToken, Operator, Role, Roster, SignInAttempt, SignInRefused
 from station.store.orders import NewOrder, OrderBook, OrderConflict, OrderKind, OrderProgress, OrderRecord, OrderState
 from station.store.outbox import Outbox, OutboxRow, OutboxState
 from station.store.schema import MIGRATIONS
@@ -84,6 +84,7 @@ __all__ = [
     "OutboxRow",
     "OutboxState",
     "Role",
+    "SignInAttempt",
     "SignInRefused",
     "Store",
     "StoreError",

@@ -14,11 +14,12 @@ nosniff and no-referrer.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,8 @@ from station.outcome import JOB_REASONS
 from station.slot import SlotSnapshot
 from station.store import SignInRefused, Store, StoreError
 from station.web.bench_actions import ActionResult, BenchActions, Principal
-from station.web.openapi import API_ROUTES, DispatchRequest, ScanInRequest
-from station.web.order_view import current_order, order_glance
+from station.web.openapi import API_ROUTES, DispatchRequest, ReleaseRequest, ScanInRequest
+from station.web.order_view import current_order, open_orders, order_glance
 from station.web.sessions import SessionBook
 
 __all__ = ["REASON_WORDS", "BenchPage", "build_app"]
@@ -89,6 +90,9 @@ class BenchPage:
     order_version: int = 0  # bumped by every action, so that the order glance is read again
     # The station's Prometheus registry (station/metrics.py), served at /metrics to a bearer of an API token.
     metrics: CollectorRegistry | None = None
+    # The serial of the catalog in force (None when there is none), shown on the page.
+    catalog_serial: Callable[[], int | None] = lambda: None
+    pin_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     def close(self) -> None:
         """The station stops: every event stream ends at its next wake (woken now)."""
@@ -165,7 +169,12 @@ def build_app(page: BenchPage) -> Starlette:
         if not cookie or not hmac.compare_digest(cookie, sent):
             return html("sign_in.html", 403, csrf=cookie, error="the form expired: sign in again")
         try:
-            who = page.store.roster.sign_in(operator.strip(), pin)
+            attempt = page.store.roster.begin_sign_in(operator.strip())
+            # scrypt takes ~50 ms and 16 MiB: on a worker thread, two at a time, so that the bench page and the
+            # station's loop stay responsive however many sign-ins arrive together.
+            async with page.pin_checks:
+                matched = await asyncio.to_thread(attempt.pin_matches, pin)
+            who = page.store.roster.finish_sign_in(attempt, matched)
         except (SignInRefused, StoreError) as exc:
             return html("sign_in.html", 401, csrf=cookie, error=str(exc))
         session = page.sessions.open(who.id, who.role)
@@ -188,9 +197,10 @@ def build_app(page: BenchPage) -> Starlette:
         if session is None:
             return RedirectResponse("/sign-in", 303)
         snapshot = page.live.snapshot()
-        ref = current_order(page.store)
+        ref = current_order(page.store, request.query_params.get("order"))
         return html("bench.html", session=session, slots=[_slot_json(s) for s in snapshot.slots],
-                    snapshot=snapshot.model_dump(mode="json"), order=_order_or_none(page.store, ref))  # fmt: skip
+                    snapshot=snapshot.model_dump(mode="json"), order=_order_or_none(page.store, ref),
+                    open_orders=open_orders(page.store), catalog_serial=page.catalog_serial())  # fmt: skip
 
     def page_action(act: Callable[[Principal, dict[str, str]], ActionResult]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -244,18 +254,27 @@ def build_app(page: BenchPage) -> Starlette:
     def api_close(who: Principal, request: Request) -> Response:
         return _answer(page.actions.close_order(who, request.path_params["ref"]))
 
+    def api_release(who: Principal, body: ReleaseRequest) -> Response:
+        return _answer(page.actions.release(who, body.chf_id))
+
+    def api_reload_catalog(who: Principal, request: Request) -> Response:
+        return _answer(page.actions.reload_catalog(who))
+
     # -- the live stream, for both ----------------------------------------------------------------------------
 
     async def events(request: Request) -> Response:
         if session_of(request) is None and token_principal(request) is None:
             return JSONResponse({"ok": False, "message": "sign in, or send an API token"}, 401)
-        return StreamingResponse(_event_stream(page), media_type="text/event-stream",
+        wanted = request.query_params.get("order")
+        return StreamingResponse(_event_stream(page, wanted), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     endpoints: dict[str, Callable[[Request], Any]] = {
         "api_slots": api(None, api_slots),
         "api_order": api(None, api_order),
         "api_close": api(None, api_close),
+        "api_release": api(ReleaseRequest, api_release),
+        "api_reload_catalog": api(None, api_reload_catalog),
         "api_scan_in": api(ScanInRequest, api_scan_in),
         "api_dispatch": api(DispatchRequest, api_dispatch),
         "api_events": events,
@@ -277,6 +296,8 @@ def build_app(page: BenchPage) -> Starlette:
               methods=["POST"]),
         Route("/actions/close", page_action(lambda who, f: page.actions.close_order(who, f.get("order_ref", ""))),
               methods=["POST"]),
+        Route("/actions/reload-catalog", page_action(lambda who, f: page.actions.reload_catalog(who)),
+              methods=["POST"]),
         *(Route(route.path, endpoints[route.name], methods=[route.method], name=route.name) for route in API_ROUTES),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *([Route("/metrics", metrics)] if page.metrics is not None else []),
@@ -295,16 +316,17 @@ def _set_cookie(response: Response, name: str, value: str, tls: bool, max_age: i
     response.set_cookie(name, value, max_age=max_age, path="/", secure=tls, httponly=True, samesite="strict")
 
 
-async def _event_stream(page: BenchPage) -> AsyncIterator[str]:
+async def _event_stream(page: BenchPage, wanted: str | None) -> AsyncIterator[str]:
     """Server-sent events: `snapshot` with every slot (at most four a second) and the DSP link; `order` when the
-    order's counts may have changed (a hub finished, an action was taken). Ends when the station stops."""
+    order's counts may have changed (a hub finished, an action was taken): the order `wanted` while it is open, else
+    the newest open one. Ends when the station stops."""
     yield "retry: 1000\n\n"
     seen: tuple[int, int, str | None] | None = None
     async for snapshot in page.live.subscribe(min_interval_s=0.25, heartbeat_s=10):
         if page.closing:
             return
         yield _event("snapshot", _snapshot_json(snapshot))
-        ref = current_order(page.store)
+        ref = current_order(page.store, wanted)
         key = (sum(slot.hubs_done for slot in snapshot.slots), page.order_version, ref)
         if key != seen:
             seen = key

@@ -79,7 +79,9 @@ function linkState(ok, words) {
 }
 
 function listen() {
-  const source = new EventSource("/events");
+  // The order the operator chose (?order=REF), else the station's newest open one.
+  const chosen = document.getElementById("order").dataset.order;
+  const source = new EventSource("/events" + (chosen ? "?order=" + encodeURIComponent(chosen) : ""));
   source.onopen = () => linkState(true, "live");
   source.onerror = () => linkState(false, "LOST THE STATION: reconnecting…");
   source.addEventListener("snapshot", (event) => {
@@ -105,6 +107,7 @@ async function act(path, fields) {
   }
   feedback.className = "feedback " + (answer.ok ? "good" : "bad");
   text(feedback, (answer.ok ? "✔ " : "✖ ") + answer.message);
+  return answer;
 }
 
 document.getElementById("scan").addEventListener("submit", (event) => {
@@ -126,5 +129,17 @@ if (closeButton) {
     }
   });
 }
+
+const reloadButton = document.getElementById("reload-catalog");
+if (reloadButton) {
+  reloadButton.addEventListener("click", async () => {
+    const answer = await act("/actions/reload-catalog", {});
+    const serial = /serial (\d+) in force/.exec(answer.message || "");
+    if (serial) text(document.getElementById("catalog-serial"), serial[1]);
+  });
+}
+
+const choice = document.getElementById("order-choice");
+if (choice) choice.addEventListener("change", () => document.getElementById("choose-order").submit());
 
 listen();
