@@ -46,7 +46,7 @@ def fill(store: Store, count: int) -> None:
     identity = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": "01000000"}
     for n in range(count):
         chf, gpf = format_eui64(n), format_eui64(n + 2**40)
-        job_id = store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity)
+        job_id = store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity).id
         store.finish_job(
             job_id,
             outcome=Outcome.REFLASHED,

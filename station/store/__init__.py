@@ -56,7 +56,7 @@ from station.store.audit_log import AuditLog
 from station.store.catalog_pin import PinnedCatalog
 from station.store.custody import Custody, CustodyEvent, CustodyRecord
 from station.store.database import Database
-from station.store.jobs import Attempt, Charge, FlashStep, JobLedger, JobRecord, JobState
+from station.store.jobs import Attempt, Charge, FlashStep, JobLedger, JobRecord, JobStart, JobState
 from station.store.operators import ApiToken, Operator, Role, Roster, SignInAttempt, SignInRefused
 from station.store.orders import NewOrder, OrderBook, OrderConflict, OrderKind, OrderProgress, OrderRecord, OrderState
 from station.store.outbox import Outbox, OutboxRow, OutboxState
@@ -74,6 +74,7 @@ __all__ = [
     "CustodyRecord",
     "FlashStep",
     "JobRecord",
+    "JobStart",
     "JobState",
     "Operator",
     "OrderConflict",
@@ -239,8 +240,8 @@ class Store:
         return self.job_ledger.interrupt_running()
 
     def start_job(self, *, chf_id: str, gpf_id: str | None, order_ref: str | None, slot: str,
-                  identity: dict[str, Any]) -> int:  # fmt: skip
-        """A hub identified on a slot. Resumes the hub's interrupted job in this order if there is one."""
+                  identity: dict[str, Any]) -> JobStart:  # fmt: skip
+        """A hub identified on a slot. Resumes the hub's interrupted job in this order if there is one (`resumed`)."""
         return self.job_ledger.start(chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot, identity=identity)
 
     def suspend_job(self, job_id: int, cause: str, **data: Any) -> None:

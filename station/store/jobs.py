@@ -26,13 +26,21 @@ if TYPE_CHECKING:
     from station.store.outbox import Outbox
     from station.store.unit_of_work import UnitOfWork
 
-__all__ = ["Attempt", "Charge", "FlashStep", "JobLedger", "JobRecord", "JobState"]
+__all__ = ["Attempt", "Charge", "FlashStep", "JobLedger", "JobRecord", "JobStart", "JobState"]
 
 
 class JobState(StrEnum):
     RUNNING = "running"
     INTERRUPTED = "interrupted"  # stopped without an outcome; resumed when its hub is seen again
     FINAL = "final"  # has its outcome
+
+
+@dataclass(frozen=True)
+class JobStart:
+    """A job begun for a hub on a slot, or an interrupted one of the same hub and order taken up again."""
+
+    id: int
+    resumed: bool
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,7 @@ class JobLedger:
             return ids
 
     def start(self, *, chf_id: str, gpf_id: str | None, order_ref: str | None, slot: str,
-              identity: dict[str, Any]) -> int:  # fmt: skip
+              identity: dict[str, Any]) -> JobStart:  # fmt: skip
         """A hub identified on a slot. Resumes the hub's interrupted job in this order if there is one."""
         in_order, order_params = ("order_ref IS NULL", ()) if order_ref is None else ("order_ref = ?", (order_ref,))
         with self._work.transaction() as session:
@@ -188,7 +196,7 @@ class JobLedger:
                 "job_resumed" if resumed else "job_started",
                 {"job_id": job_id, "slot": slot, "order_ref": order_ref, "identity": identity},
             )
-            return job_id
+            return JobStart(job_id, resumed)
 
     def suspend(self, job_id: int, cause: str, **data: Any) -> None:
         """A job that stops without an outcome (the station is stopping, no catalog is in force, another hub is on
