@@ -129,10 +129,11 @@ def _tree_cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], cpu: list[float]) -> None:
+def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], browser: dict[str, float]) -> None:
     """The bench page in Debian's headless Chromium (as tests/station/web drive it), signed in, until the station
-    ends; counts the page's visible changes (the slots' progress and states, sampled every 0.2 s) and the browser's
-    CPU seconds."""
+    ends; counts the page's visible changes (the slots' progress and states, sampled every 0.2 s), its long tasks
+    (the page's main thread busy over 50 ms at a stretch: what makes a page stutter, from the browser's own
+    PerformanceObserver), and the browser's CPU seconds."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -148,6 +149,11 @@ def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], cpu: lis
                 time.sleep(0.1)  # not listening yet
         driver.find_element(By.ID, "operator").send_keys("bench")
         driver.find_element(By.ID, "pin").send_keys(pin + Keys.ENTER)
+        driver.execute_script(
+            "window.benchLong = [0, 0]; new PerformanceObserver((list) => { for (const task of list.getEntries()) "
+            "{ window.benchLong[0] += 1; window.benchLong[1] = Math.max(window.benchLong[1], task.duration); } })"
+            ".observe({type: 'longtask', buffered: true});"
+        )
         last = None
         script = (
             "return Array.from(document.querySelectorAll('.slot')).map(s => s.className + "
@@ -156,6 +162,7 @@ def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], cpu: lis
         while not stop.is_set():
             try:
                 now = driver.execute_script(script)
+                browser["long_tasks"], browser["longest_task_ms"] = driver.execute_script("return window.benchLong")
             except WebDriverException:
                 break  # the station has gone
             if now != last:
@@ -164,7 +171,7 @@ def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], cpu: lis
             time.sleep(0.2)
         service = driver.service.process
         if service is not None:
-            cpu[0] = _tree_cpu_s(service.pid)
+            browser["cpu_s"] = _tree_cpu_s(service.pid)
 
 
 def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "idle") -> dict[str, Any]:
@@ -201,13 +208,13 @@ def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "i
             for chf_id, _ in ids:  # scanned in, as a hub must be before it is flashed
                 store.receive("BENCH", chf_id)
             store.close()
-            stop, seen, browser_cpu = threading.Event(), [0], [0.0]
+            stop, seen, browser = threading.Event(), [0], dict[str, float]()
             watcher = None
             if page == "browser":
                 subprocess.run([*REFLASH, "operators", "add", "bench", "--role", "operator", "--config", str(config)],
                                input="2468\n2468\n", capture_output=True, text=True, check=True)  # fmt: skip
                 watcher = threading.Thread(target=_browse, args=(f"http://127.0.0.1:{port}", "2468", stop, seen,
-                                                                 browser_cpu))  # fmt: skip
+                                                                 browser))  # fmt: skip
                 watcher.start()
             if page == "watched":
                 token = subprocess.run(
@@ -245,7 +252,9 @@ def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "i
         "window": window,
         "page": page,
         "page_events": seen[0],
-        "browser_cpu_s": round(browser_cpu[0], 2) if page == "browser" else None,
+        "browser_cpu_s": round(browser["cpu_s"], 2) if "cpu_s" in browser else None,
+        "browser_long_tasks": browser.get("long_tasks"),
+        "browser_longest_task_ms": browser.get("longest_task_ms"),
         "baud": baud,
         "image_bytes": image_total,
         "hubs": len(outcomes),
@@ -296,12 +305,13 @@ def main() -> None:
         return
     print(f"bench scale at {args.baud} baud, {args.image_kib} KiB image ({machine['date']}, {machine['machine']})")
     header = ("slots", "window", "page", "events", "hubs", "ok", "wall s", "hubs/h", "efficiency", "CPU s", "CPU s/MiB",
-              "cores", "browser s")  # fmt: skip
+              "cores", "browser s", "long tasks")  # fmt: skip
     print(" ".join(f"{h:>10}" for h in header))
     for c in cases:
         row = (c["slots"], c["window"], c["page"], c["page_events"], c["hubs"], c["reflashed"], c["wall_s"],
                c["hubs_per_hour"], c["efficiency"], c["station_cpu_s"], c["station_cpu_s_per_mib"],
-               c["station_cores"], "-" if c["browser_cpu_s"] is None else c["browser_cpu_s"])  # fmt: skip
+               c["station_cores"], "-" if c["browser_cpu_s"] is None else c["browser_cpu_s"],
+               "-" if c["browser_long_tasks"] is None else c["browser_long_tasks"])  # fmt: skip
         print(" ".join(f"{v:>10}" for v in row))
 
 
