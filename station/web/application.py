@@ -158,7 +158,9 @@ def build_app(page: BenchPage) -> Starlette:
 
     async def sign_in_form(request: Request) -> Response:
         token = secrets.token_urlsafe(32)
-        response = html("sign_in.html", csrf=token, error=None)
+        ended = request.query_params.get("ended") == "1"
+        response = html("sign_in.html", csrf=token, error=None,
+                        notice="Your session has ended: sign in again." if ended else None)  # fmt: skip
         _set_cookie(response, SIGN_IN_COOKIE, token, page.tls, max_age=600)
         return response
 
@@ -182,6 +184,15 @@ def build_app(page: BenchPage) -> Starlette:
         _set_cookie(response, SESSION_COOKIE, session.id, page.tls)
         response.delete_cookie(SIGN_IN_COOKIE)
         return response
+
+    async def whoami(request: Request) -> Response:
+        """Whether this browser is still signed in: the page asks when its event stream is refused, to tell a
+        station it has lost from a session that has ended (a restart, the idle limit, a removed operator)."""
+        session = session_of(request)
+        if session is None:
+            return JSONResponse({"ok": False, "message": "signed out"}, 401)
+        return JSONResponse({"ok": True, "operator": session.operator, "role": session.role.value},
+                            headers={"Cache-Control": "no-store"})  # fmt: skip
 
     async def sign_out(request: Request) -> Response:
         form = await request.form()
@@ -263,10 +274,22 @@ def build_app(page: BenchPage) -> Starlette:
     # -- the live stream, for both ----------------------------------------------------------------------------
 
     async def events(request: Request) -> Response:
-        if session_of(request) is None and token_principal(request) is None:
+        session, token = session_of(request), token_principal(request)
+        if session is None and token is None:
             return JSONResponse({"ok": False, "message": "sign in, or send an API token"}, 401)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        credential = request.headers.get("authorization", "").partition(" ")[2].strip()
+
+        def allowed() -> bool:
+            """Checked at every event: a session that expires or an operator removed, or a token revoked, ends the
+            stream (the page then finds itself signed out, rather than watching on)."""
+            if session is not None:
+                found = page.sessions.find(cookie, touch=False)
+                return found is not None and page.store.roster.on_roster(found.operator)
+            return page.store.roster.token(credential) is not None
+
         wanted = request.query_params.get("order")
-        return StreamingResponse(_event_stream(page, wanted), media_type="text/event-stream",
+        return StreamingResponse(_event_stream(page, wanted, allowed), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     endpoints: dict[str, Callable[[Request], Any]] = {
@@ -285,6 +308,7 @@ def build_app(page: BenchPage) -> Starlette:
         Route("/sign-in", sign_in_form, methods=["GET"]),
         Route("/sign-in", sign_in, methods=["POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
+        Route("/session", whoami),
         Route("/events", events),
         Route("/actions/scan-in", page_action(lambda who, f: page.actions.scan_in(who, f.get("chf_id", ""),
                                                                                     f.get("order_ref"))),
@@ -316,14 +340,14 @@ def _set_cookie(response: Response, name: str, value: str, tls: bool, max_age: i
     response.set_cookie(name, value, max_age=max_age, path="/", secure=tls, httponly=True, samesite="strict")
 
 
-async def _event_stream(page: BenchPage, wanted: str | None) -> AsyncIterator[str]:
+async def _event_stream(page: BenchPage, wanted: str | None, allowed: Callable[[], bool]) -> AsyncIterator[str]:
     """Server-sent events: `snapshot` with every slot (at most four a second) and the DSP link; `order` when the
     order's counts may have changed (a hub finished, an action was taken): the order `wanted` while it is open, else
     the newest open one. Ends when the station stops."""
     yield "retry: 1000\n\n"
     seen: tuple[int, int, str | None] | None = None
     async for snapshot in page.live.subscribe(min_interval_s=0.25, heartbeat_s=10):
-        if page.closing:
+        if page.closing or not allowed():
             return
         yield _event("snapshot", _snapshot_json(snapshot))
         ref = current_order(page.store, wanted)
