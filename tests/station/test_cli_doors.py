@@ -112,22 +112,26 @@ def test_audit_export_since_an_offset_time_means_that_instant(config: Path) -> N
 
 def test_ctrl_c_while_scanning_exits_130(config: Path) -> None:
     with_order(config)
-    scanner = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", "from station.cli import main; main()", "orders", "receive", "DCC-1",
          "--config", str(config)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert scanner.stdin is not None
-        assert scanner.stdout is not None
-        scanner.stdin.write(f"{hub_id(1)}\n")
-        scanner.stdin.flush()
-        # Each scan is answered as it comes, before the next one (and before stdin ends).
-        assert scanner.stdout.readline().strip() == f"{hub_id(1)}: received"
-        scanner.send_signal(signal.SIGINT)
-        _, err = scanner.communicate(timeout=20)
-    finally:
-        scanner.kill()
+    ) as scanner:  # fmt: skip
+        try:
+            assert scanner.stdin is not None
+            assert scanner.stdout is not None
+            assert scanner.stderr is not None
+            scanner.stdin.write(f"{hub_id(1)}\n")
+            scanner.stdin.flush()
+            # Each scan is answered as it comes, before the next one (and before stdin ends).
+            assert scanner.stdout.readline().strip() == f"{hub_id(1)}: received"
+            scanner.send_signal(signal.SIGINT)
+            # stdin stays open, as a terminal's does: closing it here raced the signal (an EOF read first ends the
+            # command normally, exit 0), which a loaded machine showed.
+            scanner.wait(timeout=20)
+            err = scanner.stderr.read()
+        finally:
+            scanner.kill()
     assert scanner.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted" in err
