@@ -74,6 +74,10 @@ class SchemaFile:
     def problem(self, data: Any) -> str | None:
         if self.fast_accepts(data):
             return None
+        return self.reference_problem(data)
+
+    def reference_problem(self, data: Any) -> str | None:
+        """The reference's verdict and words alone: what every message cost before fastjsonschema came."""
         error = jsonschema.exceptions.best_match(self.reference.iter_errors(data))
         if error is None:
             return None
