@@ -178,18 +178,7 @@ async def test_the_hub_checks_signatures_over_its_manufacturers_scope(
 ) -> None:
     """A hub follows its manufacturer: one built for the Manufacturer Image scope accepts an image signed so, and a
     hub of the default scope refuses the same image (signature_ok 0, activation refused)."""
-    image = parse_image(
-        build_signed_image(
-            key,
-            manufacturer=MANUFACTURER,
-            image_type=MODEL,
-            file_version=0x05000000,
-            min_hardware_version=0x0100,
-            max_hardware_version=0x0200,
-            manufacturer_image=os.urandom(3000),
-            scope=SignatureScope.MANUFACTURER_IMAGE,
-        )
-    )
+    image = make_image(key, os.urandom(3000), 0x05000000, SignatureScope.MANUFACTURER_IMAGE)
     follows = make_jig(signature_scope=SignatureScope.MANUFACTURER_IMAGE)
     await follows.transfer(image)
     assert (await follows.verify()).signature_ok

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from station.cli import main
+from tests.station.test_cli_catalog import catalog_source
 
 
 def run(*args: str | Path) -> Result:
@@ -61,33 +61,8 @@ def test_sign_image_refuses_an_unknown_scope(tmp_path: Path) -> None:
 
 
 def _source(tmp_path: Path, serial: int, scope_line: str) -> Path:
-    body = (tmp_path / "body.bin").read_bytes()
     path = tmp_path / f"source-{serial}.toml"
-    path.write_text(
-        f"""serial = {serial}
-valid_days = 10
-[[keys]]
-id = "maker"
-public_key = "maker.pub"
-manufacturers = ["121D"]
-{scope_line}
-[[entries]]
-cpl_id = "CPL-1"
-manufacturer = "121D"
-model = "0000"
-firmware_version = "ACDCACDC"
-min_hardware_version = "1111"
-max_hardware_version = "1211"
-manufacturer_image_sha256 = "{hashlib.sha256(body).hexdigest()}"
-chts_version = "V1.3"
-installation_validity_end = 2031-01-01
-maintenance_end = 2033-01-01
-upgrade_from = ["01000000"]
-status = "active"
-certificate_expiry = 2030-01-01
-image = "image.bin"
-"""
-    )
+    path.write_text(catalog_source((tmp_path / "body.bin").read_bytes(), serial=serial, key_lines=scope_line))
     return path
 
 
