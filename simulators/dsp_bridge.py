@@ -34,7 +34,14 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
+from station.broker_client import (
+    BrokerClient,
+    BrokerRefused,
+    Outgoing,
+    publish_properties,
+    raise_for_suback,
+    with_correlation,
+)
 from station.schema_check import SCHEMAS, PayloadChecker
 
 __all__ = ["SCHEMAS", "DspBridge", "SmiStore", "SmiStoreError"]
@@ -289,19 +296,7 @@ class DspBridge:
             raise consume.exception()  # type: ignore[misc]
 
     async def _consume(self, client: BrokerClient) -> None:
-        limit = asyncio.Semaphore(ACKS_IN_FLIGHT)
-
-        async def send(ack_topic: str, ack: dict[str, Any]) -> None:
-            async with limit:
-                properties = publish_properties(correlation=ack["message_id"].encode())
-                try:
-                    await client.publish_checked(ack_topic, json.dumps(ack).encode(), qos=1, properties=properties)
-                except BrokerRefused as exc:
-                    # The station republishes; the next ack may pass (an ACL fixed). Counted, said once.
-                    if not self.refused_acks:
-                        log.error("bridge: an ack was refused: %s", exc)
-                    self.refused_acks += 1
-
+        template = publish_properties()
         messages = client.messages
         async for first in messages:
             # Take what has already arrived as one batch: one SQLite transaction, acks sent together.
@@ -309,7 +304,20 @@ class DspBridge:
             while len(messages) and len(batch) < 500:
                 batch.append(await anext(messages))
             acks = self.handle([(str(m.topic), bytes(m.payload), _response_topic(m)) for m in batch])
-            await asyncio.gather(*(send(t, a) for t, a in acks))
+            outgoing = [
+                Outgoing(
+                    ack_topic, json.dumps(ack).encode(), False, with_correlation(template, ack["message_id"].encode())
+                )
+                for ack_topic, ack in acks
+            ]
+            for outcome in await client.publish_window(outgoing, ACKS_IN_FLIGHT):
+                if isinstance(outcome, BrokerRefused):
+                    # The station republishes; the next ack may pass (an ACL fixed). Counted, said once.
+                    if not self.refused_acks:
+                        log.error("bridge: an ack was refused: %s", outcome)
+                    self.refused_acks += 1
+                elif outcome is not None:
+                    raise outcome
 
 
 def _response_topic(message: aiomqtt.Message) -> str | None:

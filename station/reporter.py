@@ -37,7 +37,14 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
+from station.broker_client import (
+    BrokerClient,
+    BrokerRefused,
+    Outgoing,
+    publish_properties,
+    raise_for_suback,
+    with_correlation,
+)
 from station.config import MqttConfig, StationConfig
 from station.live_state import LiveState
 from station.messages import CHANNELS, ROOT, BridgeStatus, ResendRequest, SlotProgress, StationStatus, topic
@@ -146,6 +153,11 @@ class Reporter:
         self._unrecorded: dict[str, tuple[bool, str]] = {}
         self._store_backoff_s = _STORE_RETRY_FIRST_S
         self._acks = PayloadChecker("ack")
+        # Every result goes to one topic with the same response topic: made once, not per message.
+        self._result_topic = topic("result", region=region, station=station)
+        self._ack_topic = topic("ack", region=region, station=station)
+        self._result_properties = publish_properties(response_topic=self._ack_topic)
+        self._plain_properties = publish_properties()  # shared: paho never changes a message's properties
         # What `reflash status` shows (the daemon writes it into its status file) and what is logged once.
         self.link: dict[str, Any] = {"connected": False, "since": None, "last_error": None, "client_id": self.client_id}
         self.bridges: dict[str, tuple[int, str]] = {}  # bridge -> (session, state)
@@ -207,16 +219,13 @@ class Reporter:
             order_ref = json.loads(row.payload)["order_ref"]
             channel = "order"
             return topic(channel, region=self.region, station=self.station, order_ref=order_ref), _RETAIN[channel]
-        return topic("result", region=self.region, station=self.station), _RETAIN["result"]
+        return self._result_topic, _RETAIN["result"]
 
     def _properties(self, row: OutboxRow) -> Properties:
         if row.kind == HUB_RESULT:
             # MQTT v5 request/response: the DSP acks on the response topic, with the message_id as correlation data.
-            return publish_properties(
-                response_topic=topic("ack", region=self.region, station=self.station),
-                correlation=row.message_id.encode(),
-            )
-        return publish_properties()
+            return with_correlation(self._result_properties, row.message_id.encode())
+        return self._plain_properties
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
@@ -301,7 +310,7 @@ class Reporter:
             asyncio.create_task(self._stopping.wait(), name="reporter-stop"),
         ]
         if self.speaks_for_station:
-            ack_topic = topic("ack", region=self.region, station=self.station)
+            ack_topic = self._ack_topic
             resend_topic = topic("resend", region=self.region, station=self.station)
             for where in (ack_topic, resend_topic, BRIDGES):
                 try:
@@ -482,20 +491,15 @@ class Reporter:
         delay = retry_delay(tries, self.config.republish_after_s, self.config.republish_max_s)
         return _iso(datetime.now(UTC) + timedelta(seconds=delay))
 
+    def _outgoing(self, row: OutboxRow) -> Outgoing:
+        where, retain = self._topic_for(row)
+        return Outgoing(where, row.payload.encode(), retain, self._properties(row))
+
     async def _publish(self, client: BrokerClient, rows: list[OutboxRow]) -> None:
-        limit = asyncio.Semaphore(self.config.max_in_flight)
-
-        async def one(row: OutboxRow) -> OutboxRow:
-            async with limit:
-                where, retain = self._topic_for(row)
-                await client.publish_checked(
-                    where, row.payload.encode(), qos=1, retain=retain, properties=self._properties(row)
-                )
-                return row
-
-        results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
-        done = [r for r in results if isinstance(r, OutboxRow)]
-        refused = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, BrokerRefused)]
+        outcomes = await client.publish_window([self._outgoing(row) for row in rows], self.config.max_in_flight)
+        results = list(zip(rows, outcomes, strict=True))
+        done = [row for row, outcome in results if outcome is None]
+        refused = [(row, outcome) for row, outcome in results if isinstance(outcome, BrokerRefused)]
         # Record what the broker took even when the connection broke part way through; what the store cannot
         # record now is held and recorded first when it can (`_record_published`).
         self._unrecorded.update({r.message_id: (r.kind == HUB_RESULT, self._retry_at(r.publishes + 1)) for r in done})
@@ -512,7 +516,7 @@ class Reporter:
                     [(row.message_id, str(exc), self._retry_at(row.refusals + 1)) for row, exc in refused]
                 )
                 self.outbox_changed.set()
-        failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, BrokerRefused)), None)
+        failure = next((o for _, o in results if o is not None and not isinstance(o, BrokerRefused)), None)
         if failure is not None:
             raise failure
 

@@ -1,22 +1,42 @@
-"""Messages checked against the published JSON Schemas (docs/schemas), the files a DSP integrates against.
+r"""Messages checked against the published JSON Schemas (docs/schemas), the files a DSP integrates against.
 
 Each message names its type and version in its `schema` field. A checker knows every version of one type that this
 software accepts (docs/mqtt-api.md, "Versions": 1.0 and 1.1) and validates a message against the schema of the
 version it names, with format checks (a `uuid` must have its hyphens). The current version's schema is the committed
 file, which tests/station/test_contract.py keeps equal to the models; 1.0's are frozen in docs/schemas/1.0/.
+
+Two validators read each schema file. fastjsonschema (the schema compiled to Python code once) decides every
+message and is the one on the hot path: a valid result costs about 15 microseconds instead of about 0.2 ms. The
+python-jsonschema validator is the reference: it runs only on a message fastjsonschema refuses, to word the reason
+(its `best_match`, the text a rejected ack has always carried), and its verdict stands. So a message is accepted
+exactly when the reference accepts it, provided fastjsonschema never accepts what the reference refuses;
+tests/station/test_schema_check.py runs both over valid, mutated and hostile messages to hold that. Both use
+Python's `re` for `pattern` (so `\s` and `\d` mean the same to both), and formats are checked by the reference's own
+format functions in both (`date-time` by rfc3339-validator, `uuid` with its hyphens), so a format is enforced the
+same way whichever validator looks. fastjsonschema fills in defaults unless told not to: it is told not to, since a
+checker must not change the message it checks.
+
+jsonschema-rs, faster still, was measured and not taken: its regular expressions are not Python's (`\s` does not
+match U+001C..U+001F or U+0085, `\d` matches ASCII digits only), so it accepts names the reference refuses.
+
+Where the two differ, the reference's verdict stands as before, and such a message is accepted: a string that
+matches a `^...$` pattern but for one trailing newline (Python's `$` matches before a final newline; fastjsonschema
+reads `$` as the end of the string, as ECMA-262, which JSON Schema names, does). docs/performance.md says so.
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 from jsonschema import Draft202012Validator
 
-__all__ = ["SCHEMAS", "PayloadChecker"]
+__all__ = ["SCHEMAS", "PayloadChecker", "SchemaFile"]
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 # channel file name -> the `schema` value of each version
@@ -27,11 +47,47 @@ _NAMES = {
     "order": "reflash.order-summary",
     "slot": "reflash.slot-progress",
 }
+_FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+# The reference's format functions, for fastjsonschema to call: one definition of each format.
+_FORMATS: dict[str, Callable[[str], bool]] = {
+    name: partial(_FORMAT_CHECKER.conforms, format=name) for name in _FORMAT_CHECKER.checkers
+}
+
+
+class SchemaFile:
+    """One committed schema, compiled for both validators. `problem(data)` is None when it is valid, else one line
+    saying what is wrong (where, then what)."""
+
+    def __init__(self, path: Path) -> None:
+        schema = json.loads(path.read_text())
+        self.path = path
+        self.fast = fastjsonschema.compile(schema, formats=_FORMATS, use_default=False)
+        self.reference = Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+
+    def fast_accepts(self, data: Any) -> bool:
+        try:
+            self.fast(data)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+
+    def problem(self, data: Any) -> str | None:
+        if self.fast_accepts(data):
+            return None
+        return self.reference_problem(data)
+
+    def reference_problem(self, data: Any) -> str | None:
+        """The reference's verdict and words alone: what every message cost before fastjsonschema came."""
+        error = jsonschema.exceptions.best_match(self.reference.iter_errors(data))
+        if error is None:
+            return None
+        where = "/".join(str(part) for part in error.absolute_path) or "(message)"
+        return f"{where}: {error.message}"
 
 
 @cache
-def _validator(path: Path) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(path.read_text()), format_checker=Draft202012Validator.FORMAT_CHECKER)
+def _schema_file(path: Path) -> SchemaFile:
+    return SchemaFile(path)
 
 
 class PayloadChecker:
@@ -40,18 +96,16 @@ class PayloadChecker:
     def __init__(self, channel: str, folder: Path = SCHEMAS) -> None:
         name = _NAMES[channel]
         self.versions = {
-            f"{name}/1": _validator(folder / "1.0" / f"{channel}.schema.json"),
-            f"{name}/1.1": _validator(folder / f"{channel}.schema.json"),
+            f"{name}/1": _schema_file(folder / "1.0" / f"{channel}.schema.json"),
+            f"{name}/1.1": _schema_file(folder / f"{channel}.schema.json"),
         }
 
     def problem(self, data: Any) -> str | None:
         if not isinstance(data, dict):
             return "(message): not a JSON object"
-        validator = self.versions.get(data.get("schema"))  # type: ignore[arg-type]
-        if validator is None:
+        name = data.get("schema")
+        # Only a string names a version: a list or an object there is refused, not looked up (it is unhashable).
+        schema = self.versions.get(name) if isinstance(name, str) else None
+        if schema is None:
             return f"schema: {data.get('schema')!r} is not one of {sorted(self.versions)}"
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-        if error is None:
-            return None
-        where = "/".join(str(part) for part in error.absolute_path) or "(message)"
-        return f"{where}: {error.message}"
+        return schema.problem(data)

@@ -139,7 +139,10 @@ def _serve_until_signalled(start: Callable[[], Awaitable[Any]]) -> None:
     asyncio.run(main())
 
 
-def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fault: str) -> HubOptions:
+def _hub_options(
+    state: Path, identity: HubIdentity, trust: tuple[str, ...], signature_scope: str, fault: str
+) -> HubOptions:
+    from firmware_catalog.signature_scope import SignatureScope
     from simulators.fault import FaultSpecError, parse_faults
     from simulators.hub import HubOptions
 
@@ -147,7 +150,13 @@ def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fau
         faults = parse_faults(fault)
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from exc
-    return HubOptions(identity=identity, state_dir=state, trusted_keys=_trusted(trust), faults=faults)
+    return HubOptions(
+        identity=identity,
+        state_dir=state,
+        trusted_keys=_trusted(trust),
+        signature_scope=SignatureScope(signature_scope),
+        faults=faults,
+    )
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -167,6 +176,19 @@ def _hub_type_options(func: F) -> F:
     return func
 
 
+def _signature_scope_option(func: F) -> F:
+    """Which bytes the hub's manufacturer signs: a hub follows its manufacturer, whatever a catalog says."""
+    from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
+
+    return click.option(
+        "--signature-scope",
+        type=click.Choice([scope.value for scope in SignatureScope]),
+        default=DEFAULT_SCOPE.value,
+        show_default=True,
+        help="Which bytes the hub's manufacturer's signatures cover (docs/firmware-images.md)",
+    )(func)
+
+
 def _link_options(func: F) -> F:
     """The emulated UART between the jig and the hub."""
     func = click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))(func)
@@ -181,13 +203,14 @@ def _link_options(func: F) -> F:
 @click.option("--chf-id", default="00-DB-12-34-56-78-90-A0", show_default=True)
 @click.option("--gpf-id", default="00-DB-12-34-56-78-90-A1", show_default=True)
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hub's own signature check accepts")
+@_signature_scope_option
 @_link_options
 @click.option("--fault", default="", help="Fault spec, e.g. power-loss@65536,corrupt-every=7 (docs/simulator.md)")
 @click.option("--state", "state", default="work/sim-hub", show_default=True, type=click.Path(file_okay=False))
 def hub(
     tcp: str | None, pty: bool, identity_file: str | None, manufacturer: str, model: str, hardware: str,
-    firmware: str, chf_id: str, gpf_id: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
-    state: str,
+    firmware: str, chf_id: str, gpf_id: str, trust: tuple[str, ...], signature_scope: str, baud: int,
+    latency_ms: float, fault: str, state: str,
 ) -> None:  # fmt: skip
     """Serve one simulated hub until stopped, on a pty (`--pty` prints the path to open) or a TCP port."""
     from firmware_catalog.hub import HubIdentity
@@ -215,7 +238,7 @@ def hub(
         )
     except (IdentityFileError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    server = HubServer(_hub_options(Path(state), identity, trust, fault), _link(baud, latency_ms))
+    server = HubServer(_hub_options(Path(state), identity, trust, signature_scope, fault), _link(baud, latency_ms))
 
     async def start() -> Any:
         if pty:
@@ -284,6 +307,7 @@ def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
 )
 @_hub_type_options
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hubs' signature check accepts")
+@_signature_scope_option
 @_link_options
 @click.option("--fault", default="", help="Fault spec for every hub")
 @click.option("--state", "state", default="work/sim-bench", show_default=True, type=click.Path(file_okay=False))
@@ -297,9 +321,9 @@ def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the bench (slots, URLs, device IDs) as one JSON line")
 def bench(
     slots: int, config_path: str, force: bool, bench_number: int | None, port_base: int, manufacturer: str,
-    model: str, hardware: str, firmware: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
-    state: str, catalog_dir: str, authority: str, station_id: str, operator: str, facility: str,
-    station_key: str | None, broker: str | None, as_json: bool,
+    model: str, hardware: str, firmware: str, trust: tuple[str, ...], signature_scope: str, baud: int,
+    latency_ms: float, fault: str, state: str, catalog_dir: str, authority: str, station_id: str, operator: str,
+    facility: str, station_key: str | None, broker: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Serve N simulated hubs on TCP ports and write a station config whose slots reach them.
 
@@ -329,7 +353,10 @@ def bench(
             chf_id=chf, gpf_id=gpf, han_variant="Single Band", chts_version="V1.3", serial=f"SIM-{number:04X}-{n:05d}",
         )  # fmt: skip
         servers.append(
-            HubServer(_hub_options(Path(state) / f"hub-{n:03d}", identity, trust, fault), _link(baud, latency_ms))
+            HubServer(
+                _hub_options(Path(state) / f"hub-{n:03d}", identity, trust, signature_scope, fault),
+                _link(baud, latency_ms),
+            )
         )
 
     async def start() -> Any:
