@@ -7,10 +7,9 @@ file, which tests/station/test_contract.py keeps equal to the models; 1.0's are 
 
 Two validators read each schema file. fastjsonschema (the schema compiled to Python code once) decides every
 message and is the one on the hot path: a valid result costs about 15 microseconds instead of about 0.2 ms. The
-python-jsonschema validator is the reference: it runs only on a message fastjsonschema refuses, to word the reason
-(its `best_match`, the text a rejected ack has always carried), and its verdict stands. So a message is accepted
-exactly when the reference accepts it, provided fastjsonschema never accepts what the reference refuses;
-tests/station/test_schema_check.py runs both over valid, mutated and hostile messages to hold that. Both use
+python-jsonschema validator runs only on a message fastjsonschema refuses, to word the reason (its `best_match`, the
+text a rejected ack has always carried). tests/station/test_schema_check.py runs both over valid, mutated and hostile
+messages: fastjsonschema never accepts what python-jsonschema refuses, and they differ only in the case below. Both use
 Python's `re` for `pattern` (so `\s` and `\d` mean the same to both), and formats are checked by the reference's own
 format functions in both (`date-time` by rfc3339-validator, `uuid` with its hyphens), so a format is enforced the
 same way whichever validator looks. fastjsonschema fills in defaults unless told not to: it is told not to, since a
@@ -19,9 +18,11 @@ checker must not change the message it checks.
 jsonschema-rs, faster still, was measured and not taken: its regular expressions are not Python's (`\s` does not
 match U+001C..U+001F or U+0085, `\d` matches ASCII digits only), so it accepts names the reference refuses.
 
-Where the two differ, the reference's verdict stands as before, and such a message is accepted: a string that
-matches a `^...$` pattern but for one trailing newline (Python's `$` matches before a final newline; fastjsonschema
-reads `$` as the end of the string, as ECMA-262, which JSON Schema names, does). docs/performance.md says so.
+Where the two differ, the standard's verdict stands: a string that matches a `^...$` pattern but for one trailing
+newline (`"121D\n"`) is refused. Python's `$` matches before a final newline, so python-jsonschema accepted it;
+JSON Schema's patterns are ECMA-262, whose `$` is the end of the string, as fastjsonschema reads it. The contract is
+the schema, and a DSP checking with any conforming validator refuses such a message; no station of ours sends one
+(its models' patterns are not Python's `re`). The refusal's words are then fastjsonschema's.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ class SchemaFile:
         return True
 
     def problem(self, data: Any) -> str | None:
-        if self.fast_accepts(data):
-            return None
-        return self.reference_problem(data)
+        try:
+            self.fast(data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            # The reference words the reason; where it accepts (a trailing newline), the standard's verdict stands.
+            return self.reference_problem(data) or _fast_words(exc)
+        return None
 
     def reference_problem(self, data: Any) -> str | None:
         """The reference's verdict and words alone: what every message cost before fastjsonschema came."""
@@ -83,6 +87,11 @@ class SchemaFile:
             return None
         where = "/".join(str(part) for part in error.absolute_path) or "(message)"
         return f"{where}: {error.message}"
+
+
+def _fast_words(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    where = "/".join(str(part) for part in (exc.path or [])[1:]) or "(message)"  # path[0] is fastjsonschema's "data"
+    return f"{where}: {exc.value!r} {exc.message.split(' ', 1)[-1]} (a pattern's $ is the end of the string)"
 
 
 @cache
