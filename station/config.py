@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -209,16 +210,20 @@ class StationConfig(_Section):
         """The station's store as this configuration says: its file, its actor, its checkpoint key and interval.
         (Here, not in the store: the store knows nothing of configuration.)"""
         from firmware_catalog.keys import load_private_key
+        from station.messages import audit_checkpoint
         from station.store import Actor, Store
 
         section = self.station
         key = load_private_key(self.resolve(section.key)) if section.key is not None else None
-        return Store(
+        store = Store(
             self.resolve(section.store),
             Actor(section.id, section.operator, section.facility_approval),
             key=key,
             checkpoint_every=section.checkpoint_every,
         )
+        # Every checkpoint signed, by the daemon or a one-shot command, is queued for the DSP as an anchor.
+        store.anchor_checkpoints(partial(audit_checkpoint, region=section.region))
+        return store
 
 
 def load_config(path: str | Path) -> StationConfig:
