@@ -189,12 +189,12 @@ class SmiStore:
 
     def anchors(self, station: str | None = None) -> list[dict[str, Any]]:
         """The anchors held, as the stations sent them, each with `received_at`; by station, then sequence."""
-        rows = (
-            self._db.execute("SELECT payload, received_at FROM anchors WHERE station = ? ORDER BY seq, received_at",
-                             (station,))  # fmt: skip
-            if station is not None
-            else self._db.execute("SELECT payload, received_at FROM anchors ORDER BY station, seq, received_at")
-        )
+        if station is None:
+            rows = self._db.execute("SELECT payload, received_at FROM anchors ORDER BY station, seq, received_at")
+        else:
+            rows = self._db.execute(
+                "SELECT payload, received_at FROM anchors WHERE station = ? ORDER BY seq, received_at", (station,)
+            )
         return [{**json.loads(row["payload"]), "received_at": row["received_at"]} for row in rows]
 
     def reject(self, message_id: str | None, topic: str, payload: bytes, reason: str) -> None:
@@ -417,7 +417,8 @@ class AnchorServer:
             data = body.encode()
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                "Connection: close\r\n\r\n".encode() + data
+                "Connection: close\r\n\r\n".encode()
+                + data
             )
             await writer.drain()
         except (ConnectionError, UnicodeDecodeError):

@@ -97,6 +97,7 @@ def _fetch(where: str, timeout_s: float) -> bytes:
             body: bytes = response.read()
             return body
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response open
         raise AnchorsError(f"{where}: the server answered {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise AnchorsUnreachable(f"{where}: no answer: {exc.reason}") from None

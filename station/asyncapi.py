@@ -145,11 +145,9 @@ def asyncapi_document() -> dict[str, Any]:
         "info": {
             "title": "Re-flash station to DSP update bridge",
             "version": CONTRACT_VERSION,
-            "description": "Hub results, station status, order summaries, DSP acknowledgements, bridge presence, audit checkpoints and "
-            "station heartbeats "
-            "over MQTT v5. Generated from station/messages.py; see docs/mqtt-api.md. Software version "
-            + version("reflash-station")
-            + ".",
+            "description": "Hub results, station status, order summaries, DSP acknowledgements, bridge presence, "
+            "audit checkpoints and station heartbeats over MQTT v5. Generated from station/messages.py; see "
+            "docs/mqtt-api.md. Software version " + version("reflash-station") + ".",
         },
         "defaultContentType": "application/json",
         "servers": _SERVERS,
