@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from click.testing import CliRunner
 
 from firmware_catalog.keys import fingerprint, generate_key, load_private_key, write_keypair
 from simulators.dsp_bridge import DspBridge
-from station.audit import AuditEntry, entry_hash, sign_checkpoint
+from station.audit import AuditEntry, Checkpoint, entry_hash, sign_checkpoint
 from station.cli import main
 from station.config import MqttConfig, load_config
+from station.messages import audit_checkpoint
 from station.mosquitto import Mosquitto, free_port
 from station.reporter import Reporter
 from station.store import AUDIT_CHECKPOINT, Store
@@ -301,3 +303,30 @@ def test_verify_fetches_the_anchors_from_the_bridge_over_http(anchored: Anchored
         bridge.wait(10)
         if bridge.stderr is not None:
             bridge.stderr.close()
+
+
+def test_the_bridge_keeps_every_anchor_and_replaces_none(tmp_path: Path) -> None:
+    """A station that rewrites its history and publishes the new checkpoint leaves the old anchor standing; a copy
+    of one already held is acked `duplicate`; one that breaks the schema is rejected and not kept."""
+    key = generate_key()
+    bridge = DspBridge("mqtt://127.0.0.1:1", tmp_path / "smi.db")
+
+    def anchor(hash_hex: str) -> dict[str, Any]:
+        signature = sign_checkpoint(key, ACTOR.station, 10, hash_hex, "2026-12-06T10:00:00.000Z")
+        return audit_checkpoint(
+            Checkpoint(10, hash_hex, "2026-12-06T10:00:00.000Z", ACTOR.station, fingerprint(key.public_key()),
+                       signature), str(uuid.uuid4()), region=REGION,
+        )  # fmt: skip
+
+    first, rewritten = anchor("a" * 64), anchor("b" * 64)
+    where = f"reflash/v1/{REGION}/{ACTOR.station}/checkpoint"
+    broken = {**anchor("c" * 64), "signature": "xyz"}
+    acks = bridge.handle([(where, json.dumps(m).encode()) for m in (first, rewritten, first, broken)])
+    assert [(t.rsplit("/", 1)[1], a["result"]) for t, a in acks] == [
+        ("ack", "rejected"), ("ack", "applied"), ("ack", "applied"), ("ack", "duplicate")
+    ]  # fmt: skip
+    held = bridge.smi.anchors(ACTOR.station)
+    assert [(a["seq"], a["hash"]) for a in held] == [(10, "a" * 64), (10, "b" * 64)]
+    with pytest.raises(sqlite3.IntegrityError, match="never removed"):
+        bridge.smi._db.execute("DELETE FROM anchors")
+    bridge.smi.close()
