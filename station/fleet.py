@@ -121,6 +121,8 @@ def client_settings(broker: str, *, username: str | None, ca: str | None) -> dic
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise FleetError(f"--broker must be mqtt://host:port or mqtts://host:port, got {broker!r}")
     tls = parts.scheme == "mqtts"
+    if ca is not None and not tls:
+        raise FleetError(f"--ca {ca}: a CA certificate is for an mqtts:// broker, not {broker}")
     settings: dict[str, Any] = {
         "hostname": parts.hostname,
         "port": parts.port or (8883 if tls else 1883),
@@ -130,8 +132,8 @@ def client_settings(broker: str, *, username: str | None, ca: str | None) -> dic
     if tls:
         try:
             settings["tls_context"] = ssl.create_default_context(cafile=ca)
-        except OSError as exc:
-            raise FleetError(f"--ca {ca}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise FleetError(f"--ca {ca}: {getattr(exc, 'strerror', None) or exc}") from None
     return settings
 
 

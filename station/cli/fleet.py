@@ -26,7 +26,7 @@ def fleet() -> None:
 @click.option("--broker", required=True, help="mqtt://host:port or mqtts://host:port (a dashboard account will do)")
 @click.option("--username", help="MQTT username (the password from $REFLASH_MQTT_PASSWORD)")
 @click.option("--ca", type=click.Path(dir_okay=False), help="CA certificate for mqtts:// (default: the system's)")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1, max=3600), default=10.0, show_default=True,
               help="Seconds to wait for the broker")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 def status(broker: str, username: str | None, ca: str | None, timeout_s: float, as_json: bool) -> None:

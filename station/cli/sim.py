@@ -62,6 +62,10 @@ def dsp_bridge(
 
     from simulators.dsp_bridge import AnchorServer, DspBridge, SmiStore, SmiStoreError, anchors_document
 
+    if anchors_out and (Path(anchors_out).is_dir() or not Path(anchors_out).parent.is_dir()):
+        why = "is a folder" if Path(anchors_out).is_dir() else "its folder does not exist"
+        click.echo(f"error: --anchors-out {anchors_out}: {why}", err=True)
+        sys.exit(EXIT_INPUT)
     if (show or anchors_out) and not Path(db).is_file():  # reading a bridge's database never makes an empty one
         click.echo(f"error: {db}: no SMI database there", err=True)
         sys.exit(EXIT_INPUT)
