@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CatalogConfig",
     "ConfigError",
+    "FleetConfig",
     "MetricsConfig",
     "MqttConfig",
     "SlotConfig",
@@ -176,6 +177,24 @@ class WebConfig(_Section):
         return parse_listen(self.listen)[1]
 
 
+class FleetConfig(_Section):
+    """`[fleet]`: the broker the bench page's fleet view (/fleet) reads every station's retained status and heartbeat
+    from (docs/station.md, "The fleet view"). A station's own MQTT account may read only its own topics, so this is
+    an account that may read them all (the ACL's `dashboard`); its password comes from `password_env`."""
+
+    broker: NonBlank = Field(description="mqtt://host:port, or mqtts://host:port for TLS")
+    username: str | None = None
+    password_env: str = "REFLASH_FLEET_PASSWORD"  # noqa: S105 -- the name of a variable, not a password
+    ca: Path | None = None
+
+    @field_validator("broker")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
+        return url
+
+
 class SlotConfig(_Section):
     name: Name
     driver: NonBlank
@@ -191,6 +210,7 @@ class StationConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     job: JobSettings = JobSettings()
     web: WebConfig = WebConfig()
+    fleet: FleetConfig | None = None
     slots: tuple[SlotConfig, ...] = ()
     source: Path = Path("station.toml")
 

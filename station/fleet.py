@@ -114,9 +114,15 @@ def _catalog_serial(status: StationStatus | None, heartbeat: StationHeartbeat | 
     return status.catalog_serial if status is not None else None
 
 
-def client_settings(broker: str, *, username: str | None, ca: str | None) -> dict[str, Any]:
-    """aiomqtt.Client keyword arguments for `--broker`: mqtt:// or mqtts:// (TLS, with `ca` or the system's CAs);
-    the password from $REFLASH_MQTT_PASSWORD, as the station's default."""
+def client_settings(
+    broker: str,
+    *,
+    username: str | None,
+    ca: str | None,
+    password_env: str = "REFLASH_MQTT_PASSWORD",  # noqa: S107 -- the name of a variable, not a password
+) -> dict[str, Any]:
+    """aiomqtt.Client keyword arguments for a broker URL: mqtt:// or mqtts:// (TLS, with `ca` or the system's CAs);
+    the password from the environment variable `password_env` ($REFLASH_MQTT_PASSWORD, as the station's default)."""
     parts = urlsplit(broker)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise FleetError(f"--broker must be mqtt://host:port or mqtts://host:port, got {broker!r}")
@@ -127,7 +133,7 @@ def client_settings(broker: str, *, username: str | None, ca: str | None) -> dic
         "hostname": parts.hostname,
         "port": parts.port or (8883 if tls else 1883),
         "username": username or parts.username,
-        "password": os.environ.get("REFLASH_MQTT_PASSWORD") or parts.password,
+        "password": os.environ.get(password_env) or parts.password,
     }
     if tls:
         try:
