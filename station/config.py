@@ -97,6 +97,12 @@ if set(Tariff.model_fields) - {"currency"} != {outcome.value for outcome in Outc
     raise TypeError("Tariff must have exactly one charge per Outcome")
 
 
+def _mqtt_url(url: str) -> str:
+    if not url.startswith(("mqtt://", "mqtts://")):
+        raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
+    return url
+
+
 class MqttConfig(_Section):
     """The broker the reporter publishes to. Secrets never live here: the password comes from the environment
     variable `password_env` or from `password_file`."""
@@ -113,12 +119,7 @@ class MqttConfig(_Section):
     max_in_flight: int = Field(default=100, ge=1, le=10_000)
     session_expiry_s: int = Field(default=14 * 24 * 3600, ge=0)
 
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        if not url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
-        return url
+    _scheme = field_validator("url")(_mqtt_url)
 
 
 class MetricsConfig(_Section):
@@ -187,12 +188,7 @@ class FleetConfig(_Section):
     password_env: str = "REFLASH_FLEET_PASSWORD"  # noqa: S105 -- the name of a variable, not a password
     ca: Path | None = None
 
-    @field_validator("broker")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        if not url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
-        return url
+    _scheme = field_validator("broker")(_mqtt_url)
 
 
 class SlotConfig(_Section):
