@@ -177,6 +177,7 @@ class Reporter:
         # The station's figures for its heartbeat (the daemon sets it; without it no heartbeat is sent).
         self.heartbeat: Callable[[], dict[str, Any]] | None = None
         self.heartbeat_interval_s = 30.0
+        self._heartbeat_fault_said = False
 
     # -- what the station knows of the link -------------------------------------------------------------------------
 
@@ -377,10 +378,16 @@ class Reporter:
             figures = self.heartbeat()
         except self.store.write_errors:
             return  # the store cannot be read now: the retained heartbeat stays as it was, its `at` ageing
-        heartbeat = StationHeartbeat.model_validate(
-            {"schema": "reflash.station-heartbeat/1.2", "station": self.station, "region": self.region,
-             "session": session, "at": datetime.now(UTC), **figures}
-        )  # fmt: skip
+        try:
+            heartbeat = StationHeartbeat.model_validate(
+                {"schema": "reflash.station-heartbeat/1.2", "station": self.station, "region": self.region,
+                 "session": session, "at": datetime.now(UTC), **figures}
+            )  # fmt: skip
+        except ValueError as exc:  # a fault in the figures: never a reason to stop reporting results
+            if not self._heartbeat_fault_said:
+                log.error("heartbeat not sent: its figures break the contract: %s", str(exc).splitlines()[0])
+                self._heartbeat_fault_said = True
+            return
         where = topic("heartbeat", region=self.region, station=self.station)
         try:
             await client.publish_checked(where, heartbeat.model_dump_json(by_alias=True).encode(), qos=1,
