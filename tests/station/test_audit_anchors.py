@@ -59,7 +59,7 @@ authority_key = "authority.pub"
 def record_jobs(store: Store, first: int, count: int) -> None:
     """Jobs started and decided: two audit entries each, through the store as the station writes them."""
     for n in range(first, first + count):
-        job_id = store.start_job(chf_id=hub_id(n), gpf_id=None, order_ref=None, slot="A1", identity={})
+        job_id = store.start_job(chf_id=hub_id(n), gpf_id=None, order_ref=None, slot="A1", identity={}).id
         store.record_event(job_id, "decision", code="OK")
 
 
