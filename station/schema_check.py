@@ -1,9 +1,11 @@
 r"""Messages checked against the published JSON Schemas (docs/schemas), the files a DSP integrates against.
 
 Each message names its type and version in its `schema` field. A checker knows every version of one type that this
-software accepts (docs/mqtt-api.md, "Versions": 1.0 and 1.1) and validates a message against the schema of the
+software accepts (docs/mqtt-api.md, "Versions": 1.0, 1.1 and 1.2) and validates a message against the schema of the
 version it names, with format checks (a `uuid` must have its hyphens). The current version's schema is the committed
-file, which tests/station/test_contract.py keeps equal to the models; 1.0's are frozen in docs/schemas/1.0/.
+file, which tests/station/test_contract.py keeps equal to the models; 1.0's and 1.1's are frozen in
+docs/schemas/1.0/ and docs/schemas/1.1/. A type new in 1.2 has no older schema; a type 1.2 left unchanged names
+1.1 still, and its current file and its frozen 1.1 file are the same schema.
 
 Two validators read each schema file. fastjsonschema (the schema compiled to Python code once) decides every
 message and is the one on the hot path: a valid result costs about 15 microseconds instead of about 0.2 ms. The
@@ -47,7 +49,11 @@ _NAMES = {
     "status": "reflash.station-status",
     "order": "reflash.order-summary",
     "slot": "reflash.slot-progress",
+    "checkpoint": "reflash.audit-checkpoint",
+    "heartbeat": "reflash.station-heartbeat",
 }
+# frozen folder -> the minor as a `schema` value writes it (1.0 wrote none)
+_FROZEN = {"1.0": "1", "1.1": "1.1"}
 _FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 # The reference's format functions, for fastjsonschema to call: one definition of each format.
 _FORMATS: dict[str, Callable[[str], bool]] = {
@@ -64,6 +70,7 @@ class SchemaFile:
         self.path = path
         self.fast = fastjsonschema.compile(schema, formats=_FORMATS, use_default=False)
         self.reference = Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+        self.names = str(schema["properties"]["schema"]["const"])  # the `schema` value its messages name
 
     def fast_accepts(self, data: Any) -> bool:
         try:
@@ -105,9 +112,12 @@ class PayloadChecker:
     def __init__(self, channel: str, folder: Path = SCHEMAS) -> None:
         name = _NAMES[channel]
         self.versions = {
-            f"{name}/1": _schema_file(folder / "1.0" / f"{channel}.schema.json"),
-            f"{name}/1.1": _schema_file(folder / f"{channel}.schema.json"),
+            f"{name}/{minor}": _schema_file(folder / frozen / f"{channel}.schema.json")
+            for frozen, minor in _FROZEN.items()
+            if (folder / frozen / f"{channel}.schema.json").exists()
         }
+        current = _schema_file(folder / f"{channel}.schema.json")
+        self.versions[current.names] = current
 
     def problem(self, data: Any) -> str | None:
         if not isinstance(data, dict):

@@ -39,16 +39,51 @@ def sim() -> None:
 @click.option("--group", default="dsp-bridge", show_default=True, help="Shared-subscription group")
 @click.option("--show", is_flag=True, help="Print the SMI view and exit")
 @click.option("--json", "as_json", is_flag=True, help="With --show: JSON")
-def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, as_json: bool) -> None:
+@click.option(
+    "--anchors-out",
+    type=click.Path(dir_okay=False),
+    help="Write the audit anchors held (every station's, or --station's) to this JSON file and exit",
+)
+@click.option("--station", help="With --anchors-out: only this station's anchors")
+@click.option("--anchors-listen", help="While running, serve GET /anchors[?station=ID] over HTTP on HOST:PORT")
+def dsp_bridge(
+    broker: str | None,
+    db: str,
+    name: str,
+    group: str,
+    show: bool,
+    as_json: bool,
+    anchors_out: str | None,
+    station: str | None,
+    anchors_listen: str | None,
+) -> None:
     """Apply hub results to an SMI table exactly once per message_id, and ack each one."""
     from rich.table import Table
 
-    from simulators.dsp_bridge import DspBridge, SmiStore, SmiStoreError
+    from simulators.dsp_bridge import AnchorServer, DspBridge, SmiStore, SmiStoreError, anchors_document
 
-    if show:
-        if not Path(db).is_file():  # showing reads a bridge's database; it never makes an empty one
-            click.echo(f"error: {db}: no SMI database there", err=True)
+    if anchors_out and (Path(anchors_out).is_dir() or not Path(anchors_out).parent.is_dir()):
+        why = "is a folder" if Path(anchors_out).is_dir() else "its folder does not exist"
+        click.echo(f"error: --anchors-out {anchors_out}: {why}", err=True)
+        sys.exit(EXIT_INPUT)
+    if (show or anchors_out) and not Path(db).is_file():  # reading a bridge's database never makes an empty one
+        click.echo(f"error: {db}: no SMI database there", err=True)
+        sys.exit(EXIT_INPUT)
+    if anchors_out:
+        from station.atomic_file import write_atomically
+
+        try:
+            smi = SmiStore(Path(db))
+        except SmiStoreError as exc:
+            click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_INPUT)
+        anchors = smi.anchors(station)
+        smi.close()
+        write_atomically(Path(anchors_out), json.dumps(anchors_document(anchors, name), indent=1) + "\n")
+        click.echo(f"{len(anchors)} anchor(s) written to {anchors_out}", err=True)
+        return
+    listen = _host_port(anchors_listen, "--anchors-listen") if anchors_listen else None
+    if show:
         try:
             smi = SmiStore(Path(db))
         except SmiStoreError as exc:
@@ -86,7 +121,21 @@ def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, a
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, bridge.stop)
         click.echo(f"dsp-bridge {name}: serving {broker}, SMI in {db}", err=True)
-        await bridge.run()
+        if listen is None:
+            await bridge.run()
+            return
+        ready: asyncio.Future[int] = loop.create_future()
+        http = asyncio.create_task(AnchorServer(bridge.smi, name).serve(*listen, ready))
+        first: set[asyncio.Future[Any]] = {ready, http}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if http.done():
+            http.result()  # the address could not be bound: an OSError naming why
+        click.echo(f"anchors: http://{listen[0]}:{ready.result()}/anchors", err=True)
+        try:
+            await bridge.run()
+        finally:
+            http.cancel()
+            await asyncio.gather(http, return_exceptions=True)
 
     asyncio.run(serve())
 
@@ -107,11 +156,11 @@ def _trusted(specs: tuple[str, ...]) -> dict[int, list[ec.EllipticCurvePublicKey
     return trusted
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def _host_port(text: str, option: str = "--tcp") -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise click.BadParameter(
-            f"{text!r}: expected HOST:PORT with a port 0..65535 (0: any free one)", param_hint="--tcp"
+            f"{text!r}: expected HOST:PORT with a port 0..65535 (0: any free one)", param_hint=option
         )
     return host or "127.0.0.1", int(port_text)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -404,6 +405,15 @@ class JobLedger:
             .fetchone()
         )
         return int(row[0])
+
+    def outcomes_on(self, day: date) -> dict[str, int]:
+        """Hubs finished on a UTC day, by outcome (times are stored as UTC text, so text order is time order)."""
+        rows = self._work.reader().execute(
+            "SELECT outcome, COUNT(*) AS n FROM jobs WHERE state = 'final' AND finished_at >= ? AND finished_at < ? "
+            "GROUP BY outcome ORDER BY outcome",
+            (day.isoformat(), (day + timedelta(days=1)).isoformat()),
+        )
+        return {row["outcome"]: int(row["n"]) for row in rows}
 
     def attempts(self, job_id: int | None = None) -> list[Attempt]:
         """The job's attempts in order (every job's, by job, without `job_id`)."""

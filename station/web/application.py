@@ -46,6 +46,7 @@ from station.outcome import JOB_REASONS
 from station.slot import SlotSnapshot
 from station.store import SignInRefused, Store, StoreError
 from station.web.bench_actions import ActionResult, BenchActions, Principal
+from station.web.fleet_page import FleetSource, fleet_endpoint
 from station.web.openapi import API_ROUTES, DispatchRequest, ReleaseRequest, ScanInRequest
 from station.web.order_view import current_order, open_orders, order_glance
 from station.web.sessions import SessionBook
@@ -93,6 +94,8 @@ class BenchPage:
     # The serial of the catalog in force (None when there is none), shown on the page.
     catalog_serial: Callable[[], int | None] = lambda: None
     pin_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Where /fleet reads every station's status (`[fleet]`); None: the page says none is configured.
+    fleet: FleetSource | None = None
 
     def close(self) -> None:
         """The station stops: every event stream ends at its next wake (woken now)."""
@@ -310,6 +313,7 @@ def build_app(page: BenchPage) -> Starlette:
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/session", whoami),
         Route("/events", events),
+        Route("/fleet", fleet_endpoint(lambda: page.fleet, html, session_of)),
         Route("/actions/scan-in", page_action(lambda who, f: page.actions.scan_in(who, f.get("chf_id", ""),
                                                                                     f.get("order_ref"))),
               methods=["POST"]),

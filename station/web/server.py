@@ -28,6 +28,7 @@ from station.live_state import LiveState
 from station.store import Store
 from station.web.application import BenchPage, build_app
 from station.web.bench_actions import BenchActions
+from station.web.fleet_page import FleetSource
 from station.web.sessions import SessionBook
 
 __all__ = ["WebServer", "WebSettingsRefused"]
@@ -68,6 +69,7 @@ class WebServer:
             sessions=SessionBook(),
             metrics=metrics,
             catalog_serial=catalog_serial,
+            fleet=FleetSource(config.fleet, config.resolve) if config.fleet is not None else None,
         )
         self.url: str | None = None
 

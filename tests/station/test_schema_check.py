@@ -50,6 +50,19 @@ _SLOT: dict[str, Any] = {
 }  # fmt: skip
 
 
+# Contract 1.2's new types: no older version to accept.
+_CHECKPOINT: dict[str, Any] = {
+    "schema": "reflash.audit-checkpoint/1.2", "message_id": MESSAGE_ID, "station": "st-north-01", "region": "North",
+    "seq": 42, "hash": "ab" * 32, "at": "2026-12-06T10:00:00.123Z", "key_fingerprint": "cd" * 32,
+    "signature": "ef" * 64,
+}  # fmt: skip
+_HEARTBEAT: dict[str, Any] = {
+    "schema": "reflash.station-heartbeat/1.2", "station": "st-north-01", "region": "North", "session": 1, "at": AT,
+    "slots": 8, "slots_busy": 3, "day": "2026-12-06", "hubs_today": {"REFLASHED": 40, "REFUSED": 2},
+    "outbox_backlog": 0, "anchors_waiting": 1, "catalog_serial": 3,
+}  # fmt: skip
+
+
 def _one_point_oh(message: dict[str, Any]) -> dict[str, Any]:
     """The same message in contract 1.0: its `schema` says /1, and a result has no `sequence`."""
     older = {key: value for key, value in message.items() if key != "sequence"}
@@ -62,7 +75,7 @@ VALID: dict[str, list[dict[str, Any]]] = {
     for channel, message in (
         ("result", _RESULT), ("ack", _ACK), ("status", _STATUS), ("order", _ORDER), ("slot", _SLOT),
     )
-}  # fmt: skip
+} | {"checkpoint": [_CHECKPOINT], "heartbeat": [_HEARTBEAT]}  # fmt: skip
 CHECKERS = {channel: PayloadChecker(channel) for channel in VALID}
 
 
@@ -273,7 +286,7 @@ def test_mutations_of_valid_messages_get_the_reference_verdict(case: tuple[str, 
 KEYWORDS = {
     "$schema", "$id", "$defs", "$ref", "title", "description", "default", "type", "properties", "required",
     "additionalProperties", "anyOf", "const", "enum", "format", "pattern", "items", "minimum", "maxLength",
-    "minLength",
+    "minLength", "propertyNames",
 }  # fmt: skip
 
 
@@ -285,7 +298,7 @@ def _keywords(schema: Any, where: str) -> set[str]:
             found |= _keywords(sub, f"{where}/{key}/{name}")
     for index, sub in enumerate(schema.get("anyOf", [])):
         found |= _keywords(sub, f"{where}/anyOf/{index}")
-    for key in ("items", "additionalProperties"):
+    for key in ("items", "additionalProperties", "propertyNames"):
         if isinstance(schema.get(key), dict):
             found |= _keywords(schema[key], f"{where}/{key}")
     return found
