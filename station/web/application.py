@@ -214,7 +214,8 @@ def build_app(page: BenchPage) -> Starlette:
         ref = current_order(page.store, request.query_params.get("order"))
         return html("bench.html", session=session, slots=[_slot_json(s) for s in snapshot.slots],
                     snapshot=snapshot.model_dump(mode="json"), order=_order_or_none(page.store, ref),
-                    open_orders=open_orders(page.store), catalog_serial=page.catalog_serial())  # fmt: skip
+                    open_orders=open_orders(page.store), catalog_serial=page.catalog_serial(),
+                    fleet=page.fleet is not None)  # fmt: skip
 
     def page_action(act: Callable[[Principal, dict[str, str]], ActionResult]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:

@@ -47,6 +47,7 @@ def test_the_fleet_page_shows_every_station_and_flags_an_older_catalog(
         with httpx.Client(base_url=station.url, timeout=10) as client:
             assert client.get("/fleet").headers["location"] == "/sign-in"  # signed out: no fleet
             sign_in(client, "olive", PINS["olive"])
+            assert '<a class="fleet-link" href="/fleet">' in client.get("/").text  # the bench page links it
             deadline = time.monotonic() + 30
             page = client.get("/fleet")
             while "/1</td>" not in row_of(page.text, STATION):  # its birth and heartbeat, once sent

@@ -61,6 +61,7 @@ def test_badges_catalog_reload_release_and_the_order_chosen(bench: Bench) -> Non
         assert sign_in_as(client, BADGE, "8642").status_code == 303
         page = client.get("/")
         assert '<p class="who">bea <span class="role">(supervisor)' in page.text
+        assert 'href="/fleet"' not in page.text  # no [fleet] broker: no link to a page that has nothing
         # Two open orders: the newest is shown, and the operator may choose the other.
         assert f'<option value="{ORDER}">' in page.text
         assert f'<option value="{SECOND}" selected>' in page.text
