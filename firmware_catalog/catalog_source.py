@@ -40,8 +40,9 @@ from firmware_catalog.errors import CatalogError, CatalogFormatError, ImageForma
 from firmware_catalog.hexcode import format_hex
 from firmware_catalog.hub import Hex4
 from firmware_catalog.image import UpgradeImage, parse_image
-from firmware_catalog.keys import fingerprint, load_public_key, public_key_pem, sign_raw
+from firmware_catalog.keys import fingerprint, load_public_key, public_key_pem
 from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
+from firmware_catalog.signer import Signer, signer_of
 
 __all__ = ["BuildReport", "CatalogSource", "build_catalog", "read_source"]
 
@@ -206,7 +207,7 @@ def _not_written_by_a_build(out: Path) -> list[str]:
 
 def build_catalog(
     source_path: str | Path,
-    authority: ec.EllipticCurvePrivateKey,
+    authority: Signer | ec.EllipticCurvePrivateKey,
     out: str | Path,
     now: datetime,
     base: str | Path | None = None,
@@ -305,7 +306,7 @@ def build_catalog(
         if listed["scope"] == DEFAULT_SCOPE.value:
             del listed["scope"]
     encoded = (_canonical_json(payload) + "\n").encode()
-    _write_folder(out, encoded, sign_raw(authority, encoded), images)
+    _write_folder(out, encoded, signer_of(authority).sign(encoded), images)
     return report
 
 

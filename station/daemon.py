@@ -245,10 +245,14 @@ class Station:
                 raise StartupRefused(str(exc)) from exc
         try:
             store = config.open_store()
-        except CatalogError as exc:  # the station key
-            raise StartupRefused(f"[station] key in {config.source}: {exc}") from exc
+        except CatalogError as exc:  # the station key: the message names it
+            raise StartupRefused(str(exc)) from exc
         except (sqlite3.Error, OSError, StoreError) as exc:
             raise StartupRefused(f"cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
+        key_problem = store.audit_log.key_problem()
+        if key_problem is not None:  # a retired audit key would sign checkpoints that `audit verify` refuses
+            store.close()
+            raise StartupRefused(f"[station] key in {config.source}: {key_problem}")
         try:
             holder = CatalogHolder(authority, pin=store.catalog_pin())
             folder = config.resolve(config.catalog.folder)

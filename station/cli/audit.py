@@ -1,5 +1,5 @@
 """`reflash audit ...`: verify the hash chain and its signed checkpoints (and, with `--anchors`, the chain against
-the DSP's anchors); export entries as JSON lines."""
+the DSP's anchors); export entries as JSON lines; hand the checkpoint key over to a new key."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from firmware_catalog.keys import fingerprint
 from station.anchors import AnchorReport, AnchorsError, AnchorsUnreachable, Finding, check_anchors, load_anchors
 from station.atomic_file import write_atomically
 from station.audit import verify_chain
-from station.cli.output import EXIT_INPUT, EXIT_REFUSED, print_json
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, fail, print_json
 from station.cli.station_options import config_option, open_store
 
 __all__ = ["audit"]
@@ -107,3 +107,41 @@ def export(since: str | None, out: str | None, config_path: str) -> None:
             click.echo(line, nl=False)
         return
     write_atomically(Path(out), "".join(lines))
+
+
+@audit.command("rotate-key")
+@click.option("--new-key", "new_key", required=True, metavar="KEY", help="The new key: PKCS#8 PEM file or pkcs11: URI")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
+@config_option
+def rotate_key(new_key: str, as_json: bool, config_path: str) -> None:
+    """Hand the audit checkpoint key over from the configured [station] key to --new-key.
+
+    Writes a handover entry signed by both keys (docs/keys.md); then set [station] key to the new key. Stop the
+    station first: a running station would go on signing with the old key."""
+    from firmware_catalog.errors import KeyFileError
+    from firmware_catalog.key_reference import open_signer
+    from firmware_catalog.keys import fingerprint
+    from station.store import StoreError
+
+    config, store = open_store(config_path)
+    try:
+        signer = open_signer(new_key, "--new-key")
+        old = store.public_key
+        entry = store.rotate_key(signer)
+    except (KeyFileError, StoreError) as exc:
+        fail(str(exc), EXIT_INPUT, as_json)
+    finally:
+        store.close()
+    assert old is not None
+    result: dict[str, str | int] = {
+        "seq": entry.seq,
+        "old_fingerprint": fingerprint(old),
+        "new_fingerprint": fingerprint(signer.public_key()),
+        "config": str(config.source),
+    }
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"audit key handed over at entry {entry.seq}: {fingerprint(old)[:16]} -> "
+               f"{fingerprint(signer.public_key())[:16]}")  # fmt: skip
+    click.echo(f"now set [station] key in {config.source} to {new_key}")

@@ -68,14 +68,42 @@ def catalog() -> None:
 
 @catalog.command()
 @click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False), help="Writes PREFIX.key, PREFIX.pub")
+@click.option(
+    "--pkcs11",
+    "token_uri",
+    metavar="URI",
+    help="Make the key inside this PKCS#11 token (pkcs11:token=..;object=..?module-path=..&pin-source=..); "
+    "only PREFIX.pub is written",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
-def keygen(prefix: str, as_json: bool) -> None:
-    """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)."""
-    from firmware_catalog.keys import fingerprint, generate_key, write_keypair
+def keygen(prefix: str, token_uri: str | None, as_json: bool) -> None:
+    """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).
 
-    for path in (Path(f"{prefix}.key"), Path(f"{prefix}.pub")):
+    With --pkcs11 the private key is made inside the token, sensitive and not extractable, and only PREFIX.pub is
+    written (docs/keys.md)."""
+    from firmware_catalog.keys import fingerprint, generate_key, public_key_pem, write_keypair
+
+    paths = [Path(f"{prefix}.pub")] if token_uri is not None else [Path(f"{prefix}.key"), Path(f"{prefix}.pub")]
+    for path in paths:
         if path.exists():
             fail(f"{path} exists; refusing to overwrite a key", EXIT_INPUT, as_json)
+    if token_uri is not None:
+        from firmware_catalog.errors import KeyFileError
+        from firmware_catalog.key_reference import make_key_in_token
+
+        try:
+            public = make_key_in_token(token_uri, "--pkcs11")
+            paths[0].write_bytes(public_key_pem(public))
+        except KeyFileError as exc:
+            fail(str(exc), EXIT_INPUT, as_json)
+        except OSError as exc:
+            fail(f"{exc.filename or paths[0]}: {exc.strerror}", EXIT_INPUT, as_json)
+        if as_json:
+            print_json({"private_key": token_uri, "public_key": str(paths[0]), "fingerprint": fingerprint(public)})
+            return
+        click.echo(f"made the key in the token ({token_uri}); wrote {paths[0]}")
+        click.echo(f"fingerprint {fingerprint(public)}")
+        return
     key = generate_key()
     try:
         private_path, public_path = write_keypair(key, prefix)
@@ -95,7 +123,7 @@ def keygen(prefix: str, as_json: bool) -> None:
 
 
 @catalog.command("sign-image")
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Signing key (PKCS#8 PEM)")
+@click.option("--key", "key_path", required=True, metavar="KEY", help="Signing key: PKCS#8 PEM file or pkcs11: URI")
 @click.option("--manufacturer", required=True, type=HexCode(4), help="Manufacturer code, 4 hex digits")
 @click.option("--image-type", required=True, type=HexCode(4), help="Image type (hub model), 4 hex digits")
 @click.option("--version", "file_version", required=True, type=HexCode(8), help="Firmware version, 8 hex digits")
@@ -125,14 +153,14 @@ def sign_image(
 ) -> None:
     """Wrap MANUFACTURER_IMAGE in a GBCS Upgrade Image header and sign it, writing OUT."""
     from firmware_catalog.image import build_signed_image, parse_image
-    from firmware_catalog.keys import load_private_key
+    from firmware_catalog.key_reference import open_signer
     from station.atomic_file import write_atomically
 
     if Path(out).exists() and not force:
         # A signed image the operator already has (or any file) is never replaced by a slip of the keyboard.
         fail(f"{out} exists; refusing to overwrite it (give --force to replace it)", EXIT_INPUT, as_json)
     with input_errors():
-        key = load_private_key(key_path)
+        key = open_signer(key_path, "--key")
         try:
             data = build_signed_image(
                 key,
@@ -294,17 +322,17 @@ def _finish_verify(result: dict[str, Any], as_json: bool) -> None:
 
 @catalog.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Catalog authority key")
+@click.option("--key", "key_path", required=True, metavar="KEY", help="Catalog authority key: PEM file or pkcs11: URI")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Catalog folder to write")
 @click.option("--base", type=click.Path(file_okay=False), help="Resolve key and image paths here (default: SOURCE's)")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
 def build(source: str, key_path: str, out: str, base: str | None, as_json: bool) -> None:
     """Check SOURCE (TOML) against its images and keys, and write a signed catalog folder."""
     from firmware_catalog.catalog_source import build_catalog
-    from firmware_catalog.keys import load_private_key
+    from firmware_catalog.key_reference import open_signer
 
     with input_errors():
-        report = build_catalog(source, load_private_key(key_path), out, datetime.now(UTC), base)
+        report = build_catalog(source, open_signer(key_path, "--key"), out, datetime.now(UTC), base)
     if as_json:
         print_json(
             {"serial": report.serial, "out": str(report.out), "entries": report.entries, "warnings": report.warnings}
