@@ -14,10 +14,11 @@ is already the raw r||s this project uses (firmware_catalog/keys.py). The PIN is
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -86,7 +87,7 @@ def _object_name(uri: Pkcs11Uri) -> str:
     return f"object {uri.object!r}" if uri.object is not None else f"id {uri.id!r}"
 
 
-def _open_session(uri: Pkcs11Uri, *, rw: bool) -> Any:
+def _token(uri: Pkcs11Uri) -> Any:
     lib = _module(uri)
     query: dict[str, Any] = {}
     if uri.token is not None:
@@ -94,25 +95,64 @@ def _open_session(uri: Pkcs11Uri, *, rw: bool) -> Any:
     if uri.serial is not None:
         query["token_serial"] = uri.serial.encode()
     try:
-        token = lib.get_token(**query)
+        return lib.get_token(**query)
     except NoSuchToken as exc:
         raise KeyFileError(f"{_token_name(uri)} not found in PKCS#11 module {lib.so}") from exc
     except MultipleTokensReturned as exc:
         raise KeyFileError(f"more than one {_token_name(uri)}; name it by serial= as well") from exc
-    pin = _pin(uri)
+
+
+def _log_in(uri: Pkcs11Uri, token: Any, pin: str, *, rw: bool) -> Any:
     try:
         return token.open(rw=rw, user_pin=pin)
     except (PinIncorrect, PinInvalid, PinLenRange) as exc:
         raise KeyFileError(f"wrong PIN for {_token_name(uri)}") from exc
     except PinLocked as exc:
         raise KeyFileError(
-            f"the PIN of {_token_name(uri)} is locked (too many wrong PINs): the SO must reset it"
+            f"the PIN of {_token_name(uri)} is locked (too many wrong PINs): its security officer must reset it"
         ) from exc
     except UserAlreadyLoggedIn:
-        # Login is per process and token: another signer of ours already logged in, and this session shares it.
+        # Logged in already by this process (a signer of ours): this session shares that login.
         return token.open(rw=rw)
     except PKCS11Error as exc:
         raise KeyFileError(f"cannot open {_token_name(uri)}: {type(exc).__name__} {exc}") from exc
+
+
+class _Login:
+    """One logged-in session per token and process, shared by the signers that use the token.
+
+    PKCS#11 login belongs to the application and the token, not to a session, and closing the session that logged
+    in logs out every other session of the token: two signers on one token (the old and the new key of a rotation)
+    must share one login, and it ends when the last of them is closed."""
+
+    open: ClassVar[dict[tuple[str, bytes, str], _Login]] = {}
+
+    def __init__(self, session: Any, pin_digest: bytes, where: tuple[str, bytes, str]) -> None:
+        self.session = session
+        self.pin_digest = pin_digest
+        self.where = where
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, uri: Pkcs11Uri) -> _Login:
+        token = _token(uri)
+        pin = _pin(uri)
+        digest = hashlib.sha256(pin.encode()).digest()
+        where = (str(token.slot.slot_id), token.serial, token.label)
+        login = cls.open.get(where)
+        if login is None:
+            login = cls.open[where] = _Login(_log_in(uri, token, pin, rw=False), digest, where)
+        elif not hmac.compare_digest(login.pin_digest, digest):
+            # A token has one user PIN: another one than the login's is wrong, even though no C_Login would say so.
+            raise KeyFileError(f"wrong PIN for {_token_name(uri)}")
+        login.users += 1
+        return login
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            del _Login.open[self.where]
+            self.session.close()
 
 
 def _search(uri: Pkcs11Uri, object_class: ObjectClass) -> dict[Attribute, Any]:
@@ -140,7 +180,9 @@ class TokenSigner:
 
     def __init__(self, uri: Pkcs11Uri) -> None:
         self.uri = uri
-        self._session = _open_session(uri, rw=False)
+        login = _Login.acquire(uri)
+        self._login: _Login | None = login
+        self._session = login.session
         try:
             self._public = _public_key(self._session, uri)
             attributes = _search(uri, ObjectClass.PRIVATE_KEY)
@@ -158,7 +200,7 @@ class TokenSigner:
                     f"{_object_name(uri)} in {_token_name(uri)} is not allowed to sign (its CKA_SIGN is false)"
                 )
         except BaseException:
-            self._session.close()
+            login.release()
             raise
 
     def sign(self, message: bytes) -> bytes:
@@ -174,13 +216,17 @@ class TokenSigner:
         return self._public
 
     def close(self) -> None:
-        self._session.close()
+        """Let go of the token; the last signer of a token to close ends the login."""
+        if self._login is not None:
+            self._login.release()
+            self._login = None
 
 
 def make_token_key(uri: Pkcs11Uri) -> ec.EllipticCurvePublicKey:
     """Make an ECDSA P-256 key pair inside the token: the private key sensitive, not extractable, allowed to sign
     and nothing else. Refuses when the token already holds an object of that label or id."""
-    with _open_session(uri, rw=True) as session:
+    # A read-write session of its own, logged in for this call unless a signer of ours holds the token's login.
+    with _log_in(uri, _token(uri), _pin(uri), rw=True) as session:
         for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
             if next(iter(session.get_objects(_search(uri, object_class))), None) is not None:
                 raise KeyFileError(f"{_token_name(uri)} already holds a key for {_object_name(uri)}; never replaced")

@@ -34,8 +34,8 @@ own chain, counters and rows there by having a schema of its own in that databas
 to it), since the parts' SQL names tables, not stations.
 
 The store depends on nothing above it: the standard library, `cryptography`, `firmware_catalog` and the station's
-own value modules (`station.audit`, `station.key_handover`, `station.outcome`, `station.crash_point`, `station.identifier`); a test
-holds it to that.
+own value modules (`station.audit`, `station.key_handover`, `station.outcome`, `station.crash_point`,
+`station.identifier`); a test holds it to that.
 """
 
 from __future__ import annotations
