@@ -145,8 +145,18 @@ def verify_chain(
         except ChainBroken as exc:
             return VerifyReport(False, count, 0, exc.seq, str(exc))
     checked = 0
-    signed_at: set[int] = set()
-    for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
+    checkpoints = sorted(checkpoints, key=lambda c: c.seq)
+    # A handover is proven by the old key's checkpoint at its entry; the first one without is a bad entry too.
+    signed = {c.seq for c in checkpoints}
+    unproven = next((seq for seq, *_ in handovers if seq not in signed), None) if chain is not None else None
+
+    def no_proof(seq: int) -> VerifyReport:
+        problem = f"the key handover at entry {seq} has no checkpoint signed by the old key"
+        return VerifyReport(False, count, checked, seq, problem)
+
+    for checkpoint in checkpoints:
+        if unproven is not None and checkpoint.seq > unproven:
+            return no_proof(unproven)
         checked += 1
         if chain is not None:
             expected = chain.key_at(checkpoint.seq)
@@ -155,7 +165,6 @@ def verify_chain(
                 checkpoint.signature,
             ):  # fmt: skip
                 return VerifyReport(False, count, checked, checkpoint.seq, _bad_signature(checkpoint, expected))
-            signed_at.add(checkpoint.seq)
         if checkpoint.seq > last_seq:
             return VerifyReport(
                 False,
@@ -169,11 +178,8 @@ def verify_chain(
             return VerifyReport(
                 False, count, checked, checkpoint.seq, f"entry {checkpoint.seq} differs from its signed checkpoint"
             )
-    for seq, *_ in handovers:
-        if chain is not None and seq not in signed_at:
-            return VerifyReport(
-                False, count, checked, seq, f"the key handover at entry {seq} has no checkpoint signed by the old key"
-            )
+    if unproven is not None:
+        return no_proof(unproven)
     return VerifyReport(True, count, checked, None, "")
 
 

@@ -1,0 +1,176 @@
+"""Issue 15: the station's audit key in a PKCS#11 token (SoftHSM2), and its rotation without a gap in the record.
+
+A handover entry names the new key with the new key's proof, the old key signs the checkpoint over it, and every
+later checkpoint is the new key's; `audit verify` follows the chain from whichever of its keys is configured, and
+refuses a checkpoint signed by a key the chain does not give for its entry."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from firmware_catalog.key_reference import make_key_in_token, open_signer
+from firmware_catalog.keys import fingerprint, generate_key
+from firmware_catalog.signer import KeySigner, Signer
+from station.audit import sign_checkpoint, verify_chain
+from station.cli import main
+from station.config import load_config
+from station.demo import device_id
+from station.key_handover import HANDOVER_KIND
+from station.store import Store, StoreError
+from tests.softhsm import SoftHsm
+from tests.station import test_slot_faults
+from tests.station.conftest import ACTOR
+from tests.station.test_slot_faults import HONEST, Bench, Events, honest_reflashed, import_order
+
+bench = test_slot_faults.bench  # the fixture: simulated hubs over TCP, each in a process of its own
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def fill(store: Store, n: int) -> None:
+    for i in range(n):
+        store.audit("operator_signed_in", operator=f"op-{i}")
+
+
+def verify(store: Store, anchor: Signer) -> tuple[bool, int | None, str]:
+    report = verify_chain(store.audit_entries(), store.audit_checkpoints(), anchor.public_key())
+    return report.ok, report.first_bad_seq, report.problem
+
+
+@pytest.fixture
+def token(softhsm: SoftHsm) -> SoftHsm:
+    softhsm.init_token("station")
+    return softhsm
+
+
+def test_a_rotated_trail_verifies_from_its_first_key_and_from_its_last(tmp_path: Path, token: SoftHsm) -> None:
+    first = KeySigner(generate_key())
+    make_key_in_token(token.uri("station", "audit-2"), "--pkcs11")
+    second = open_signer(token.uri("station", "audit-2"), "[station] key")
+    store = Store(tmp_path / "s.db", ACTOR, key=first, checkpoint_every=4)
+    fill(store, 6)
+    handover = store.rotate_key(second)
+    fill(store, 6)
+    store.checkpoint()
+    assert handover.kind == HANDOVER_KIND
+    assert handover.data["old_fingerprint"] == fingerprint(first.public_key())
+    assert handover.data["new_fingerprint"] == fingerprint(second.public_key())
+    signers = {c.seq: c.key_fingerprint for c in store.audit_checkpoints()}
+    assert signers[handover.seq] == fingerprint(first.public_key())  # the old key signs the handover
+    assert {fp for seq, fp in signers.items() if seq > handover.seq} == {fingerprint(second.public_key())}
+    assert verify(store, first) == (True, None, "")
+    assert verify(store, second) == (True, None, "")
+    stranger = KeySigner(generate_key())
+    ok, seq, problem = verify(store, stranger)
+    assert (ok, seq) == (False, handover.seq)
+    assert "is not in the audit's chain of keys" in problem
+    store.close()
+
+
+def test_the_retired_key_may_not_sign_again(tmp_path: Path) -> None:
+    first, second = KeySigner(generate_key()), KeySigner(generate_key())
+    store = Store(tmp_path / "s.db", ACTOR, key=first, checkpoint_every=100)
+    fill(store, 3)
+    store.rotate_key(second)
+    store.close()
+    stale = Store(tmp_path / "s.db", ACTOR, key=first, checkpoint_every=100)
+    problem = stale.audit_log.key_problem()
+    assert problem is not None
+    assert "is not the audit key in force" in problem
+    fill(stale, 1)
+    with pytest.raises(StoreError, match="is not the audit key in force"):
+        stale.checkpoint()
+    with pytest.raises(StoreError, match="is not the audit key in force"):
+        stale.rotate_key(KeySigner(generate_key()))
+    stale.close()
+
+
+def test_a_checkpoint_by_a_key_the_chain_does_not_give_there_fails(tmp_path: Path) -> None:
+    first, second = KeySigner(generate_key()), KeySigner(generate_key())
+    store = Store(tmp_path / "s.db", ACTOR, key=first, checkpoint_every=100)
+    fill(store, 3)
+    handover = store.rotate_key(second)
+    fill(store, 3)
+    last = store.checkpoint()
+    assert last is not None
+    # The retired key signs the newest entry, as a thief of it would: a valid signature by the wrong key.
+    (entry,) = [e for e in store.audit_entries() if e.seq == last]
+    at = "2026-12-06T10:00:00.000Z"
+    forged = sign_checkpoint(first, ACTOR.station, last, entry.hash, at)
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute(
+        "UPDATE audit_checkpoints SET at = ?, key_fingerprint = ?, signature = ? WHERE seq = ?",
+        (at, fingerprint(first.public_key()), forged, last),
+    )
+    db.commit()
+    ok, seq, problem = verify(store, first)
+    assert (ok, seq) == (False, last)
+    assert f"is signed by key {fingerprint(first.public_key())[:16]}, which the chain" in problem
+    # Without the old key's checkpoint the handover itself is unproven.
+    db.execute("DELETE FROM audit_checkpoints WHERE seq = ?", (handover.seq,))
+    db.commit()
+    db.close()
+    ok, seq, problem = verify(store, second)
+    assert (ok, seq, problem) == (
+        False,
+        handover.seq,
+        f"the key handover at entry {handover.seq} has no checkpoint signed by the old key",
+    )
+    store.close()
+
+
+def test_a_station_signs_in_the_token_and_its_key_is_rotated(bench: Bench, token: SoftHsm) -> None:
+    """End to end: `reflash run` with its audit key in the token flashes a hub; the key is rotated to another token
+    key; the station refuses to start with the retired key, runs with the new one, and the trail verifies."""
+    for name in ("audit-1", "audit-2"):
+        made = run("catalog", "keygen", "--pkcs11", token.uri("station", name), "--out", token.root / name)
+        assert made.exit_code == 0, made.output
+        assert not (token.root / f"{name}.key").exists()
+    bench.hub("H", 1, HONEST)
+    config = bench.config()
+    text = config.read_text()
+    assert 'key = "keys/station.key"' in text
+    config.write_text(text.replace('key = "keys/station.key"', f'key = "{token.uri("station", "audit-1")}"'))
+    import_order(config, [device_id(1, 1)])
+
+    process = bench.station(config, "--once")
+    events = Events(process)
+    events.wait_for("job_finished", within=90, outcome="REFLASHED")
+    assert process.wait(60) == 0, process.stderr.read() if process.stderr else ""
+    honest_reflashed(bench, config)
+    before = run("audit", "verify", "--config", config, "--json")
+    assert before.exit_code == 0, before.output
+    store = load_config(config).open_store()
+    first_key = store.public_key
+    assert first_key is not None
+    assert {c.key_fingerprint for c in store.audit_checkpoints()} == {fingerprint(first_key)}
+    store.close()
+
+    rotated = run("audit", "rotate-key", "--config", config, "--new-key", token.uri("station", "audit-2"))
+    assert rotated.exit_code == 0, rotated.output
+    assert "audit key handed over at entry" in rotated.output
+    stale = bench.station(config, "--once")
+    assert stale.wait(60) == 2
+    assert stale.stderr is not None
+    assert "is not the audit key in force" in stale.stderr.read().decode()
+
+    config.write_text(config.read_text().replace("object=audit-1", "object=audit-2"))
+    again = bench.station(config, "--once")
+    Events(again).wait_for("station_stopped", within=90)
+    assert again.wait(60) == 0
+    for configured in ("audit-2", "audit-1"):  # entered at the newest key, then at the first
+        config.write_text(config.read_text().replace("object=audit-2", f"object={configured}"))
+        report = run("audit", "verify", "--config", config)
+        assert report.exit_code == 0, report.output
+        assert "audit trail intact" in report.output
+    store = load_config(config).open_store()
+    kinds = [e.kind for e in store.audit_entries()]
+    assert kinds.count(HANDOVER_KIND) == 1
+    assert kinds.index(HANDOVER_KIND) < len(kinds) - 1  # the second run wrote after the handover
+    store.close()
