@@ -254,7 +254,7 @@ class Station:
             store.close()
             raise StartupRefused(f"[station] key in {config.source}: {key_problem}")
         try:
-            holder = CatalogHolder(authority, pin=store.catalog_pin())
+            holder = CatalogHolder(authority, store.catalog_pin(), store.catalog_authority_chain())
             folder = config.resolve(config.catalog.folder)
             first = holder.offer(folder, datetime.now(UTC))
             if holder.current is None:
@@ -436,7 +436,12 @@ class Station:
     def _record_offer(self, offer: Offer) -> None:
         holder = self.holder
         self.store.record_catalog(
-            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(self._folder)
+            offer.accepted,
+            offer.code.value,
+            offer.message,
+            holder.pin if offer.accepted else None,
+            str(self._folder),
+            holder.authority_chain,
         )
         self.emit(Event.CATALOG, accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
                   message=offer.message)  # fmt: skip

@@ -325,14 +325,21 @@ def _finish_verify(result: dict[str, Any], as_json: bool) -> None:
 @click.option("--key", "key_path", required=True, metavar="KEY", help="Catalog authority key: PEM file or pkcs11: URI")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Catalog folder to write")
 @click.option("--base", type=click.Path(file_okay=False), help="Resolve key and image paths here (default: SOURCE's)")
+@click.option(
+    "--handover",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An authority handover to --key (from `catalog handover`), carried in the folder",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
-def build(source: str, key_path: str, out: str, base: str | None, as_json: bool) -> None:
+def build(source: str, key_path: str, out: str, base: str | None, handover: str | None, as_json: bool) -> None:
     """Check SOURCE (TOML) against its images and keys, and write a signed catalog folder."""
     from firmware_catalog.catalog_source import build_catalog
     from firmware_catalog.key_reference import open_signer
 
     with input_errors():
-        report = build_catalog(source, open_signer(key_path, "--key"), out, datetime.now(UTC), base)
+        carried = Path(handover).read_bytes() if handover is not None else None
+        signer = open_signer(key_path, "--key")
+        report = build_catalog(source, signer, out, datetime.now(UTC), base, handover=carried)
     if as_json:
         print_json(
             {"serial": report.serial, "out": str(report.out), "entries": report.entries, "warnings": report.warnings}
@@ -341,6 +348,36 @@ def build(source: str, key_path: str, out: str, base: str | None, as_json: bool)
     click.echo(f"built catalog serial {report.serial} with {report.entries} entries in {report.out}")
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@catalog.command()
+@click.option("--key", "key_path", required=True, metavar="KEY", help="The OLD authority key: PEM file or pkcs11: URI")
+@click.option("--new-key", "new_key", required=True, type=click.Path(dir_okay=False), help="The new authority's .pub")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Handover file to write (never replaced)")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
+def handover(key_path: str, new_key: str, out: str, as_json: bool) -> None:
+    """Sign the catalog authority over to a new key: the old key signs the new key's fingerprint, once.
+
+    Build the next catalogs with the new key and `--handover OUT`; a station that trusts the old key accepts them
+    and pins the new key (docs/keys.md)."""
+    from firmware_catalog.authority_handover import make_handover
+    from firmware_catalog.key_reference import open_signer
+    from firmware_catalog.keys import fingerprint, load_public_key
+    from station.atomic_file import write_atomically
+
+    if Path(out).exists():
+        fail(f"{out} exists; refusing to overwrite it", EXIT_INPUT, as_json)
+    with input_errors():
+        new = load_public_key(new_key)
+        old = open_signer(key_path, "--key")
+        write_atomically(Path(out), make_handover(old, new))
+    result = {"out": out, "old_fingerprint": fingerprint(old.public_key()), "new_fingerprint": fingerprint(new)}
+    if as_json:
+        print_json(result)
+        return
+    click.echo(
+        f"wrote {out}: authority {result['old_fingerprint'][:16]} hands over to {result['new_fingerprint'][:16]}"
+    )
 
 
 @catalog.command()
