@@ -6,6 +6,7 @@ refuses a checkpoint signed by a key the chain does not give for its entry."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from firmware_catalog.key_reference import make_key_in_token, open_signer
-from firmware_catalog.keys import fingerprint, generate_key
+from firmware_catalog.keys import fingerprint, generate_key, load_public_key
 from firmware_catalog.signer import KeySigner, Signer
 from station.audit import sign_checkpoint, verify_chain
 from station.cli import main
 from station.config import load_config
-from station.demo import device_id
+from station.demo import CONFIG_DIR, device_id
 from station.key_handover import HANDOVER_KIND
 from station.store import Store, StoreError
 from tests.softhsm import SoftHsm
@@ -174,3 +175,80 @@ def test_a_station_signs_in_the_token_and_its_key_is_rotated(bench: Bench, token
     assert kinds.count(HANDOVER_KIND) == 1
     assert kinds.index(HANDOVER_KIND) < len(kinds) - 1  # the second run wrote after the handover
     store.close()
+
+
+def rebuild_catalog(bench: Bench, serial: int, key: str, *extra: str | Path) -> Result:
+    """The demo's catalog source with another serial, built over the station's catalog folder by `key`."""
+    source = bench.world.workdir / f"source-{serial}.toml"
+    text = (CONFIG_DIR / "catalog/example.toml").read_text()
+    source.write_text(text.replace("serial = 1\n", f"serial = {serial}\n", 1))
+    return run("catalog", "build", source, "--key", key, "--out", bench.world.catalog_dir,
+               "--base", bench.world.workdir, *extra)  # fmt: skip
+
+
+def test_the_catalog_authority_moves_into_a_token_and_stations_follow(bench: Bench, token: SoftHsm) -> None:
+    """End to end: the authority key (a file) hands over to a key made in the token; a station configured with the
+    old key accepts the new authority's catalog, flashes under it and pins the new key; the old key's catalog, with a
+    higher serial, is then refused as a rollback."""
+    token.init_token("authority")
+    new_uri = token.uri("authority", "catalog-2027")
+    pub = token.root / "authority-2027"
+    assert run("catalog", "keygen", "--pkcs11", new_uri, "--out", pub).exit_code == 0
+    old_key = bench.world.key("authority.key")
+    handover = token.root / "handover.json"
+    signed = run("catalog", "handover", "--key", old_key, "--new-key", f"{pub}.pub", "--out", handover, "--json")
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(signed.output)["new_fingerprint"] == fingerprint(load_public_key(f"{pub}.pub"))
+    built = rebuild_catalog(bench, 2, new_uri, "--handover", handover)
+    assert built.exit_code == 0, built.output
+
+    bench.hub("H", 1, HONEST)
+    config = bench.config()  # [catalog] authority_key is still the old key's .pub
+    import_order(config, [device_id(1, 1)])
+    process = bench.station(config, "--once")
+    events = Events(process)
+    accepted = events.wait_for("catalog", within=60)
+    assert (accepted["accepted"], accepted["serial"]) == (True, 2), accepted
+    events.wait_for("job_finished", within=90, outcome="REFLASHED")
+    assert process.wait(60) == 0
+    honest_reflashed(bench, config)
+    store = load_config(config).open_store()
+    assert [fingerprint(k) for k in store.catalog_authority_chain()] == [
+        fingerprint(load_public_key(bench.world.authority_pub)),
+        fingerprint(load_public_key(f"{pub}.pub")),
+    ]
+    (entry,) = [e for e in store.audit_entries() if e.kind == "catalog_accepted"]
+    assert entry.data["authority_handover"]["new"] == fingerprint(load_public_key(f"{pub}.pub"))
+    store.close()
+
+    assert rebuild_catalog(bench, 9, str(old_key)).exit_code == 0  # the old key alone, a higher serial
+    refused = bench.station(config, "--once")
+    assert refused.wait(60) == 2
+    assert refused.stderr is not None
+    assert "CATALOG_ROLLBACK" in refused.stderr.read().decode()
+
+
+def test_token_keys_at_the_command_line(token: SoftHsm, tmp_path: Path) -> None:
+    made = run("catalog", "keygen", "--pkcs11", token.uri("station", "maker"), "--out", tmp_path / "maker", "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.output)["public_key"] == f"{tmp_path / 'maker'}.pub"
+    assert not (tmp_path / "maker.key").exists()
+    (tmp_path / "body.bin").write_bytes(b"firmware" * 500)
+    image_args: list[str | Path] = ["--manufacturer", "121D", "--image-type", "0000", "--version", "01020000",
+                                    "--min-hw", "1111", "--max-hw", "1211", tmp_path / "body.bin"]  # fmt: skip
+    signed = run("catalog", "sign-image", "--key", token.uri("station", "maker"), *image_args, tmp_path / "i.bin")
+    assert signed.exit_code == 0, signed.output
+    checked = run("catalog", "verify", tmp_path / "i.bin", "--key", f"{tmp_path / 'maker'}.pub")
+    assert checked.exit_code == 0, checked.output
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("0000")
+    refused = CliRunner().invoke(
+        main, ["catalog", "sign-image", "--key", token.uri("station", "maker", wrong),
+               *[str(a) for a in image_args], str(tmp_path / "j.bin")],
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == "error: --key: wrong PIN for token 'station'"
+    assert not (tmp_path / "j.bin").exists()
+    again = run("catalog", "keygen", "--pkcs11", token.uri("station", "maker"), "--out", tmp_path / "other")
+    assert again.exit_code == 2
+    assert "already holds a key for object 'maker'" in again.stderr
