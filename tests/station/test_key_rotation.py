@@ -13,15 +13,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from firmware_catalog.authority_handover import make_handover
+from firmware_catalog.catalog_source import build_catalog
+from firmware_catalog.errors import CatalogRefused
 from firmware_catalog.key_reference import make_key_in_token, open_signer
 from firmware_catalog.keys import fingerprint, generate_key, load_public_key
+from firmware_catalog.reason import ReasonCode
 from firmware_catalog.signer import KeySigner, Signer
 from station.audit import sign_checkpoint, verify_chain
 from station.cli import main
 from station.config import load_config
 from station.demo import CONFIG_DIR, device_id
 from station.key_handover import HANDOVER_KIND
+from station.pin_folder import PinFolder
 from station.store import Store, StoreError
+from tests.firmware_catalog.conftest import NOW, World
 from tests.softhsm import SoftHsm
 from tests.station import test_slot_faults
 from tests.station.conftest import ACTOR
@@ -252,3 +258,27 @@ def test_token_keys_at_the_command_line(token: SoftHsm, tmp_path: Path) -> None:
     again = run("catalog", "keygen", "--pkcs11", token.uri("station", "maker"), "--out", tmp_path / "other")
     assert again.exit_code == 2
     assert "already holds a key for object 'maker'" in again.stderr
+
+
+def test_the_command_line_tools_pin_follows_the_authority_handover(tmp_path: Path) -> None:
+    """`jig flash`, `catalog check` and `catalog verify --catalog` share a pin per configured authority key: it
+    takes on the new authority with the handover and refuses the old key's catalogs from then on."""
+    old, new = KeySigner(generate_key()), KeySigner(generate_key())
+    world = World(root=tmp_path, authority=generate_key())
+    world.trust("maker", "121D")
+    world.image(version="01020000")
+
+    def build(signer: Signer, serial: int, handover: bytes | None = None) -> Path:
+        world.serial = serial
+        build_catalog(world.write_source(), signer, tmp_path / f"c{serial}", NOW, handover=handover)
+        return tmp_path / f"c{serial}"
+
+    pins = PinFolder(tmp_path / "pins")
+    assert pins.load(build(old, 1), old.public_key(), NOW).serial == 1
+    assert pins.load(build(new, 2, make_handover(old, new.public_key())), old.public_key(), NOW).serial == 2
+    assert pins.load(build(new, 3), old.public_key(), NOW).serial == 3  # no handover needed any more
+    with pytest.raises(CatalogRefused) as refused:
+        pins.load(build(old, 4), old.public_key(), NOW)
+    assert refused.value.code is ReasonCode.CATALOG_ROLLBACK
+    record = json.loads(pins.file_for(old.public_key()).read_text())
+    assert (record["serial"], len(record["authority_chain"])) == (3, 2)
