@@ -225,8 +225,9 @@ class StationConfig(_Section):
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.source.parent / path
 
-    def open_store(self) -> Store:
-        """The station's store as this configuration says: its file, its actor, its checkpoint key and interval.
+    def open_store(self, *, signing: bool = True) -> Store:
+        """The station's store as this configuration says: its file, its actor, its checkpoint key and interval;
+        without `signing`, no key is opened (a reader that brings its own public key: `audit verify --public-key`).
         (Here, not in the store: the store knows nothing of configuration.)"""
         from firmware_catalog.key_reference import open_signer
         from station.messages import audit_checkpoint
@@ -234,7 +235,7 @@ class StationConfig(_Section):
 
         section = self.station
         where = f"[station] key in {self.source}"
-        key = open_signer(section.key, where, base=self.source.parent) if section.key is not None else None
+        key = open_signer(section.key, where, base=self.source.parent) if section.key and signing else None
         store = Store(
             self.resolve(section.store),
             Actor(section.id, section.operator, section.facility_approval),

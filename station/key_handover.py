@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,7 +24,7 @@ from firmware_catalog.errors import KeyFileError
 from firmware_catalog.keys import fingerprint, public_key_from_pem, public_key_pem, verify_raw
 from firmware_catalog.signer import Signer
 
-__all__ = ["HANDOVER_KIND", "ChainBroken", "KeyChain", "handover_data", "handover_message"]
+__all__ = ["HANDOVER_KIND", "ChainBroken", "KeyChain", "chain_keys", "handover_data", "handover_message"]
 
 HANDOVER_KIND = "audit_key_handover"
 
@@ -138,3 +138,27 @@ class KeyChain:
     def key_at(self, seq: int) -> ec.EllipticCurvePublicKey:
         """The key that must sign a checkpoint at entry `seq`: a handover's own checkpoint is the old key's."""
         return self.keys[bisect.bisect_left(self.handover_seqs, seq)]
+
+
+class _Entry(Protocol):
+    # What of an audit entry (station.audit.AuditEntry, which imports this module) a chain of keys is read from.
+    @property
+    def seq(self) -> int: ...
+    @property
+    def prev(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def station(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def chain_keys(entries: Iterable[_Entry], anchor: ec.EllipticCurvePublicKey) -> tuple[ec.EllipticCurvePublicKey, ...]:
+    """Every key that signed the trail's checkpoints in its time, from `anchor` (the configured key) along the
+    trail's handovers; `anchor` alone when the chain does not hold (`verify_chain` says why)."""
+    handovers = [(e.seq, e.prev, e.station, e.data) for e in entries if e.kind == HANDOVER_KIND]
+    try:
+        return KeyChain.follow(anchor, handovers).keys
+    except ChainBroken:
+        return (anchor,)

@@ -16,6 +16,7 @@ from station.atomic_file import write_atomically
 from station.audit import verify_chain
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, fail, print_json
 from station.cli.station_options import config_option, open_store
+from station.key_handover import chain_keys
 
 __all__ = ["audit"]
 
@@ -33,11 +34,24 @@ def audit() -> None:
     metavar="FILE|URL",
     help="Also check the chain against the DSP's anchors: a file a DSP bridge exported, or an http(s) URL serving it",
 )
+@click.option(
+    "--public-key",
+    "public_key",
+    type=click.Path(dir_okay=False),
+    help="Check checkpoints from this station public key (SPKI PEM) instead of the configured [station] key, "
+    "which is then not opened (an auditor's copy, or a key that was lost)",
+)
 @config_option
-def verify(as_json: bool, anchors_at: str | None, config_path: str) -> None:
-    """Check every entry and checkpoint; exit 1 naming the first bad entry."""
-    config, store = open_store(config_path)
-    key = store.public_key
+def verify(as_json: bool, anchors_at: str | None, public_key: str | None, config_path: str) -> None:
+    """Check every entry and checkpoint, following key handovers; exit 1 naming the first bad entry."""
+    from firmware_catalog.errors import KeyFileError
+    from firmware_catalog.keys import load_public_key
+
+    config, store = open_store(config_path, signing=public_key is None)
+    try:
+        key = load_public_key(public_key) if public_key is not None else store.public_key
+    except KeyFileError as exc:
+        fail(f"--public-key: {exc}", EXIT_INPUT, as_json)
     anchored: AnchorReport | None = None
     if anchors_at is not None:
         try:
@@ -46,7 +60,8 @@ def verify(as_json: bool, anchors_at: str | None, config_path: str) -> None:
             click.echo(f"error: --anchors {exc}", err=True)
             sys.exit(EXIT_REFUSED if isinstance(exc, AnchorsUnreachable) else EXIT_INPUT)
         station = config.station.id
-        keys = {fingerprint(key): key} if key is not None else {}
+        # Every key of the chain of handovers signed anchors in its time (station/key_handover.py).
+        keys = {fingerprint(k): k for k in chain_keys(store.audit_entries(), key)} if key is not None else {}
         anchored = check_anchors(station, store.audit_entries(), held.get(station, []), keys)
         if not anchored.anchors:
             others = ", ".join(sorted(held)) or "none"

@@ -34,7 +34,7 @@ def config_option(func: F) -> F:
     )(func)
 
 
-def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig, Store]:
+def open_store(config_path: str, *, create: bool = False, signing: bool = True) -> tuple[StationConfig, Store]:
     """The configuration and its store. Only a command that starts a station's records (`orders import`) may
     create the store: anything else would make an empty database from a mistyped path and report on it."""
     from firmware_catalog.errors import CatalogError
@@ -48,7 +48,7 @@ def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig
                 f"{config.source}: [station] store: no station store at {path}; it is made by "
                 "`reflash orders import` or `reflash run`"
             )
-        return config, config.open_store()
+        return config, config.open_store(signing=signing)
     except (ConfigError, CatalogError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -17,7 +17,7 @@ from firmware_catalog.authority_handover import make_handover
 from firmware_catalog.catalog_source import build_catalog
 from firmware_catalog.errors import CatalogRefused
 from firmware_catalog.key_reference import make_key_in_token, open_signer
-from firmware_catalog.keys import fingerprint, generate_key, load_public_key
+from firmware_catalog.keys import fingerprint, generate_key, load_public_key, write_keypair
 from firmware_catalog.reason import ReasonCode
 from firmware_catalog.signer import KeySigner, Signer
 from station.audit import sign_checkpoint, verify_chain
@@ -176,7 +176,16 @@ def test_a_station_signs_in_the_token_and_its_key_is_rotated(bench: Bench, token
         report = run("audit", "verify", "--config", config)
         assert report.exit_code == 0, report.output
         assert "audit trail intact" in report.output
-    store = load_config(config).open_store()
+    # An auditor with only a public key of the chain, and the token not opened: a wrong PIN would not matter.
+    config.write_text(config.read_text().replace(f"file:{token.pin_file}", "file:/nonexistent"))
+    public_only = run("audit", "verify", "--config", config, "--public-key", token.root / "audit-1.pub", "--json")
+    assert public_only.exit_code == 0, public_only.output
+    assert json.loads(public_only.output)["checkpoints"] >= 3
+    write_keypair(generate_key(), token.root / "stranger")
+    stranger = run("audit", "verify", "--config", config, "--public-key", token.root / "stranger.pub")
+    assert stranger.exit_code == 1
+    assert "is not in the audit's chain of keys" in stranger.output
+    store = load_config(config).open_store(signing=False)
     kinds = [e.kind for e in store.audit_entries()]
     assert kinds.count(HANDOVER_KIND) == 1
     assert kinds.index(HANDOVER_KIND) < len(kinds) - 1  # the second run wrote after the handover
