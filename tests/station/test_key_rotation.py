@@ -291,3 +291,26 @@ def test_the_command_line_tools_pin_follows_the_authority_handover(tmp_path: Pat
     assert refused.value.code is ReasonCode.CATALOG_ROLLBACK
     record = json.loads(pins.file_for(old.public_key()).read_text())
     assert (record["serial"], len(record["authority_chain"])) == (3, 2)
+
+
+def test_a_station_whose_token_refuses_it_says_why_in_one_line(bench: Bench, token: SoftHsm) -> None:
+    made = run("catalog", "keygen", "--pkcs11", token.uri("station", "audit"), "--out", token.root / "audit")
+    assert made.exit_code == 0, made.output
+    wrong = token.root / "wrong-pin"
+    wrong.write_text("0000\n")
+    config = bench.config()
+    cases = {
+        token.uri("station", "audit", wrong): "wrong PIN for token 'station'",
+        token.uri("missing", "audit"): "token 'missing' not found in PKCS#11 module",
+        f"pkcs11:token=station;object=audit?pin-value={token.pin_file.read_text().strip()}": "pin-value is refused",
+    }
+    text = config.read_text()
+    for uri, expected in cases.items():
+        config.write_text(text.replace('key = "keys/station.key"', f'key = "{uri}"'))
+        result = CliRunner().invoke(main, ["run", "--config", str(config), "--once", "--no-live"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: [station] key in {config}: "), result.stderr
+        assert expected in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert token.pin_file.read_text().strip() not in result.stderr
+        assert not (config.parent / "state" / "station.db").exists()  # nothing recorded
