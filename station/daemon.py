@@ -254,7 +254,7 @@ class Station:
             store.close()
             raise StartupRefused(f"[station] key in {config.source}: {key_problem}")
         try:
-            holder = CatalogHolder(authority, store.catalog_pin(), store.catalog_authority_chain())
+            holder = CatalogHolder(authority, store.catalog_pin(), store.pinned_catalog.authority_chain())
             folder = config.resolve(config.catalog.folder)
             first = holder.offer(folder, datetime.now(UTC))
             if holder.current is None:
@@ -435,7 +435,7 @@ class Station:
 
     def _record_offer(self, offer: Offer) -> None:
         holder = self.holder
-        self.store.record_catalog(
+        self.store.pinned_catalog.record(
             offer.accepted,
             offer.code.value,
             offer.message,

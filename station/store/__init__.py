@@ -213,22 +213,9 @@ class Store:
     def catalog_pin(self) -> CatalogPin | None:
         return self.pinned_catalog.pin()
 
-    def catalog_authority_chain(self) -> list[ec.EllipticCurvePublicKey]:
-        """The catalog authority keys trusted in turn by handovers, oldest first (empty: the configured key)."""
-        return self.pinned_catalog.authority_chain()
-
-    def record_catalog(
-        self,
-        accepted: bool,
-        code: str,
-        message: str,
-        pin: CatalogPin | None,
-        folder: str,
-        authority_chain: Sequence[ec.EllipticCurvePublicKey] = (),
-    ) -> None:
-        """Catalog offers go in the audit trail either way; an accepted one also becomes the rollback floor (and an
-        accepted authority handover pins the new authority key)."""
-        self.pinned_catalog.record(accepted, code, message, pin, folder, authority_chain)
+    def record_catalog(self, accepted: bool, code: str, message: str, pin: CatalogPin | None, folder: str) -> None:
+        """Catalog offers go in the audit trail either way; an accepted one also becomes the rollback floor."""
+        self.pinned_catalog.record(accepted, code, message, pin, folder)
 
     # -- orders and custody ---------------------------------------------------------------------------------------
 

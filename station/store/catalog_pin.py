@@ -51,10 +51,12 @@ class PinnedCatalog:
         message: str,
         pin: CatalogPin | None,
         folder: str,
-        authority_chain: Sequence[ec.EllipticCurvePublicKey] = (),
+        authority_chain: Sequence[ec.EllipticCurvePublicKey] | None = None,
     ) -> None:
-        """Catalog offers go in the audit trail either way; an accepted one also becomes the rollback floor, and
-        an accepted handover (`authority_chain` longer than one key) pins the new authority."""
+        """Catalog offers go in the audit trail either way; an accepted one also becomes the rollback floor.
+
+        `authority_chain` is the holder's chain of authority keys after the offer: longer than one key, it pins the
+        newest (an accepted handover); one key, the configured key alone is in force; None leaves the chain pinned."""
         data: dict[str, Any] = {
             "folder": folder,
             "code": code,
@@ -62,17 +64,19 @@ class PinnedCatalog:
             "serial": pin.serial if pin else None,
             "digest": pin.digest if pin else None,
         }
-        chain = (
-            json.dumps([public_key_pem(key).decode() for key in authority_chain]) if len(authority_chain) > 1 else None
-        )
         with self._work.transaction() as session:
             if accepted and pin is not None:
-                previous = session.execute("SELECT authority_chain FROM catalog_pin WHERE id = 1").fetchone()
-                if chain is not None and (previous is None or previous["authority_chain"] != chain):
-                    data["authority_handover"] = {
-                        "old": fingerprint(authority_chain[-2]),
-                        "new": fingerprint(authority_chain[-1]),
-                    }
+                row = session.execute("SELECT authority_chain FROM catalog_pin WHERE id = 1").fetchone()
+                chain = row["authority_chain"] if row is not None else None
+                if authority_chain is not None:
+                    pems = [public_key_pem(key).decode() for key in authority_chain]
+                    new_chain = json.dumps(pems) if len(pems) > 1 else None
+                    if new_chain is not None and new_chain != chain:
+                        data["authority_handover"] = {
+                            "old": fingerprint(authority_chain[-2]),
+                            "new": fingerprint(authority_chain[-1]),
+                        }
+                    chain = new_chain
                 session.execute(
                     "INSERT INTO catalog_pin (id, serial, digest, accepted_at, authority_chain) VALUES (1, ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET serial = excluded.serial, digest = excluded.digest, "

@@ -228,7 +228,7 @@ def test_the_catalog_authority_moves_into_a_token_and_stations_follow(bench: Ben
     assert process.wait(60) == 0
     honest_reflashed(bench, config)
     store = load_config(config).open_store()
-    assert [fingerprint(k) for k in store.catalog_authority_chain()] == [
+    assert [fingerprint(k) for k in store.pinned_catalog.authority_chain()] == [
         fingerprint(load_public_key(bench.world.authority_pub)),
         fingerprint(load_public_key(f"{pub}.pub")),
     ]
