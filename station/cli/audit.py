@@ -47,7 +47,7 @@ def verify(as_json: bool, anchors_at: str | None, public_key: str | None, config
     from firmware_catalog.errors import KeyFileError
     from firmware_catalog.keys import load_public_key
 
-    config, store = open_store(config_path, signing=public_key is None)
+    config, store = open_store(config_path, signing=public_key is None, writes=False)
     try:
         key = load_public_key(public_key) if public_key is not None else store.public_key
     except KeyFileError as exc:
@@ -115,7 +115,7 @@ def export(since: str | None, out: str | None, config_path: str) -> None:
     """Write audit entries as JSON lines, oldest first."""
     if out is not None and Path(out).exists():
         raise click.BadParameter(f"{out} exists; export never overwrites a file", param_hint="--out")
-    _, store = open_store(config_path)
+    _, store = open_store(config_path, writes=False)
     lines = (json.dumps(entry.export(), sort_keys=True) + "\n" for entry in store.audit_entries(since))
     if out is None:
         for line in lines:

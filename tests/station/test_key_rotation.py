@@ -166,6 +166,10 @@ def test_a_station_signs_in_the_token_and_its_key_is_rotated(bench: Bench, token
     assert stale.wait(60) == 2
     assert stale.stderr is not None
     assert "is not the audit key in force" in stale.stderr.read().decode()
+    writer = CliRunner().invoke(main, ["orders", "dispatch", "DCC-FAULTS", "--config", str(config)])
+    assert writer.exit_code == 2
+    assert f"{config}: [station] key: the station key" in writer.stderr
+    assert "is not the audit key in force" in writer.stderr
 
     config.write_text(config.read_text().replace("object=audit-1", "object=audit-2"))
     again = bench.station(config, "--once")
