@@ -125,7 +125,7 @@ class _Login:
     in logs out every other session of the token: two signers on one token (the old and the new key of a rotation)
     must share one login, and it ends when the last of them is closed."""
 
-    open: ClassVar[dict[tuple[str, bytes, str], _Login]] = {}
+    held: ClassVar[dict[tuple[str, bytes, str], _Login]] = {}
 
     def __init__(self, session: Any, pin_digest: bytes, where: tuple[str, bytes, str]) -> None:
         self.session = session
@@ -139,9 +139,9 @@ class _Login:
         pin = _pin(uri)
         digest = hashlib.sha256(pin.encode()).digest()
         where = (str(token.slot.slot_id), token.serial, token.label)
-        login = cls.open.get(where)
+        login = cls.held.get(where)
         if login is None:
-            login = cls.open[where] = _Login(_log_in(uri, token, pin, rw=False), digest, where)
+            login = cls.held[where] = _Login(_log_in(uri, token, pin, rw=False), digest, where)
         elif not hmac.compare_digest(login.pin_digest, digest):
             # A token has one user PIN: another one than the login's is wrong, even though no C_Login would say so.
             raise KeyFileError(f"wrong PIN for {_token_name(uri)}")
@@ -151,7 +151,7 @@ class _Login:
     def release(self) -> None:
         self.users -= 1
         if self.users == 0:
-            del _Login.open[self.where]
+            del _Login.held[self.where]
             self.session.close()
 
 
