@@ -17,6 +17,7 @@ from firmware_catalog.key_reference import make_key_in_token, open_signer
 from firmware_catalog.keys import fingerprint, verify_raw
 from firmware_catalog.pkcs11_token import TokenSigner
 from firmware_catalog.pkcs11_uri import PIN_ENV, Pkcs11Uri
+from firmware_catalog.signature_scope import DEFAULT_SCOPE
 from tests.firmware_catalog.conftest import NOW, World
 from tests.softhsm import MODULE, SoftHsm
 
@@ -62,7 +63,7 @@ def test_an_image_and_a_catalog_signed_in_the_token_verify(token: SoftHsm, world
         manufacturer=0x121D, image_type=0, file_version=0x01020000, min_hardware_version=0x1111,
         max_hardware_version=0x1211, manufacturer_image=b"firmware" * 100,
     )  # fmt: skip
-    assert parse_image(image).verify(maker_public)
+    assert parse_image(image).verify(maker_public, DEFAULT_SCOPE)
     world.image(version="01020000")
     build_catalog(world.write_source(), open_signer(token.uri("reflash", "authority"), "--key"), world.root / "c", NOW)
     assert load_catalog(world.root / "c", authority_public, NOW).serial == world.serial
