@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_catalog.keys import fingerprint, verify_raw
-from firmware_catalog.signer import Signer
+from firmware_catalog.signer import Signer, signer_of
 from station.key_handover import HANDOVER_KIND, ChainBroken, KeyChain
 
 __all__ = [
@@ -85,8 +85,10 @@ def checkpoint_message(station: str, seq: int, entry_hash_hex: str, at: str) -> 
     return canonical({"station": station, "seq": seq, "hash": entry_hash_hex, "at": at, "kind": "audit-checkpoint"})
 
 
-def sign_checkpoint(key: Signer, station: str, seq: int, entry_hash_hex: str, at: str) -> bytes:
-    return key.sign(checkpoint_message(station, seq, entry_hash_hex, at))
+def sign_checkpoint(
+    key: Signer | ec.EllipticCurvePrivateKey, station: str, seq: int, entry_hash_hex: str, at: str
+) -> bytes:
+    return signer_of(key).sign(checkpoint_message(station, seq, entry_hash_hex, at))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ refuses a checkpoint signed by a key the chain does not give for its entry."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -25,12 +26,14 @@ from station.cli import main
 from station.config import load_config
 from station.demo import CONFIG_DIR, device_id
 from station.key_handover import HANDOVER_KIND
+from station.mosquitto import Mosquitto
 from station.pin_folder import PinFolder
 from station.store import Store, StoreError
 from tests.firmware_catalog.conftest import NOW, World
 from tests.softhsm import SoftHsm
 from tests.station import test_slot_faults
 from tests.station.conftest import ACTOR
+from tests.station.test_audit_anchors import deliver, record_jobs, write_config
 from tests.station.test_slot_faults import HONEST, Bench, Events, honest_reflashed, import_order
 
 bench = test_slot_faults.bench  # the fixture: simulated hubs over TCP, each in a process of its own
@@ -318,3 +321,30 @@ def test_a_station_whose_token_refuses_it_says_why_in_one_line(bench: Bench, tok
         assert len(result.stderr.strip().splitlines()) == 1
         assert token.pin_file.read_text().strip() not in result.stderr
         assert not (config.parent / "state" / "station.db").exists()  # nothing recorded
+
+
+async def test_anchors_signed_before_and_after_a_rotation_all_hold(
+    tmp_path: Path, private_mosquitto: Mosquitto
+) -> None:
+    """The DSP's anchors are checkpoints: those the old key signed before the handover, the handover's own, and the
+    new key's after it are all checked by `audit verify --anchors`, from either key of the chain."""
+    config = write_config(tmp_path)
+    write_keypair(generate_key(), tmp_path / "station-2")
+    store = load_config(config).open_store()
+    record_jobs(store, 1, 6)
+    handover = store.rotate_key(open_signer(tmp_path / "station-2.key", "--new-key"))
+    record_jobs(store, 7, 5)  # to entry 23: the stop's checkpoint is not also a periodic one
+    assert store.checkpoint() is not None
+    await deliver(store, private_mosquitto, tmp_path / "smi.db")
+    store.close()
+    out = tmp_path / "anchors.json"
+    export = run("sim", "dsp-bridge", "--db", tmp_path / "smi.db", "--anchors-out", out)
+    assert export.exit_code == 0, export.output
+    signers = {a["seq"]: a["key_fingerprint"] for a in json.loads(out.read_text())["anchors"]}
+    assert len(set(signers.values())) == 2
+    assert signers[handover.seq] == fingerprint(load_public_key(tmp_path / "station.pub"))
+    for configured in ("station.key", "station-2.key"):
+        config.write_text(re.sub(r'key = "[^"]+"', f'key = "{configured}"', config.read_text(), count=1))
+        checked = run("audit", "verify", "--json", "--config", config, "--anchors", out)
+        assert checked.exit_code == 0, checked.output
+        assert json.loads(checked.output)["anchors"]["findings"] == []
