@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test broker browser contract-tools clean
+.PHONY: demo test broker browser softhsm contract-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Keys in a PKCS#11 token (docs/keys.md): the tests make their own SoftHSM2 tokens in temporary folders (never the
+# machine's), with Debian's softhsm2 as the token and its softhsm2-util to initialise them.
+softhsm:
+	@{ command -v softhsm2-util >/dev/null && test -f /usr/lib/softhsm/libsofthsm2.so; } || { \
+		echo "installing softhsm2 (Debian package)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; }
+
 # The official AsyncAPI JSON Schemas that tests/station/test_contract.py validates docs/asyncapi.yaml against: npm
 # package @asyncapi/specs at the version pinned in tools/asyncapi/package.json and package-lock.json.
 CONTRACT_TOOLS := tools/asyncapi/node_modules/.installed
@@ -40,7 +48,7 @@ $(CONTRACT_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
 demo: $(STAMP) broker
 	$(BIN)/reflash demo
 
-test: $(STAMP) broker browser contract-tools
+test: $(STAMP) broker browser softhsm contract-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

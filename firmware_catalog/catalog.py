@@ -7,13 +7,15 @@ A built catalog is a folder:
     images/        the Upgrade Images the entries name
 
 `load_catalog` trusts nothing in the folder until the signature verifies under the authority key the station is
-configured with; `CatalogHolder` keeps the last good catalog when a newer offer is refused.
+configured with (or under the key an `authority-handover.json` from it vouches for: firmware_catalog/
+authority_handover.py); `CatalogHolder` keeps the last good catalog when a newer offer is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from firmware_catalog.authority_handover import AuthorityHandover, read_handover
 from firmware_catalog.errors import (
     CatalogError,
     CatalogFormatError,
@@ -186,6 +189,8 @@ class Catalog:
     public_keys: dict[str, ec.EllipticCurvePublicKey]
     # The signature scope of each of those keys, by fingerprint.
     key_scopes: dict[str, SignatureScope]
+    # Set when the catalog is signed by a new authority that the authority in force handed over to.
+    handover: AuthorityHandover | None = None
 
     @property
     def serial(self) -> int:
@@ -323,8 +328,13 @@ def load_catalog(
     authority: ec.EllipticCurvePublicKey,
     now: datetime,
     pin: CatalogPin | None = None,
+    superseded: Sequence[ec.EllipticCurvePublicKey] = (),
 ) -> Catalog:
-    """Load and check a built catalog. Raises CatalogRefused (with its reason code) or CatalogFormatError."""
+    """Load and check a built catalog. Raises CatalogRefused (with its reason code) or CatalogFormatError.
+
+    `authority` is the authority key in force; `superseded` the keys it took over from, whose catalogs are now
+    refused as rollbacks. A catalog signed by another key is accepted only with a handover to it from `authority`.
+    """
     folder = Path(folder)
     doc_path, sig_path = folder / CATALOG_FILE, folder / SIGNATURE_FILE
     try:
@@ -337,11 +347,20 @@ def load_catalog(
         raise CatalogRefused(
             ReasonCode.CATALOG_SIGNATURE_INVALID, f"{sig_path}: cannot read the signature: {exc.strerror}"
         ) from exc
+    handover = None
     if not verify_raw(authority, raw, signature):
-        raise CatalogRefused(
-            ReasonCode.CATALOG_SIGNATURE_INVALID,
-            f"{sig_path} does not verify {doc_path} under the configured catalog authority key",
-        )
+        handover = read_handover(folder, authority)
+        if handover is None or not verify_raw(handover.new, raw, signature):
+            if any(verify_raw(old, raw, signature) for old in superseded):
+                raise CatalogRefused(
+                    ReasonCode.CATALOG_ROLLBACK,
+                    f"{sig_path} is signed by a catalog authority key that was handed over to "
+                    f"{fingerprint(authority)[:16]}; a catalog signed by a superseded authority is refused",
+                )
+            raise CatalogRefused(
+                ReasonCode.CATALOG_SIGNATURE_INVALID,
+                f"{sig_path} does not verify {doc_path} under the configured catalog authority key",
+            )
     document = _parse_document(raw, doc_path)
     keys = _check_consistency(document, doc_path)
     digest = hashlib.sha256(raw).hexdigest()
@@ -362,7 +381,9 @@ def load_catalog(
         )
     listed: list[TrustedKey | RevokedKey] = [*document.keys, *document.revoked_keys]
     scopes = {key.fingerprint: key.scope for key in listed}
-    return Catalog(folder=folder, document=document, digest=digest, public_keys=keys, key_scopes=scopes)
+    return Catalog(
+        folder=folder, document=document, digest=digest, public_keys=keys, key_scopes=scopes, handover=handover
+    )
 
 
 @dataclass(frozen=True)
@@ -378,10 +399,32 @@ class Offer:
 class CatalogHolder:
     """Holds the catalog in force. A refused offer never replaces it: the station keeps the last good one."""
 
-    def __init__(self, authority: ec.EllipticCurvePublicKey, pin: CatalogPin | None = None) -> None:
-        self._authority = authority
+    def __init__(
+        self,
+        authority: ec.EllipticCurvePublicKey,
+        pin: CatalogPin | None = None,
+        pinned_chain: Sequence[ec.EllipticCurvePublicKey] = (),
+    ) -> None:
+        """`authority` is the configured key; `pinned_chain` the authority keys the station has come to trust by
+        handovers, oldest first. The newest of that chain is in force when the configured key is one of its keys;
+        a configured key outside it is a new root of trust a person chose, and is in force alone."""
+        fingerprints = [fingerprint(key) for key in pinned_chain]
+        if fingerprint(authority) in fingerprints:
+            self._chain = tuple(pinned_chain)
+        else:
+            self._chain = (authority,)
         self._pin = pin
         self.current: Catalog | None = None
+
+    @property
+    def authority(self) -> ec.EllipticCurvePublicKey:
+        """The catalog authority key in force."""
+        return self._chain[-1]
+
+    @property
+    def authority_chain(self) -> tuple[ec.EllipticCurvePublicKey, ...]:
+        """The authority keys trusted in turn, oldest first; the last is in force."""
+        return self._chain
 
     @property
     def pin(self) -> CatalogPin | None:
@@ -389,11 +432,16 @@ class CatalogHolder:
 
     def offer(self, folder: str | Path, now: datetime) -> Offer:
         try:
-            catalog = load_catalog(folder, self._authority, now, self._pin)
+            catalog = load_catalog(folder, self.authority, now, self._pin, self._chain[:-1])
         except CatalogRefused as exc:
             return Offer(False, exc.code, str(exc), None)
         except CatalogError as exc:
             return Offer(False, ReasonCode.CATALOG_MALFORMED, str(exc), None)
         self.current = catalog
         self._pin = catalog.pin
-        return Offer(True, ReasonCode.OK, f"catalog serial {catalog.serial} accepted", catalog.serial)
+        message = f"catalog serial {catalog.serial} accepted"
+        if catalog.handover is not None:
+            # From now on the new key alone: a catalog signed by the old one is a rollback (load_catalog).
+            self._chain = (*self._chain, catalog.handover.new)
+            message += f", signed by the new catalog authority {fingerprint(catalog.handover.new)[:16]} (handover)"
+        return Offer(True, ReasonCode.OK, message, catalog.serial)

@@ -25,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
+from firmware_catalog.authority_handover import HANDOVER_FILE, check_handover_to
 from firmware_catalog.catalog import (
     CATALOG_FILE,
     SIGNATURE_FILE,
@@ -40,8 +41,9 @@ from firmware_catalog.errors import CatalogError, CatalogFormatError, ImageForma
 from firmware_catalog.hexcode import format_hex
 from firmware_catalog.hub import Hex4
 from firmware_catalog.image import UpgradeImage, parse_image
-from firmware_catalog.keys import fingerprint, load_public_key, public_key_pem, sign_raw
+from firmware_catalog.keys import fingerprint, load_public_key, public_key_pem
 from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
+from firmware_catalog.signer import Signer, signer_of
 
 __all__ = ["BuildReport", "CatalogSource", "build_catalog", "read_source"]
 
@@ -188,14 +190,15 @@ def _write_folder(out: Path, document: bytes, signature: bytes, images: dict[str
 
 
 def _not_written_by_a_build(out: Path) -> list[str]:
-    """What in `out` a build did not write: anything but catalog.json, catalog.sig and images/ holding files."""
+    """What in `out` a build did not write: anything but catalog.json, catalog.sig, authority-handover.json and
+    images/ holding files."""
     if not out.exists():
         return []
     if not out.is_dir():
         return [out.name]
     foreign = []
     for path in sorted(out.iterdir()):
-        if path.name in (CATALOG_FILE, SIGNATURE_FILE) and path.is_file() and not path.is_symlink():
+        if path.name in (CATALOG_FILE, SIGNATURE_FILE, HANDOVER_FILE) and path.is_file() and not path.is_symlink():
             continue
         if path.name == "images" and path.is_dir() and not path.is_symlink():
             foreign += [f"images/{p.name}" for p in sorted(path.iterdir()) if not p.is_file() or p.is_symlink()]
@@ -206,15 +209,20 @@ def _not_written_by_a_build(out: Path) -> list[str]:
 
 def build_catalog(
     source_path: str | Path,
-    authority: ec.EllipticCurvePrivateKey,
+    authority: Signer | ec.EllipticCurvePrivateKey,
     out: str | Path,
     now: datetime,
     base: str | Path | None = None,
+    handover: bytes | None = None,
 ) -> BuildReport:
     """Check a catalog source against its images and keys, then write the signed catalog folder `out`.
 
-    Relative key and image paths resolve against `base` (default: the source file's folder).
+    Relative key and image paths resolve against `base` (default: the source file's folder). `handover` is an
+    authority handover to the signing key (firmware_catalog/authority_handover.py), written into the folder.
     """
+    authority_signer = signer_of(authority)
+    if handover is not None:
+        check_handover_to(handover, authority_signer.public_key(), "--handover")
     source_path, out = Path(source_path), Path(out)
     source = read_source(source_path)
     root = Path(base) if base is not None else source_path.parent
@@ -305,7 +313,9 @@ def build_catalog(
         if listed["scope"] == DEFAULT_SCOPE.value:
             del listed["scope"]
     encoded = (_canonical_json(payload) + "\n").encode()
-    _write_folder(out, encoded, sign_raw(authority, encoded), images)
+    if handover is not None:
+        images[HANDOVER_FILE] = handover  # beside catalog.json: the folder's files, written and swapped in together
+    _write_folder(out, encoded, authority_signer.sign(encoded), images)
     return report
 
 

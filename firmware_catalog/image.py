@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hexcode import format_hex
-from firmware_catalog.keys import SIGNATURE_SIZE, sign_raw, verify_raw
+from firmware_catalog.keys import SIGNATURE_SIZE, verify_raw
 from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
+from firmware_catalog.signer import Signer, signer_of
 
 __all__ = [
     "FIELD_CONTROL_HARDWARE_VERSIONS",
@@ -268,7 +269,7 @@ def read_image(path: str | Path) -> UpgradeImage:
 
 
 def build_signed_image(
-    key: ec.EllipticCurvePrivateKey,
+    key: Signer | ec.EllipticCurvePrivateKey,
     *,
     manufacturer: int,
     image_type: int,
@@ -311,4 +312,4 @@ def build_signed_image(
         }
     )
     unsigned = header + manufacturer_image + bytes([control])
-    return unsigned + bytes([SIGNATURE_SIZE]) + sign_raw(key, _covered(unsigned, scope))
+    return unsigned + bytes([SIGNATURE_SIZE]) + signer_of(key).sign(_covered(unsigned, scope))

@@ -16,7 +16,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from firmware_catalog.keys import sign_raw, verify_raw
+from firmware_catalog.keys import fingerprint, verify_raw
+from firmware_catalog.signer import Signer, signer_of
+from station.key_handover import HANDOVER_KIND, ChainBroken, KeyChain
 
 __all__ = [
     "GENESIS",
@@ -83,8 +85,10 @@ def checkpoint_message(station: str, seq: int, entry_hash_hex: str, at: str) -> 
     return canonical({"station": station, "seq": seq, "hash": entry_hash_hex, "at": at, "kind": "audit-checkpoint"})
 
 
-def sign_checkpoint(key: ec.EllipticCurvePrivateKey, station: str, seq: int, entry_hash_hex: str, at: str) -> bytes:
-    return sign_raw(key, checkpoint_message(station, seq, entry_hash_hex, at))
+def sign_checkpoint(
+    key: Signer | ec.EllipticCurvePrivateKey, station: str, seq: int, entry_hash_hex: str, at: str
+) -> bytes:
+    return signer_of(key).sign(checkpoint_message(station, seq, entry_hash_hex, at))
 
 
 @dataclass(frozen=True)
@@ -108,9 +112,14 @@ class VerifyReport:
 def verify_chain(
     entries: Iterable[AuditEntry], checkpoints: Iterable[Checkpoint], key: ec.EllipticCurvePublicKey | None
 ) -> VerifyReport:
-    """Check every link and every checkpoint; report the first bad entry (lowest sequence number)."""
+    """Check every link and every checkpoint; report the first bad entry (lowest sequence number).
+
+    `key` is the station key configured; when the trail hands its key over (station/key_handover.py), each
+    checkpoint must be signed by the key the chain of handovers gives for its entry, and `key` must be in the chain.
+    """
     count, prev, last_seq = 0, GENESIS, 0
     by_seq: dict[int, str] = {}
+    handovers: list[tuple[int, str, str, dict[str, Any]]] = []
 
     def bad(seq: int, problem: str) -> VerifyReport:
         return VerifyReport(False, count, 0, seq, problem)
@@ -126,19 +135,38 @@ def verify_chain(
             return bad(entry.seq, f"entry {entry.seq} does not follow entry {last_seq} (previous-hash mismatch)")
         if entry_hash(entry.body()) != entry.hash:
             return bad(entry.seq, f"entry {entry.seq} ({entry.kind}) was altered: its content does not match its hash")
+        if entry.kind == HANDOVER_KIND:
+            handovers.append((entry.seq, entry.prev, entry.station, entry.data))
         by_seq[entry.seq] = entry.hash
         prev, last_seq = entry.hash, entry.seq
 
+    chain: KeyChain | None = None
+    if key is not None:
+        try:
+            chain = KeyChain.follow(key, handovers)
+        except ChainBroken as exc:
+            return VerifyReport(False, count, 0, exc.seq, str(exc))
     checked = 0
-    for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
+    checkpoints = sorted(checkpoints, key=lambda c: c.seq)
+    # A handover is proven by the old key's checkpoint at its entry; the first one without is a bad entry too.
+    signed = {c.seq for c in checkpoints}
+    unproven = next((seq for seq, *_ in handovers if seq not in signed), None) if chain is not None else None
+
+    def no_proof(seq: int) -> VerifyReport:
+        problem = f"the key handover at entry {seq} has no checkpoint signed by the old key"
+        return VerifyReport(False, count, checked, seq, problem)
+
+    for checkpoint in checkpoints:
+        if unproven is not None and checkpoint.seq > unproven:
+            return no_proof(unproven)
         checked += 1
-        if key is not None and not verify_raw(
-            key, checkpoint_message(checkpoint.station, checkpoint.seq, checkpoint.hash, checkpoint.at),
-            checkpoint.signature,
-        ):  # fmt: skip
-            return VerifyReport(
-                False, count, checked, checkpoint.seq, f"checkpoint at entry {checkpoint.seq} has a bad signature"
-            )
+        if chain is not None:
+            expected = chain.key_at(checkpoint.seq)
+            if not verify_raw(
+                expected, checkpoint_message(checkpoint.station, checkpoint.seq, checkpoint.hash, checkpoint.at),
+                checkpoint.signature,
+            ):  # fmt: skip
+                return VerifyReport(False, count, checked, checkpoint.seq, _bad_signature(checkpoint, expected))
         if checkpoint.seq > last_seq:
             return VerifyReport(
                 False,
@@ -152,4 +180,15 @@ def verify_chain(
             return VerifyReport(
                 False, count, checked, checkpoint.seq, f"entry {checkpoint.seq} differs from its signed checkpoint"
             )
+    if unproven is not None:
+        return no_proof(unproven)
     return VerifyReport(True, count, checked, None, "")
+
+
+def _bad_signature(checkpoint: Checkpoint, expected: ec.EllipticCurvePublicKey) -> str:
+    if checkpoint.key_fingerprint != fingerprint(expected):
+        return (
+            f"checkpoint at entry {checkpoint.seq} is signed by key {checkpoint.key_fingerprint[:16]}, which the chain "
+            f"of key handovers does not reach there (key {fingerprint(expected)[:16]} is in force)"
+        )
+    return f"checkpoint at entry {checkpoint.seq} has a bad signature"

@@ -55,7 +55,10 @@ class StationSection(_Section):
     operator: Label = Field(description="The signed-in operator's ID; goes on every record")
     facility_approval: Label = Field(description="The triage facility's SSC approval reference")
     store: Path = Path("state/station.db")
-    key: Path | None = Field(default=None, description="Station signing key (PKCS#8 PEM) for audit checkpoints")
+    key: NonBlank | None = Field(
+        default=None,
+        description="Station signing key for audit checkpoints: a PKCS#8 PEM file, or a pkcs11: URI (docs/keys.md)",
+    )
     checkpoint_every: int = Field(default=100, ge=1)
     require_scan_in: bool = Field(
         default=True,
@@ -222,15 +225,17 @@ class StationConfig(_Section):
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.source.parent / path
 
-    def open_store(self) -> Store:
-        """The station's store as this configuration says: its file, its actor, its checkpoint key and interval.
+    def open_store(self, *, signing: bool = True) -> Store:
+        """The station's store as this configuration says: its file, its actor, its checkpoint key and interval;
+        without `signing`, no key is opened (a reader that brings its own public key: `audit verify --public-key`).
         (Here, not in the store: the store knows nothing of configuration.)"""
-        from firmware_catalog.keys import load_private_key
+        from firmware_catalog.key_reference import open_signer
         from station.messages import audit_checkpoint
         from station.store import Actor, Store
 
         section = self.station
-        key = load_private_key(self.resolve(section.key)) if section.key is not None else None
+        where = f"[station] key in {self.source}"
+        key = open_signer(section.key, where, base=self.source.parent) if section.key and signing else None
         store = Store(
             self.resolve(section.store),
             Actor(section.id, section.operator, section.facility_approval),

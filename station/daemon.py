@@ -245,12 +245,16 @@ class Station:
                 raise StartupRefused(str(exc)) from exc
         try:
             store = config.open_store()
-        except CatalogError as exc:  # the station key
-            raise StartupRefused(f"[station] key in {config.source}: {exc}") from exc
+        except CatalogError as exc:  # the station key: the message names it
+            raise StartupRefused(str(exc)) from exc
         except (sqlite3.Error, OSError, StoreError) as exc:
             raise StartupRefused(f"cannot open the store {store_path}: {_why(exc)}{_folder_hint(store_path)}") from exc
+        key_problem = store.audit_log.key_problem()
+        if key_problem is not None:  # a retired audit key would sign checkpoints that `audit verify` refuses
+            store.close()
+            raise StartupRefused(f"[station] key in {config.source}: {key_problem}")
         try:
-            holder = CatalogHolder(authority, pin=store.catalog_pin())
+            holder = CatalogHolder(authority, store.catalog_pin(), store.pinned_catalog.authority_chain())
             folder = config.resolve(config.catalog.folder)
             first = holder.offer(folder, datetime.now(UTC))
             if holder.current is None:
@@ -431,8 +435,13 @@ class Station:
 
     def _record_offer(self, offer: Offer) -> None:
         holder = self.holder
-        self.store.record_catalog(
-            offer.accepted, offer.code.value, offer.message, holder.pin if offer.accepted else None, str(self._folder)
+        self.store.pinned_catalog.record(
+            offer.accepted,
+            offer.code.value,
+            offer.message,
+            holder.pin if offer.accepted else None,
+            str(self._folder),
+            holder.authority_chain,
         )
         self.emit(Event.CATALOG, accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
                   message=offer.message)  # fmt: skip

@@ -6,6 +6,10 @@ catalog the authority ever signed, including an older one that still trusts a ke
 kept here: `PinFolder.load` loads a catalog under the pin for its authority key and raises the pin when it accepts a
 newer catalog.
 
+A pin also remembers a catalog authority rotation: once a catalog signed by a new authority with a handover from
+the given key is accepted, the pin names the chain of authority keys, and the newest alone is trusted from then on
+(firmware_catalog/authority_handover.py).
+
 A pin file that cannot be read is an error naming the file, never a silent reset: resetting the pin is what a
 rollback needs, so it is done by a person deleting the file (docs/catalog.md).
 """
@@ -24,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from firmware_catalog.catalog import Catalog, CatalogPin, Sha256Hex, load_catalog
-from firmware_catalog.keys import fingerprint
+from firmware_catalog.keys import fingerprint, public_key_from_pem, public_key_pem
 from station.atomic_file import write_atomically
 
 __all__ = ["STATE_DIR_ENV", "PinFileError", "PinFolder"]
@@ -46,6 +50,8 @@ class _PinRecord(BaseModel):
     # For the person who finds the file: which catalog raised the pin, and when. Not used to decide anything.
     catalog: str
     accepted_at: datetime
+    # The authority keys (SPKI PEM) trusted in turn after handovers from `authority`, oldest first; empty: none.
+    authority_chain: tuple[str, ...] = ()
 
 
 class PinFolder:
@@ -85,15 +91,21 @@ class PinFolder:
         path = self.file_for(authority)
         # One tool at a time per pin: two that read the same pin and both raise it could otherwise lower it.
         with self._locked(path):
-            pin = self._read(path, key)
-            catalog = load_catalog(folder, authority, now, pin)
-            if pin is None or catalog.serial > pin.serial:
+            record = self._record(path, key)
+            pin = CatalogPin(record.serial, record.digest) if record is not None else None
+            pems = record.authority_chain if record is not None else ()
+            chain = [public_key_from_pem(pem.encode(), str(path)) for pem in pems] or [authority]
+            catalog = load_catalog(folder, chain[-1], now, pin, chain[:-1])
+            if catalog.handover is not None:
+                chain.append(catalog.handover.new)
+            if pin is None or catalog.serial > pin.serial or catalog.handover is not None:
                 record = _PinRecord(
                     authority=key,
                     serial=catalog.serial,
                     digest=catalog.digest,
                     catalog=str(Path(folder).resolve()),
                     accepted_at=now,
+                    authority_chain=tuple(public_key_pem(k).decode() for k in chain) if len(chain) > 1 else (),
                 )
                 self._write(path, record)
         return catalog
@@ -111,6 +123,10 @@ class PinFolder:
             yield
 
     def _read(self, path: Path, key: str) -> CatalogPin | None:
+        record = self._record(path, key)
+        return CatalogPin(record.serial, record.digest) if record is not None else None
+
+    def _record(self, path: Path, key: str) -> _PinRecord | None:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -128,11 +144,13 @@ class PinFolder:
             ) from exc
         if record.authority != key:
             raise PinFileError(f"{path}: pins authority {record.authority}, not {key} as its name says")
-        return CatalogPin(record.serial, record.digest)
+        return record
 
     def _write(self, path: Path, record: _PinRecord) -> None:
         try:
-            write_atomically(path, record.model_dump_json(indent=2) + "\n")
+            # Without a rotation the file is as it always was, so older software still reads it.
+            unused = {"authority_chain"} if not record.authority_chain else None
+            write_atomically(path, record.model_dump_json(indent=2, exclude=unused) + "\n")
             # The rename is durable only once the folder is: a pin lost in a power cut would let a rollback in.
             fd = os.open(self.path, os.O_RDONLY)
             try:

@@ -1,5 +1,5 @@
-"""Test-session fixtures shared by every package: a real Mosquitto broker on a free loopback port, and a state
-folder of each test's own for the command-line tools' catalog pins."""
+"""Test-session fixtures shared by every package: a real Mosquitto broker on a free loopback port, a state
+folder of each test's own for the command-line tools' catalog pins, and a SoftHSM2 token store of a test's own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import settings
 
 from station.mosquitto import Mosquitto
 from station.pin_folder import STATE_DIR_ENV
+from tests.softhsm import SoftHsm
 
 # No per-example deadline: these tests check what the code does, not how fast (benchmarks in bench/ measure speed),
 # and on a shared two-core machine running brokers and stations beside them an example can take longer than
@@ -39,6 +40,12 @@ def private_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsm:
+    """SoftHSM2 with its configuration and tokens in the test's folder (tests/softhsm.py)."""
+    return SoftHsm.start(tmp_path / "softhsm", monkeypatch)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,5 +1,5 @@
 """`reflash audit ...`: verify the hash chain and its signed checkpoints (and, with `--anchors`, the chain against
-the DSP's anchors); export entries as JSON lines."""
+the DSP's anchors); export entries as JSON lines; hand the checkpoint key over to a new key."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from firmware_catalog.keys import fingerprint
 from station.anchors import AnchorReport, AnchorsError, AnchorsUnreachable, Finding, check_anchors, load_anchors
 from station.atomic_file import write_atomically
 from station.audit import verify_chain
-from station.cli.output import EXIT_INPUT, EXIT_REFUSED, print_json
+from station.cli.output import EXIT_INPUT, EXIT_REFUSED, fail, print_json
 from station.cli.station_options import config_option, open_store
+from station.key_handover import chain_keys
 
 __all__ = ["audit"]
 
@@ -33,11 +34,24 @@ def audit() -> None:
     metavar="FILE|URL",
     help="Also check the chain against the DSP's anchors: a file a DSP bridge exported, or an http(s) URL serving it",
 )
+@click.option(
+    "--public-key",
+    "public_key",
+    type=click.Path(dir_okay=False),
+    help="Check checkpoints from this station public key (SPKI PEM) instead of the configured [station] key, "
+    "which is then not opened (an auditor's copy, or a key that was lost)",
+)
 @config_option
-def verify(as_json: bool, anchors_at: str | None, config_path: str) -> None:
-    """Check every entry and checkpoint; exit 1 naming the first bad entry."""
-    config, store = open_store(config_path)
-    key = store.public_key
+def verify(as_json: bool, anchors_at: str | None, public_key: str | None, config_path: str) -> None:
+    """Check every entry and checkpoint, following key handovers; exit 1 naming the first bad entry."""
+    from firmware_catalog.errors import KeyFileError
+    from firmware_catalog.keys import load_public_key
+
+    config, store = open_store(config_path, signing=public_key is None, writes=False)
+    try:
+        key = load_public_key(public_key) if public_key is not None else store.public_key
+    except KeyFileError as exc:
+        fail(f"--public-key: {exc}", EXIT_INPUT, as_json)
     anchored: AnchorReport | None = None
     if anchors_at is not None:
         try:
@@ -46,7 +60,8 @@ def verify(as_json: bool, anchors_at: str | None, config_path: str) -> None:
             click.echo(f"error: --anchors {exc}", err=True)
             sys.exit(EXIT_REFUSED if isinstance(exc, AnchorsUnreachable) else EXIT_INPUT)
         station = config.station.id
-        keys = {fingerprint(key): key} if key is not None else {}
+        # Every key of the chain of handovers signed anchors in its time (station/key_handover.py).
+        keys = {fingerprint(k): k for k in chain_keys(store.audit_entries(), key)} if key is not None else {}
         anchored = check_anchors(station, store.audit_entries(), held.get(station, []), keys)
         if not anchored.anchors:
             others = ", ".join(sorted(held)) or "none"
@@ -100,10 +115,48 @@ def export(since: str | None, out: str | None, config_path: str) -> None:
     """Write audit entries as JSON lines, oldest first."""
     if out is not None and Path(out).exists():
         raise click.BadParameter(f"{out} exists; export never overwrites a file", param_hint="--out")
-    _, store = open_store(config_path)
+    _, store = open_store(config_path, writes=False)
     lines = (json.dumps(entry.export(), sort_keys=True) + "\n" for entry in store.audit_entries(since))
     if out is None:
         for line in lines:
             click.echo(line, nl=False)
         return
     write_atomically(Path(out), "".join(lines))
+
+
+@audit.command("rotate-key")
+@click.option("--new-key", "new_key", required=True, metavar="KEY", help="The new key: PKCS#8 PEM file or pkcs11: URI")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
+@config_option
+def rotate_key(new_key: str, as_json: bool, config_path: str) -> None:
+    """Hand the audit checkpoint key over from the configured [station] key to --new-key.
+
+    Writes a handover entry signed by both keys (docs/keys.md); then set [station] key to the new key. Stop the
+    station first: a running station would go on signing with the old key."""
+    from firmware_catalog.errors import KeyFileError
+    from firmware_catalog.key_reference import open_signer
+    from firmware_catalog.keys import fingerprint
+    from station.store import StoreError
+
+    config, store = open_store(config_path)
+    try:
+        signer = open_signer(new_key, "--new-key")
+        old = store.public_key
+        entry = store.rotate_key(signer)
+    except (KeyFileError, StoreError) as exc:
+        fail(str(exc), EXIT_INPUT, as_json)
+    finally:
+        store.close()
+    assert old is not None
+    result: dict[str, str | int] = {
+        "seq": entry.seq,
+        "old_fingerprint": fingerprint(old),
+        "new_fingerprint": fingerprint(signer.public_key()),
+        "config": str(config.source),
+    }
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"audit key handed over at entry {entry.seq}: {fingerprint(old)[:16]} -> "
+               f"{fingerprint(signer.public_key())[:16]}")  # fmt: skip
+    click.echo(f"now set [station] key in {config.source} to {new_key}")

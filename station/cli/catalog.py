@@ -68,14 +68,42 @@ def catalog() -> None:
 
 @catalog.command()
 @click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False), help="Writes PREFIX.key, PREFIX.pub")
+@click.option(
+    "--pkcs11",
+    "token_uri",
+    metavar="URI",
+    help="Make the key inside this PKCS#11 token (pkcs11:token=..;object=..?module-path=..&pin-source=..); "
+    "only PREFIX.pub is written",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
-def keygen(prefix: str, as_json: bool) -> None:
-    """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM)."""
-    from firmware_catalog.keys import fingerprint, generate_key, write_keypair
+def keygen(prefix: str, token_uri: str | None, as_json: bool) -> None:
+    """Make an ECDSA P-256 key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub (SPKI PEM).
 
-    for path in (Path(f"{prefix}.key"), Path(f"{prefix}.pub")):
+    With --pkcs11 the private key is made inside the token, sensitive and not extractable, and only PREFIX.pub is
+    written (docs/keys.md)."""
+    from firmware_catalog.keys import fingerprint, generate_key, public_key_pem, write_keypair
+
+    paths = [Path(f"{prefix}.pub")] if token_uri is not None else [Path(f"{prefix}.key"), Path(f"{prefix}.pub")]
+    for path in paths:
         if path.exists():
             fail(f"{path} exists; refusing to overwrite a key", EXIT_INPUT, as_json)
+    if token_uri is not None:
+        from firmware_catalog.errors import KeyFileError
+        from firmware_catalog.key_reference import make_key_in_token
+
+        try:
+            public = make_key_in_token(token_uri, "--pkcs11")
+            paths[0].write_bytes(public_key_pem(public))
+        except KeyFileError as exc:
+            fail(str(exc), EXIT_INPUT, as_json)
+        except OSError as exc:
+            fail(f"{exc.filename or paths[0]}: {exc.strerror}", EXIT_INPUT, as_json)
+        if as_json:
+            print_json({"private_key": token_uri, "public_key": str(paths[0]), "fingerprint": fingerprint(public)})
+            return
+        click.echo(f"made the key in the token ({token_uri}); wrote {paths[0]}")
+        click.echo(f"fingerprint {fingerprint(public)}")
+        return
     key = generate_key()
     try:
         private_path, public_path = write_keypair(key, prefix)
@@ -95,7 +123,7 @@ def keygen(prefix: str, as_json: bool) -> None:
 
 
 @catalog.command("sign-image")
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Signing key (PKCS#8 PEM)")
+@click.option("--key", "key_path", required=True, metavar="KEY", help="Signing key: PKCS#8 PEM file or pkcs11: URI")
 @click.option("--manufacturer", required=True, type=HexCode(4), help="Manufacturer code, 4 hex digits")
 @click.option("--image-type", required=True, type=HexCode(4), help="Image type (hub model), 4 hex digits")
 @click.option("--version", "file_version", required=True, type=HexCode(8), help="Firmware version, 8 hex digits")
@@ -125,14 +153,14 @@ def sign_image(
 ) -> None:
     """Wrap MANUFACTURER_IMAGE in a GBCS Upgrade Image header and sign it, writing OUT."""
     from firmware_catalog.image import build_signed_image, parse_image
-    from firmware_catalog.keys import load_private_key
+    from firmware_catalog.key_reference import open_signer
     from station.atomic_file import write_atomically
 
     if Path(out).exists() and not force:
         # A signed image the operator already has (or any file) is never replaced by a slip of the keyboard.
         fail(f"{out} exists; refusing to overwrite it (give --force to replace it)", EXIT_INPUT, as_json)
     with input_errors():
-        key = load_private_key(key_path)
+        key = open_signer(key_path, "--key")
         try:
             data = build_signed_image(
                 key,
@@ -294,17 +322,24 @@ def _finish_verify(result: dict[str, Any], as_json: bool) -> None:
 
 @catalog.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Catalog authority key")
+@click.option("--key", "key_path", required=True, metavar="KEY", help="Catalog authority key: PEM file or pkcs11: URI")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Catalog folder to write")
 @click.option("--base", type=click.Path(file_okay=False), help="Resolve key and image paths here (default: SOURCE's)")
+@click.option(
+    "--handover",
+    type=click.Path(exists=True, dir_okay=False),
+    help="An authority handover to --key (from `catalog handover`), carried in the folder",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object")
-def build(source: str, key_path: str, out: str, base: str | None, as_json: bool) -> None:
+def build(source: str, key_path: str, out: str, base: str | None, handover: str | None, as_json: bool) -> None:
     """Check SOURCE (TOML) against its images and keys, and write a signed catalog folder."""
     from firmware_catalog.catalog_source import build_catalog
-    from firmware_catalog.keys import load_private_key
+    from firmware_catalog.key_reference import open_signer
 
     with input_errors():
-        report = build_catalog(source, load_private_key(key_path), out, datetime.now(UTC), base)
+        carried = Path(handover).read_bytes() if handover is not None else None
+        signer = open_signer(key_path, "--key")
+        report = build_catalog(source, signer, out, datetime.now(UTC), base, handover=carried)
     if as_json:
         print_json(
             {"serial": report.serial, "out": str(report.out), "entries": report.entries, "warnings": report.warnings}
@@ -313,6 +348,36 @@ def build(source: str, key_path: str, out: str, base: str | None, as_json: bool)
     click.echo(f"built catalog serial {report.serial} with {report.entries} entries in {report.out}")
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@catalog.command()
+@click.option("--key", "key_path", required=True, metavar="KEY", help="The OLD authority key: PEM file or pkcs11: URI")
+@click.option("--new-key", "new_key", required=True, type=click.Path(dir_okay=False), help="The new authority's .pub")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Handover file to write (never replaced)")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (errors too)")
+def handover(key_path: str, new_key: str, out: str, as_json: bool) -> None:
+    """Sign the catalog authority over to a new key: the old key signs the new key's fingerprint, once.
+
+    Build the next catalogs with the new key and `--handover OUT`; a station that trusts the old key accepts them
+    and pins the new key (docs/keys.md)."""
+    from firmware_catalog.authority_handover import make_handover
+    from firmware_catalog.key_reference import open_signer
+    from firmware_catalog.keys import fingerprint, load_public_key
+    from station.atomic_file import write_atomically
+
+    if Path(out).exists():
+        fail(f"{out} exists; refusing to overwrite it", EXIT_INPUT, as_json)
+    with input_errors():
+        new = load_public_key(new_key)
+        old = open_signer(key_path, "--key")
+        write_atomically(Path(out), make_handover(old, new))
+    result = {"out": out, "old_fingerprint": fingerprint(old.public_key()), "new_fingerprint": fingerprint(new)}
+    if as_json:
+        print_json(result)
+        return
+    click.echo(
+        f"wrote {out}: authority {result['old_fingerprint'][:16]} hands over to {result['new_fingerprint'][:16]}"
+    )
 
 
 @catalog.command()

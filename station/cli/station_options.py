@@ -34,9 +34,13 @@ def config_option(func: F) -> F:
     )(func)
 
 
-def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig, Store]:
+def open_store(
+    config_path: str, *, create: bool = False, signing: bool = True, writes: bool = True
+) -> tuple[StationConfig, Store]:
     """The configuration and its store. Only a command that starts a station's records (`orders import`) may
-    create the store: anything else would make an empty database from a mistyped path and report on it."""
+    create the store: anything else would make an empty database from a mistyped path and report on it. A command
+    that `writes` is refused with a station key that the audit trail handed over from (it would sign checkpoints
+    that `audit verify` refuses); `signing=False` opens no key at all."""
     from firmware_catalog.errors import CatalogError
     from station.config import ConfigError, load_config
 
@@ -48,7 +52,12 @@ def open_store(config_path: str, *, create: bool = False) -> tuple[StationConfig
                 f"{config.source}: [station] store: no station store at {path}; it is made by "
                 "`reflash orders import` or `reflash run`"
             )
-        return config, config.open_store()
+        store = config.open_store(signing=signing)
+        problem = store.audit_log.key_problem() if writes else None
+        if problem is not None:
+            store.close()
+            raise ConfigError(f"{config.source}: [station] key: {problem}")
+        return config, store
     except (ConfigError, CatalogError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -34,8 +34,8 @@ own chain, counters and rows there by having a schema of its own in that databas
 to it), since the parts' SQL names tables, not stations.
 
 The store depends on nothing above it: the standard library, `cryptography`, `firmware_catalog` and the station's
-own value modules (`station.audit`, `station.outcome`, `station.crash_point`, `station.identifier`); a test
-holds it to that.
+own value modules (`station.audit`, `station.key_handover`, `station.outcome`, `station.crash_point`,
+`station.identifier`); a test holds it to that.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_catalog.catalog import CatalogPin
+from firmware_catalog.signer import Signer
 from station.audit import AuditEntry, Checkpoint
 from station.outcome import Outcome
 from station.store.audit_log import AuditLog
@@ -101,7 +102,7 @@ class Store:
         path: str | Path,
         actor: Actor,
         *,
-        key: ec.EllipticCurvePrivateKey | None = None,
+        key: Signer | ec.EllipticCurvePrivateKey | None = None,
         checkpoint_every: int = 100,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -113,7 +114,7 @@ class Store:
         database: Database,
         actor: Actor,
         *,
-        key: ec.EllipticCurvePrivateKey | None = None,
+        key: Signer | ec.EllipticCurvePrivateKey | None = None,
         checkpoint_every: int = 100,
         clock: Callable[[], datetime] = utc_now,
     ) -> Store:
@@ -122,7 +123,7 @@ class Store:
         store._assemble(database, actor, key=key, checkpoint_every=checkpoint_every, clock=clock)
         return store
 
-    def _assemble(self, database: Database, actor: Actor, *, key: ec.EllipticCurvePrivateKey | None,
+    def _assemble(self, database: Database, actor: Actor, *, key: Signer | ec.EllipticCurvePrivateKey | None,
                   checkpoint_every: int, clock: Callable[[], datetime]) -> None:  # fmt: skip
         self.database = database
         self.path = Path(database.where)
@@ -184,6 +185,10 @@ class Store:
     def checkpoint(self) -> int | None:
         """Sign the newest entry now (at shutdown, so the tail is covered); returns its sequence number."""
         return self.audit_log.checkpoint()
+
+    def rotate_key(self, new: Signer) -> AuditEntry:
+        """Hand the audit checkpoint key over to `new` (see `AuditLog.rotate`); returns the handover entry."""
+        return self.audit_log.rotate(new)
 
     def audit_entries(self, since: str | None = None) -> Iterator[AuditEntry]:
         return self.audit_log.entries(since)

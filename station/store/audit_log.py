@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware_catalog.keys import fingerprint
+from firmware_catalog.signer import Signer, signer_of
 from station.audit import GENESIS, AuditEntry, Checkpoint, entry_hash, sign_checkpoint
+from station.key_handover import HANDOVER_KIND, handover_data
+from station.store.unit_of_work import StoreError
 
 if TYPE_CHECKING:
     from station.store.database import Session
@@ -31,12 +34,23 @@ class AuditLog:
     """The audit chain and its checkpoints."""
 
     def __init__(
-        self, work: UnitOfWork, *, key: ec.EllipticCurvePrivateKey | None = None, checkpoint_every: int = 100
+        self,
+        work: UnitOfWork,
+        *,
+        key: Signer | ec.EllipticCurvePrivateKey | None = None,
+        checkpoint_every: int = 100,
     ) -> None:
         self._work = work
-        self._key = key
+        self._key = signer_of(key) if key is not None else None
         self._checkpoint_every = checkpoint_every
         self.on_checkpoint: Callable[[Session, Checkpoint], None] | None = None
+        # Whether the key is the one the trail's last handover names (None: not looked up yet).
+        self._key_in_force: bool | None = None
+
+    @property
+    def _key_fingerprint(self) -> str:
+        assert self._key is not None
+        return fingerprint(self._key.public_key())
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey | None:
@@ -69,12 +83,62 @@ class AuditLog:
         self._work.appended(kind)
         return entry
 
+    def key_problem(self) -> str | None:
+        """Why the configured key must not sign this trail's checkpoints (it was handed over to another), or None."""
+        if self._key is None:
+            return None
+        row = (
+            self._work.reader()
+            # Every handover is written with a checkpoint at its entry, and checkpoints are few: look only there, not
+            # through the whole trail (this runs before every command that writes).
+            .execute(
+                "SELECT a.seq, a.data FROM audit_checkpoints c JOIN audit a ON a.seq = c.seq WHERE a.kind = ? "
+                "ORDER BY a.seq DESC LIMIT 1",
+                (HANDOVER_KIND,),
+            )
+            .fetchone()
+        )
+        configured = fingerprint(self._key.public_key())
+        if row is None or json.loads(row["data"]).get("new_fingerprint") == configured:
+            return None
+        handed_to = json.loads(row["data"]).get("new_fingerprint", "?")
+        return (
+            f"the station key {configured[:16]} is not the audit key in force: entry {row['seq']} handed the audit "
+            f"key over to {handed_to[:16]}; set [station] key to that key (docs/keys.md)"
+        )
+
+    def rotate(self, new: Signer) -> AuditEntry:
+        """Hand the checkpoint key over to `new` (station/key_handover.py): one transaction writes the handover entry
+        (with the new key's proof) and the old key's checkpoint over it; later checkpoints are the new key's."""
+        if self._key is None:
+            raise StoreError("no station key is configured, so there is no audit key to hand over from")
+        old = self._key.public_key()
+        if fingerprint(old) == fingerprint(new.public_key()):
+            raise StoreError(f"the new key is the key in force ({fingerprint(old)[:16]}); nothing to hand over")
+        problem = self.key_problem()
+        if problem is not None:
+            raise StoreError(problem)
+        self._key_in_force = True
+        with self._work.transaction() as session:
+            row = session.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (row["seq"] + 1, row["hash"]) if row else (1, GENESIS)
+            entry = self.append(session, HANDOVER_KIND, handover_data(self._work.actor.station, seq, prev, old, new))
+            self._write_checkpoint(session, entry.seq, entry.hash)
+        self._key = new
+        self._key_in_force = True
+        return entry
+
     def _write_checkpoint(self, session: Session, seq: int, hash_hex: str) -> None:
         assert self._key is not None
+        if self._key_in_force is None:
+            self._key_in_force = self.key_problem() is None
+        if not self._key_in_force:
+            # Refuse the write rather than sign with a retired key: the station refuses to start this way first.
+            raise StoreError(self.key_problem() or "the station key is not the audit key in force")
         at = self._work.now()
         station = self._work.actor.station
         signature = sign_checkpoint(self._key, station, seq, hash_hex, at)
-        checkpoint = Checkpoint(seq, hash_hex, at, station, fingerprint(self._key.public_key()), signature)
+        checkpoint = Checkpoint(seq, hash_hex, at, station, self._key_fingerprint, signature)
         session.execute(
             "INSERT INTO audit_checkpoints (seq, hash, at, station, key_fingerprint, signature) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, at = excluded.at, station = excluded.station, "
@@ -94,9 +158,11 @@ class AuditLog:
         if self._key is None:
             return None
         with self._work.transaction() as session:
-            row = session.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            row = session.execute("SELECT seq, hash, kind FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             if row is None:
                 return None
+            if row["kind"] == HANDOVER_KIND:
+                return int(row["seq"])  # signed already, by the old key, as a handover's checkpoint must be
             self._write_checkpoint(session, row["seq"], row["hash"])
             return int(row["seq"])
 

@@ -184,6 +184,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE operators ADD COLUMN badge_sha256 TEXT;
     CREATE UNIQUE INDEX operators_by_badge ON operators(badge_sha256) WHERE badge_sha256 IS NOT NULL;
     """,
+    # Catalog authority rotation (docs/catalog.md): the authority keys the station came to trust by handovers, as a
+    # JSON list of SPKI PEMs, oldest first, the last in force. NULL: the configured key alone, as before.
+    """
+    ALTER TABLE catalog_pin ADD COLUMN authority_chain TEXT;
+    """,
 )
 
 

@@ -133,6 +133,7 @@ def valid_value(command_path: tuple[str, ...], param: click.Parameter, station: 
         "base": str(world),
         "key_path": str(world / "keys" / "authority.key"),
         "key_paths": str(world / "keys" / "maker-121D.pub"),
+        "new_key": str(world / "keys" / "maker-121D.pub"),  # `catalog handover`: a public key other than --key's
         "catalog_dir": str(world / "catalog"),
         "authority": str(world / "keys" / "authority.pub"),
         "image_path": str(world / "images" / "121D-0000-01020000.bin"),

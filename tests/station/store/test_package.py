@@ -29,6 +29,7 @@ BELOW = (
     "firmware_catalog",
     "station.store",
     "station.audit",
+    "station.key_handover",
     "station.outcome",
     "station.crash_point",
     "station.identifier",
