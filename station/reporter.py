@@ -329,11 +329,9 @@ class Reporter:
             self._refused("status", str(exc))
 
     async def _serve(self, client: BrokerClient, session: int) -> None:
-        tasks = [
-            asyncio.create_task(self._publish_loop(client), name="reporter-publish"),
-            asyncio.create_task(self._stopping.wait(), name="reporter-stop"),
-        ]
         if self.speaks_for_station:
+            # Subscribed to the acks before the first result goes out: an ack that arrives before the subscription
+            # is dropped by the broker, and its result waits a whole republish interval (a loaded machine showed it).
             ack_topic = self._ack_topic
             resend_topic = topic("resend", region=self.region, station=self.station)
             for where in (ack_topic, resend_topic, BRIDGES):
@@ -342,6 +340,11 @@ class Reporter:
                 except BrokerRefused as exc:
                     self._refused("subscribe", str(exc))
             await self._publish_status(client, "online", session)
+        tasks = [
+            asyncio.create_task(self._publish_loop(client), name="reporter-publish"),
+            asyncio.create_task(self._stopping.wait(), name="reporter-stop"),
+        ]
+        if self.speaks_for_station:
             tasks.append(asyncio.create_task(self._messages(client), name="reporter-acks"))
             if self.telemetry is not None:
                 tasks.append(asyncio.create_task(self._telemetry(client), name="reporter-telemetry"))
