@@ -6,6 +6,7 @@ while the hostile one misbehaves; the hostile one must end with its own reason c
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -174,5 +175,10 @@ async def test_a_hub_that_trickles_ends_at_its_transfer_deadline_and_keeps_what_
     assert held % 16 == 0
     (attempt,) = store.job_ledger.attempts(job.id)
     assert attempt.result == "deadline"
-    assert f"acknowledged {held} of" in (attempt.detail or "")
+    said = re.search(r"acknowledged (\d+) of", attempt.detail or "")
+    assert said is not None, attempt.detail
+    # The station says what it read acknowledged; the hub may hold one trickle more, whose ack was on the wire when
+    # the deadline cut the link (a loaded machine showed 400 said, 416 held). The next visit resumes from the hub's
+    # own account, so the difference costs nothing.
+    assert 0 <= held - int(said.group(1)) <= 16
     assert job.firmware_after == BEFORE
