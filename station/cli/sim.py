@@ -37,9 +37,15 @@ def sim() -> None:
 @click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="The bridge's SMI database")
 @click.option("--name", default="dsp-bridge-1", show_default=True, help="This bridge's name (client id, acks)")
 @click.option("--group", default="dsp-bridge", show_default=True, help="Shared-subscription group")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False), help="mqtts://: the broker's CA (PEM)")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="mqtts://: this bridge's certificate")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="mqtts://: its private key (PEM)")
 @click.option("--show", is_flag=True, help="Print the SMI view and exit")
 @click.option("--json", "as_json", is_flag=True, help="With --show: JSON")
-def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, as_json: bool) -> None:
+def dsp_bridge(
+    broker: str | None, db: str, name: str, group: str, ca: str | None, cert: str | None, key: str | None, show: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Apply hub results to an SMI table exactly once per message_id, and ack each one."""
     from rich.table import Table
 
@@ -73,8 +79,16 @@ def dsp_bridge(broker: str | None, db: str, name: str, group: str, show: bool, a
         return
     if not broker:
         raise click.UsageError("--broker is required unless --show")
+    tls_context = None
+    if ca or cert:
+        # A central broker (config/fleet/) knows a DSP bridge by its client certificate's common name.
+        import ssl
+
+        tls_context = ssl.create_default_context(cafile=ca)
+        if cert:
+            tls_context.load_cert_chain(cert, key)
     try:
-        bridge = DspBridge(broker, Path(db), name=name, group=group)
+        bridge = DspBridge(broker, Path(db), name=name, group=group, tls_context=tls_context)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     except SmiStoreError as exc:
