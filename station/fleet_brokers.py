@@ -146,12 +146,15 @@ class Site:
 
 
 class Fleet:
-    """A central broker, sites bridged to it, and DSP bridge processes sharing one SMI database. `site_limits`
-    replaces the site brokers' queue limits (max_queued_messages) to show what a full queue does."""
+    """A central broker, sites bridged to it, and DSP bridge processes sharing one SMI database.
+
+    `site_max_queued` replaces the site brokers' max_queued_messages (to show what a full queue does);
+    `cuttable_links=False` connects each site straight to the centre, without the relay in this process (a benchmark
+    measures the brokers, not the relay)."""
 
     def __init__(
         self, workdir: Path, sites: dict[str, dict[str, str]], *, bridges: int = 2,
-        site_max_queued: int | None = None, restart_timeout: str = "1 2",
+        site_max_queued: int | None = None, restart_timeout: str = "1 2", cuttable_links: bool = True,
     ) -> None:  # fmt: skip
         self.workdir = workdir
         self.ca = ThrowawayCa(workdir / "pki")
@@ -159,6 +162,7 @@ class Fleet:
         self._site_stations = sites
         self._site_max_queued = site_max_queued
         self._restart_timeout = restart_timeout
+        self._cuttable = cuttable_links
         self.central = Mosquitto(workdir / "central", config="")
         self.central.config = self._central_config()
         self.sites = {name: self._site(name, stations) for name, stations in sites.items()}
@@ -220,7 +224,8 @@ class Fleet:
         main = _substitute(source.read_text(), source, replacements)
         source = FLEET / "site-bridge.conf"
         bridge = _substitute(source.read_text(), source, [
-            ("address central.reflash.example:8883", f"address 127.0.0.1:{link.port}"),
+            ("address central.reflash.example:8883",
+             f"address 127.0.0.1:{link.port if self._cuttable else self.central.port}"),
             ("remote_clientid site-north-a", f"remote_clientid {name}"),
             ("/etc/mosquitto/ca_certificates/central-ca.crt", str(self.ca.ca)),
             ("/etc/mosquitto/certs/site-north-a.crt", str(bridge_cert)),
@@ -236,7 +241,8 @@ class Fleet:
     async def start(self) -> None:
         self.central.start()
         for site in self.sites.values():
-            await site.link.start()
+            if self._cuttable:
+                await site.link.start()
             site.broker.start()
         for name in self.bridge_names:
             self.start_bridge(name)
