@@ -69,25 +69,26 @@ def central_acl(sites: dict[str, dict[str, str]]) -> str:
 
 
 class SiteLink:
-    """The site-to-centre link: a TCP relay on loopback that can be cut (both directions closed at once, and new
-    connections closed as they arrive) and restored. Counts the bytes it carries each way."""
+    """The site-to-centre link: a TCP relay on loopback that can be cut (its connections reset and its port closed,
+    so the site's bridge finds the centre unreachable: connection refused) and restored on the same port. Counts
+    the bytes it carries each way."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
-        self.up = True
         self.bytes_out = 0  # site -> centre
         self.bytes_in = 0  # centre -> site
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
 
+    @property
+    def up(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.up:
-            writer.transport.abort()
-            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -96,6 +97,9 @@ class SiteLink:
         self._open.update((writer, up_writer))
         try:
             await asyncio.gather(self._pump(reader, up_writer, out=True), self._pump(up_reader, writer, out=False))
+        except asyncio.CancelledError:
+            # The link closed under the relay: nothing awaits this handler, and asyncio would log the cancellation.
+            pass
         finally:
             for end in (writer, up_writer):
                 end.transport.abort()
@@ -112,19 +116,21 @@ class SiteLink:
                 await writer.drain()
         writer.transport.abort()
 
-    def cut(self) -> None:
-        self.up = False
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for end in list(self._open):
             end.transport.abort()
+        if server is not None:
+            await server.wait_closed()
 
-    def restore(self) -> None:
-        self.up = True
+    async def restore(self) -> None:
+        if self._server is None:
+            await self.start()
 
     async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.cut()
 
 
 @dataclass

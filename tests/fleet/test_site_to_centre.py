@@ -81,7 +81,7 @@ async def test_every_result_reaches_the_smi_once_through_a_link_cut_and_a_killed
 
     # The site-to-centre link goes down; the benches keep going: 100 hubs a station, 20 of them failing first and
     # then re-flashed (two results for one hub, in order), 10 of batch 1's re-flashed again to a newer version.
-    site.link.cut()
+    await site.link.cut()
     for s in stations:
         jobs = [(n, Outcome.REFLASHED, "01020000") for n in range(100, 170)]
         for n in range(200, 220):
@@ -98,7 +98,7 @@ async def test_every_result_reaches_the_smi_once_through_a_link_cut_and_a_killed
     assert _confirmed(stations) == 80
 
     # The link comes back; the queue drains to the centre and the bridges; one bridge is killed while it does.
-    site.link.restore()
+    await site.link.restore()
     await eventually(lambda: _confirmed(stations) > 80, within=30, what="the first confirmations after the cut")
     fleet.kill_bridge("dsp-bridge-2")
     assert _confirmed(stations) < total, "the kill came after the batch: nothing was mid-batch"
