@@ -80,13 +80,21 @@ def dsp_bridge(
     if not broker:
         raise click.UsageError("--broker is required unless --show")
     tls_context = None
+    if key and not cert:
+        raise click.UsageError("--key needs --cert (the certificate it belongs to)")
     if ca or cert:
         # A central broker (config/fleet/) knows a DSP bridge by its client certificate's common name.
         import ssl
 
-        tls_context = ssl.create_default_context(cafile=ca)
+        try:
+            tls_context = ssl.create_default_context(cafile=ca)
+        except OSError as exc:  # ssl.SSLError is one: "[X509] PEM lib" names no file
+            raise click.UsageError(f"--ca {ca}: {exc}") from exc
         if cert:
-            tls_context.load_cert_chain(cert, key)
+            try:
+                tls_context.load_cert_chain(cert, key)
+            except OSError as exc:
+                raise click.UsageError(f"--cert {cert}{f' (--key {key})' if key else ''}: {exc}") from exc
     try:
         bridge = DspBridge(broker, Path(db), name=name, group=group, tls_context=tls_context)
     except ValueError as exc:
