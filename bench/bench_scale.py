@@ -108,9 +108,76 @@ def _watch(url: str, token: str, stop: threading.Event, seen: list[int]) -> None
             time.sleep(0.05)  # not listening yet, or gone
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and every descendant alive now, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    ticks, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], browser: dict[str, float]) -> None:
+    """The bench page in Debian's headless Chromium (as tests/station/web drive it), signed in, until the station
+    ends; counts the page's visible changes (the slots' progress and states, sampled every 0.2 s), its long tasks
+    (the page's main thread busy over 50 ms at a stretch: what makes a page stutter, from the browser's own
+    PerformanceObserver), and the browser's CPU seconds."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.station.web.browser import chromium
+
+    with chromium() as driver:
+        while not stop.is_set():
+            try:
+                driver.get(url + "/sign-in")
+                break
+            except WebDriverException:
+                time.sleep(0.1)  # not listening yet
+        driver.find_element(By.ID, "operator").send_keys("bench")
+        driver.find_element(By.ID, "pin").send_keys(pin + Keys.ENTER)
+        driver.execute_script(
+            "window.benchLong = [0, 0]; new PerformanceObserver((list) => { for (const task of list.getEntries()) "
+            "{ window.benchLong[0] += 1; window.benchLong[1] = Math.max(window.benchLong[1], task.duration); } })"
+            ".observe({type: 'longtask', buffered: true});"
+        )
+        last = None
+        script = (
+            "return Array.from(document.querySelectorAll('.slot')).map(s => s.className + "
+            "s.querySelector('progress').value).join('|')"
+        )
+        while not stop.is_set():
+            try:
+                now = driver.execute_script(script)
+                browser["long_tasks"], browser["longest_task_ms"] = driver.execute_script("return window.benchLong")
+            except WebDriverException:
+                break  # the station has gone
+            if now != last:
+                seen[0] += 1
+                last = now
+            time.sleep(0.2)
+        service = driver.service.process
+        if service is not None:
+            browser["cpu_s"] = _tree_cpu_s(service.pid)
+
+
 def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "idle") -> dict[str, Any]:
-    """`page`: "off" (no web server), "idle" (the bench page served, nobody looking; the default config), or
-    "watched" (one client reading the page's live stream, as one browser does)."""
+    """`page`: "off" (no web server), "idle" (the bench page served, nobody looking; the default config),
+    "watched" (one client reading the page's live stream, as one browser's EventSource does), or "browser" (the
+    page open in a real headless Chromium, signed in)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_world(root, image_size)
@@ -141,8 +208,14 @@ def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "i
             for chf_id, _ in ids:  # scanned in, as a hub must be before it is flashed
                 store.receive("BENCH", chf_id)
             store.close()
-            stop, seen = threading.Event(), [0]
+            stop, seen, browser = threading.Event(), [0], dict[str, float]()
             watcher = None
+            if page == "browser":
+                subprocess.run([*REFLASH, "operators", "add", "bench", "--role", "operator", "--config", str(config)],
+                               input="2468\n2468\n", capture_output=True, text=True, check=True)  # fmt: skip
+                watcher = threading.Thread(target=_browse, args=(f"http://127.0.0.1:{port}", "2468", stop, seen,
+                                                                 browser))  # fmt: skip
+                watcher.start()
             if page == "watched":
                 token = subprocess.run(
                     [*REFLASH, "tokens", "add", "bench", "--role", "operator", "--config", str(config)],
@@ -162,7 +235,7 @@ def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "i
             station.returncode = os.waitstatus_to_exitcode(status)
             stop.set()
             if watcher is not None:
-                watcher.join(10)
+                watcher.join(30)
         finally:
             sim.send_signal(signal.SIGTERM)
             sim.wait(30)
@@ -179,6 +252,9 @@ def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "i
         "window": window,
         "page": page,
         "page_events": seen[0],
+        "browser_cpu_s": round(browser["cpu_s"], 2) if "cpu_s" in browser else None,
+        "browser_long_tasks": browser.get("long_tasks"),
+        "browser_longest_task_ms": browser.get("longest_task_ms"),
         "baud": baud,
         "image_bytes": image_total,
         "hubs": len(outcomes),
@@ -201,14 +277,21 @@ def main() -> None:
     parser.add_argument(
         "--page",
         action="store_true",
-        help="the largest --slots bench three times: no page, page served, page watched by one client",
+        help="the largest --slots bench with no page, the page served, watched by one client, open in a browser",
     )
+    parser.add_argument(
+        "--page-in",
+        default="off,idle,watched,browser",
+        help="with --page, which cases (off, idle, watched, browser), each --runs times, interleaved",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="with --page, how many runs of each case")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     size = args.image_kib * 1024
     if args.page:
         most = max(int(n) for n in args.slots.split(","))
-        cases = [run_case(most, args.baud, size, 8, page) for page in ("off", "idle", "watched")]
+        kinds = args.page_in.split(",")
+        cases = [run_case(most, args.baud, size, 8, page) for _ in range(args.runs) for page in kinds]
     else:
         cases = [run_case(int(n), args.baud, size, 8) for n in args.slots.split(",")]
         cases.append(run_case(8, args.baud, size, 1))
@@ -222,12 +305,13 @@ def main() -> None:
         return
     print(f"bench scale at {args.baud} baud, {args.image_kib} KiB image ({machine['date']}, {machine['machine']})")
     header = ("slots", "window", "page", "events", "hubs", "ok", "wall s", "hubs/h", "efficiency", "CPU s", "CPU s/MiB",
-              "cores")  # fmt: skip
+              "cores", "browser s", "long tasks")  # fmt: skip
     print(" ".join(f"{h:>10}" for h in header))
     for c in cases:
         row = (c["slots"], c["window"], c["page"], c["page_events"], c["hubs"], c["reflashed"], c["wall_s"],
                c["hubs_per_hour"], c["efficiency"], c["station_cpu_s"], c["station_cpu_s_per_mib"],
-               c["station_cores"])  # fmt: skip
+               c["station_cores"], "-" if c["browser_cpu_s"] is None else c["browser_cpu_s"],
+               "-" if c["browser_long_tasks"] is None else c["browser_long_tasks"])  # fmt: skip
         print(" ".join(f"{v:>10}" for v in row))
 
 

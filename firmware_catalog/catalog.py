@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +34,10 @@ from firmware_catalog.hub import Hex4, Hex8
 from firmware_catalog.image_file import read_catalog_image
 from firmware_catalog.keys import fingerprint, public_key_from_pem, verify_raw
 from firmware_catalog.reason import ReasonCode
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
+
+if TYPE_CHECKING:
+    from firmware_catalog.image import UpgradeImage
 
 __all__ = [
     "CATALOG_FILE",
@@ -127,6 +131,8 @@ class TrustedKey(StrictModel):
     fingerprint: Sha256Hex
     public_key_pem: str
     manufacturers: tuple[Hex4, ...] = Field(min_length=1)
+    # Which bytes this manufacturer's signatures cover; a catalog built before the field existed means the default.
+    scope: SignatureScope = DEFAULT_SCOPE
 
 
 class RevokedKey(StrictModel):
@@ -135,6 +141,8 @@ class RevokedKey(StrictModel):
     # Kept so that an image signed by a revoked key is recognised as such (KEY_REVOKED), not merely unknown.
     public_key_pem: str
     reason: str = ""
+    # Needed for the same recognition: a signature is checked over the bytes its key signs.
+    scope: SignatureScope = DEFAULT_SCOPE
 
 
 # Formats this code once wrote and no longer loads, with why: the message tells the operator what to do.
@@ -176,6 +184,8 @@ class Catalog:
     digest: str
     # Every key the catalog lists, trusted or revoked, by fingerprint; `key_standing` says which may sign what.
     public_keys: dict[str, ec.EllipticCurvePublicKey]
+    # The signature scope of each of those keys, by fingerprint.
+    key_scopes: dict[str, SignatureScope]
 
     @property
     def serial(self) -> int:
@@ -196,6 +206,10 @@ class Catalog:
     def image_bytes(self, entry: CatalogEntry) -> bytes:
         """The bytes of an entry's image file, read safely and boundedly; raises ImageFileRefused with a reason code."""
         return read_catalog_image(self.folder, entry.image, entry.size)
+
+    def signed_by(self, image: UpgradeImage, key_fingerprint: str) -> bool:
+        """Whether the listed key `key_fingerprint` signed `image`, over the scope the catalog states for that key."""
+        return image.verify(self.public_keys[key_fingerprint], self.key_scopes[key_fingerprint])
 
     def key_standing(self, key_fingerprint: str | None, manufacturer: str) -> tuple[KeyStanding, str]:
         """Whether a key may sign for `manufacturer`, with a sentence saying why not."""
@@ -346,7 +360,9 @@ def load_catalog(
         raise CatalogRefused(
             ReasonCode.CATALOG_EXPIRED, f"serial {document.serial} expired at {document.expires_at.isoformat()}"
         )
-    return Catalog(folder=folder, document=document, digest=digest, public_keys=keys)
+    listed: list[TrustedKey | RevokedKey] = [*document.keys, *document.revoked_keys]
+    scopes = {key.fingerprint: key.scope for key in listed}
+    return Catalog(folder=folder, document=document, digest=digest, public_keys=keys, key_scopes=scopes)
 
 
 @dataclass(frozen=True)

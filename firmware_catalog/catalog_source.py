@@ -41,6 +41,7 @@ from firmware_catalog.hexcode import format_hex
 from firmware_catalog.hub import Hex4
 from firmware_catalog.image import UpgradeImage, parse_image
 from firmware_catalog.keys import fingerprint, load_public_key, public_key_pem, sign_raw
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 
 __all__ = ["BuildReport", "CatalogSource", "build_catalog", "read_source"]
 
@@ -49,12 +50,14 @@ class SourceKey(StrictModel):
     id: str = Field(min_length=1)
     public_key: str
     manufacturers: tuple[Hex4, ...] = Field(min_length=1)
+    scope: SignatureScope = DEFAULT_SCOPE
 
 
 class SourceRevokedKey(StrictModel):
     id: str = Field(min_length=1)
     public_key: str
     reason: str = ""
+    scope: SignatureScope = DEFAULT_SCOPE
 
 
 class CatalogSource(StrictModel):
@@ -227,26 +230,34 @@ def build_catalog(
             raise fail(where, str(exc)) from exc
 
     trusted: list[TrustedKey] = []
-    verifiers: dict[str, ec.EllipticCurvePublicKey] = {}
+    # Every listed key by fingerprint, with its id and the scope its signatures cover.
+    verifiers: dict[str, tuple[str, ec.EllipticCurvePublicKey, SignatureScope]] = {}
     for i, key in enumerate(source.keys):
         public = load_key(f"keys[{i}].public_key", key.public_key)
         fp = fingerprint(public)
-        verifiers[fp] = public
+        verifiers[fp] = (key.id, public, key.scope)
         trusted.append(
             TrustedKey(
                 id=key.id,
                 fingerprint=fp,
                 public_key_pem=public_key_pem(public).decode(),
                 manufacturers=key.manufacturers,
+                scope=key.scope,
             )
         )
     revoked: list[RevokedKey] = []
     for i, rkey in enumerate(source.revoked_keys):
         public = load_key(f"revoked_keys[{i}].public_key", rkey.public_key)
         fp = fingerprint(public)
-        verifiers[fp] = public
+        verifiers[fp] = (rkey.id, public, rkey.scope)
         revoked.append(
-            RevokedKey(id=rkey.id, fingerprint=fp, public_key_pem=public_key_pem(public).decode(), reason=rkey.reason)
+            RevokedKey(
+                id=rkey.id,
+                fingerprint=fp,
+                public_key_pem=public_key_pem(public).decode(),
+                reason=rkey.reason,
+                scope=rkey.scope,
+            )
         )
 
     entries: list[CatalogEntry] = []
@@ -265,9 +276,11 @@ def build_catalog(
         problem = _check_image(image, entry)
         if problem:
             raise fail(where, f"{path}: {problem}")
-        signer = next((fp for fp, key in verifiers.items() if image.verify(key)), None)
+        signer = next((fp for fp, (_, key, scope) in verifiers.items() if image.verify(key, scope)), None)
         if signer is None:
-            report.warnings.append(f"{entry.cpl_id}: {path} is signed by no listed key; it will be refused")
+            report.warnings.append(
+                f"{entry.cpl_id}: {path} is signed by no listed key; it will be refused{_other_scope(image, verifiers)}"
+            )
         name = _image_name(entry)
         if name in images:
             raise fail(where, f"{entry.manufacturer}/{entry.model}/{entry.firmware_version} is listed twice")
@@ -287,9 +300,24 @@ def build_catalog(
         entries=tuple(entries),
     )
     payload: dict[str, Any] = document.model_dump(mode="json")
+    for listed in (*payload["keys"], *payload["revoked_keys"]):
+        # Written only when it says something: a catalog of default scopes loads in stations older than the field.
+        if listed["scope"] == DEFAULT_SCOPE.value:
+            del listed["scope"]
     encoded = (_canonical_json(payload) + "\n").encode()
     _write_folder(out, encoded, sign_raw(authority, encoded), images)
     return report
+
+
+def _other_scope(
+    image: UpgradeImage, verifiers: dict[str, tuple[str, ec.EllipticCurvePublicKey, SignatureScope]]
+) -> str:
+    """A hint for the authority when a listed key does sign the image, but over another scope than the source says."""
+    for key_id, key, stated in verifiers.values():
+        found = image.scopes_signed_by(key)
+        if found:
+            return f" (key {key_id} signs it over scope {found[0].value}, but the source gives {stated.value})"
+    return ""
 
 
 def _canonical_json(payload: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hexcode import format_hex
 from firmware_catalog.keys import SIGNATURE_SIZE, sign_raw, verify_raw
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 
 __all__ = [
     "FIELD_CONTROL_HARDWARE_VERSIONS",
@@ -124,18 +125,23 @@ class UpgradeImage:
         header string, the control byte or the signature."""
         return hashlib.sha256(self.raw).hexdigest()
 
-    @property
-    def signed_bytes(self) -> bytes:
-        """Everything before the signature-length byte: header, Manufacturer Image and control byte."""
-        return self.raw[: self.total_size - 1 - SIGNATURE_SIZE]
+    def signed_bytes(self, scope: SignatureScope) -> bytes:
+        """The bytes a signature of this scope covers (firmware_catalog/signature_scope.py)."""
+        return _covered(self.raw[: self.total_size - 1 - SIGNATURE_SIZE], scope)
 
     @property
     def header_string(self) -> str:
         # The OTA header string is a NUL-padded character field; show what is there without failing on odd bytes.
         return self.header_string_bytes.rstrip(b"\0").decode("ascii", errors="replace")
 
-    def verify(self, key: ec.EllipticCurvePublicKey) -> bool:
-        return verify_raw(key, self.signed_bytes, self.signature)
+    def verify(self, key: ec.EllipticCurvePublicKey, scope: SignatureScope) -> bool:
+        """Whether `key` signed this image's bytes of `scope`; the scope is the key's, as the catalog states it."""
+        return verify_raw(key, self.signed_bytes(scope), self.signature)
+
+    def scopes_signed_by(self, key: ec.EllipticCurvePublicKey) -> tuple[SignatureScope, ...]:
+        """Every scope over which `key`'s signature verifies. For telling a person what is wrong only: a decision
+        checks the one scope the catalog states for the key, never whichever happens to verify."""
+        return tuple(scope for scope in SignatureScope if self.verify(key, scope))
 
     def describe(self) -> dict[str, Any]:
         """The JSON view `reflash catalog inspect --json` prints; its keys are a published contract."""
@@ -154,6 +160,13 @@ class UpgradeImage:
             "control": self.control,
             "signature": self.signature.hex(),
         }
+
+
+def _covered(before_signature_length: bytes, scope: SignatureScope) -> bytes:
+    """The bytes of `scope` out of everything before the signature-length byte (header, image, control byte)."""
+    if scope is SignatureScope.MANUFACTURER_IMAGE:
+        return before_signature_length[HEADER_LENGTH:-1]
+    return before_signature_length
 
 
 def _truncated(data: bytes, field: str, offset: int, size: int) -> ImageFormatError:
@@ -266,8 +279,10 @@ def build_signed_image(
     header_string: str = "",
     control: int = 0,
     stack_version: int = 0x0002,
+    scope: SignatureScope = DEFAULT_SCOPE,
 ) -> bytes:
-    """Lay out and sign an Upgrade Image. Arguments are checked here so a bad call never writes a bad file."""
+    """Lay out and sign an Upgrade Image, the signature covering `scope`. Arguments are checked here so a bad call
+    never writes a bad file."""
     if not manufacturer_image:
         raise ValueError("the Manufacturer Image is empty")
     if min_hardware_version > max_hardware_version:
@@ -295,5 +310,5 @@ def build_signed_image(
             "max_hardware_version": max_hardware_version,
         }
     )
-    signed = header + manufacturer_image + bytes([control])
-    return signed + bytes([SIGNATURE_SIZE]) + sign_raw(key, signed)
+    unsigned = header + manufacturer_image + bytes([control])
+    return unsigned + bytes([SIGNATURE_SIZE]) + sign_raw(key, _covered(unsigned, scope))

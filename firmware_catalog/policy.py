@@ -127,8 +127,9 @@ def _image_decision(hub: HubIdentity, entry: CatalogEntry, catalog: Catalog) -> 
     if standing is KeyStanding.UNKNOWN:
         return refuse(ReasonCode.UNTRUSTED_KEY, f"{path}: {why}")
     assert entry.signed_by is not None
-    if not image.verify(catalog.public_keys[entry.signed_by]):
-        return refuse(ReasonCode.SIGNATURE_INVALID, f"{path}: signature does not verify under {why}")
+    if not catalog.signed_by(image, entry.signed_by):
+        scope = catalog.key_scopes[entry.signed_by].value
+        return refuse(ReasonCode.SIGNATURE_INVALID, f"{path}: signature does not verify under {why} (scope {scope})")
     # Last, so a changed file is first named by what the rules above find wrong with it. What reaches here is a
     # consistent, validly signed envelope that is still not the file the catalog approved (another header string,
     # control byte or signature over the same firmware); "signed by" in the audit must be about these bytes.

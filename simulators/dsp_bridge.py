@@ -14,6 +14,13 @@ Contract 1.1: it accepts results of 1.0 and 1.1 (each checked against its own ve
 result's MQTT v5 response topic with its correlation data (a 1.0 station sends none: the ack topic beside the
 result's), and says it is there with a retained `reflash/v1/STATE/{name}` (online on connect, offline as its will
 and before it stops), so that stations hold republishing while no bridge is online.
+
+Contract 1.2: it also takes each station's signed audit checkpoints (`.../checkpoint`, the same shared group) and
+keeps them as anchors: every one that passes its schema is stored once per message_id and acked like a result, and
+none is ever replaced, so that a station that rewrites its history and signs it again leaves the old anchors
+standing beside the new. The bridge does not check their signatures: it need not know every station's key, and
+stores what arrives; `reflash audit verify --anchors` checks them with the station's key. `anchors_document` is
+what it exports (`--anchors-out FILE`) and serves over HTTP (`--anchors-listen HOST:PORT`, GET /anchors).
 """
 
 from __future__ import annotations
@@ -29,19 +36,28 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
+from station.anchors import ANCHORS_FORMAT
+from station.broker_client import (
+    BrokerClient,
+    BrokerRefused,
+    Outgoing,
+    publish_properties,
+    raise_for_suback,
+    with_correlation,
+)
 from station.schema_check import SCHEMAS, PayloadChecker
 
-__all__ = ["SCHEMAS", "DspBridge", "SmiStore", "SmiStoreError"]
+__all__ = ["ANCHORS_FORMAT", "SCHEMAS", "AnchorServer", "DspBridge", "SmiStore", "SmiStoreError", "anchors_document"]
 
 log = logging.getLogger(__name__)
 RESULTS = "reflash/v1/+/+/result"
+CHECKPOINTS = "reflash/v1/+/+/checkpoint"
 STATE = "reflash/v1/STATE"
 ACKS_IN_FLIGHT = 100
 
@@ -94,6 +110,23 @@ class SmiStore:
                 firmware_version TEXT,
                 applied_at TEXT NOT NULL
             );
+            CREATE TABLE IF NOT EXISTS anchors (
+                message_id TEXT PRIMARY KEY,
+                station TEXT NOT NULL,
+                region TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                at TEXT NOT NULL,
+                key_fingerprint TEXT NOT NULL,
+                signature TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                received_at TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS anchors_by_station ON anchors (station, seq);
+            CREATE TRIGGER IF NOT EXISTS anchors_kept BEFORE UPDATE ON anchors
+                BEGIN SELECT RAISE(ABORT, 'anchors are never changed'); END;
+            CREATE TRIGGER IF NOT EXISTS anchors_never_removed BEFORE DELETE ON anchors
+                BEGIN SELECT RAISE(ABORT, 'anchors are never removed'); END;
             CREATE TABLE IF NOT EXISTS rejected (
                 id INTEGER PRIMARY KEY,
                 message_id TEXT,
@@ -158,6 +191,37 @@ class SmiStore:
         self._db.execute("COMMIT")
         return outcomes
 
+    def keep_anchors(self, checkpoints: list[dict[str, Any]]) -> list[str]:
+        """Store valid audit checkpoints in one transaction, never replacing one; for each, `applied` (stored now)
+        or `duplicate` (its message_id was stored before)."""
+        now = _now()
+        outcomes: list[str] = []
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for c in checkpoints:
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO anchors (message_id, station, region, seq, hash, at, key_fingerprint, "
+                    "signature, payload, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (c["message_id"], c["station"], c["region"], c["seq"], c["hash"], c["at"], c["key_fingerprint"],
+                     c["signature"], json.dumps(c, sort_keys=True), now),
+                ).rowcount  # fmt: skip
+                outcomes.append("applied" if inserted else "duplicate")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return outcomes
+
+    def anchors(self, station: str | None = None) -> list[dict[str, Any]]:
+        """The anchors held, as the stations sent them, each with `received_at`; by station, then sequence."""
+        if station is None:
+            rows = self._db.execute("SELECT payload, received_at FROM anchors ORDER BY station, seq, received_at")
+        else:
+            rows = self._db.execute(
+                "SELECT payload, received_at FROM anchors WHERE station = ? ORDER BY seq, received_at", (station,)
+            )
+        return [{**json.loads(row["payload"]), "received_at": row["received_at"]} for row in rows]
+
     def reject(self, message_id: str | None, topic: str, payload: bytes, reason: str) -> None:
         self._db.execute(
             "INSERT INTO rejected (message_id, topic, payload, reason, at) VALUES (?,?,?,?,?)",
@@ -202,6 +266,7 @@ class DspBridge:
         self.group = group
         self.smi = SmiStore(db)
         self.checker = PayloadChecker("result")
+        self.anchor_checker = PayloadChecker("checkpoint")
         self.subscribed = asyncio.Event()
         self.refused_acks = 0
         self._stopping = asyncio.Event()
@@ -212,8 +277,10 @@ class DspBridge:
         """Validate and apply a batch of (topic, payload[, response topic]); return the (topic, ack) pairs to send.
         A message without a readable message_id cannot be acked: it is kept in `rejected` and logged."""
         valid: list[tuple[str, dict[str, Any]]] = []
+        anchors: list[tuple[str, dict[str, Any]]] = []
         acks: list[tuple[str, dict[str, Any]]] = []
         for topic, payload, *respond in messages:
+            is_anchor = topic.endswith("/checkpoint")
             # The ack goes beside the result: that is also the MQTT v5 response topic a 1.1 station names. A response
             # topic elsewhere would aim acks at another station: logged, and not followed.
             ack_topic = topic.rsplit("/", 1)[0] + "/ack"
@@ -227,17 +294,19 @@ class DspBridge:
             else:
                 if isinstance(data, dict) and isinstance(data.get("message_id"), str):
                     message_id = data["message_id"]
-                problem = self.checker.problem(data)
+                problem = (self.anchor_checker if is_anchor else self.checker).problem(data)
                 if problem is None:
-                    valid.append((ack_topic, data))
+                    (anchors if is_anchor else valid).append((ack_topic, data))
                     continue
                 reason = problem
             self.smi.reject(message_id, topic, payload, reason)
-            log.warning("rejected a result on %s: %s", topic, reason)
+            log.warning("rejected a %s on %s: %s", "checkpoint" if is_anchor else "result", topic, reason)
             if message_id is not None:
                 acks.append((ack_topic, self._ack(message_id, "rejected", reason)))
         outcomes = self.smi.apply([data for _, data in valid])
         acks += [(t, self._ack(data["message_id"], o, None)) for (t, data), o in zip(valid, outcomes, strict=True)]
+        kept = self.smi.keep_anchors([data for _, data in anchors]) if anchors else []
+        acks += [(t, self._ack(data["message_id"], o, None)) for (t, data), o in zip(anchors, kept, strict=True)]
         return acks
 
     def _ack(self, message_id: str, result: str, reason: str | None) -> dict[str, Any]:
@@ -284,8 +353,9 @@ class DspBridge:
             try:
                 async with client:
                     backoff = 0.25
-                    shared = f"$share/{self.group}/{RESULTS}"
-                    raise_for_suback(shared, await client.subscribe(shared, qos=1))
+                    for where in (RESULTS, CHECKPOINTS):
+                        shared = f"$share/{self.group}/{where}"
+                        raise_for_suback(shared, await client.subscribe(shared, qos=1))
                     await client.publish_checked(state_topic, self._status("online", session), qos=1, retain=True,
                                                  properties=publish_properties())  # fmt: skip
                     self.subscribed.set()
@@ -317,19 +387,7 @@ class DspBridge:
             raise consume.exception()  # type: ignore[misc]
 
     async def _consume(self, client: BrokerClient) -> None:
-        limit = asyncio.Semaphore(ACKS_IN_FLIGHT)
-
-        async def send(ack_topic: str, ack: dict[str, Any]) -> None:
-            async with limit:
-                properties = publish_properties(correlation=ack["message_id"].encode())
-                try:
-                    await client.publish_checked(ack_topic, json.dumps(ack).encode(), qos=1, properties=properties)
-                except BrokerRefused as exc:
-                    # The station republishes; the next ack may pass (an ACL fixed). Counted, said once.
-                    if not self.refused_acks:
-                        log.error("bridge: an ack was refused: %s", exc)
-                    self.refused_acks += 1
-
+        template = publish_properties()
         messages = client.messages
         async for first in messages:
             # Take what has already arrived as one batch: one SQLite transaction, acks sent together.
@@ -337,9 +395,71 @@ class DspBridge:
             while len(messages) and len(batch) < 500:
                 batch.append(await anext(messages))
             acks = self.handle([(str(m.topic), bytes(m.payload), _response_topic(m)) for m in batch])
-            await asyncio.gather(*(send(t, a) for t, a in acks))
+            outgoing = [
+                Outgoing(
+                    ack_topic, json.dumps(ack).encode(), False, with_correlation(template, ack["message_id"].encode())
+                )
+                for ack_topic, ack in acks
+            ]
+            for outcome in await client.publish_window(outgoing, ACKS_IN_FLIGHT):
+                if isinstance(outcome, BrokerRefused):
+                    # The station republishes; the next ack may pass (an ACL fixed). Counted, said once.
+                    if not self.refused_acks:
+                        log.error("bridge: an ack was refused: %s", outcome)
+                    self.refused_acks += 1
+                elif outcome is not None:
+                    raise outcome
 
 
 def _response_topic(message: aiomqtt.Message) -> str | None:
     where = getattr(message.properties, "ResponseTopic", None)
     return where if isinstance(where, str) else None
+
+
+def anchors_document(anchors: list[dict[str, Any]], bridge: str) -> dict[str, Any]:
+    """What the bridge exports and serves: the anchors it holds, for `reflash audit verify --anchors`."""
+    return {"format": ANCHORS_FORMAT, "bridge": bridge, "exported_at": _now(), "anchors": anchors}
+
+
+class AnchorServer:
+    """The anchors over HTTP, read-only: `GET /anchors` (all) or `GET /anchors?station=ID`, as `anchors_document`.
+    A plain HTTP/1.1 responder on asyncio streams, one request per connection: enough for a simulator, and no more
+    (a DSP's real service would sit behind its own web stack and authentication)."""
+
+    def __init__(self, smi: SmiStore, bridge: str) -> None:
+        self.smi = smi
+        self.bridge = bridge
+
+    async def serve(self, host: str, port: int, ready: asyncio.Future[int] | None = None) -> None:
+        """Serve until cancelled; `ready` gets the port bound (port 0 picks a free one)."""
+        server = await asyncio.start_server(self._answer, host, port)
+        async with server:
+            if ready is not None:
+                ready.set_result(server.sockets[0].getsockname()[1])
+            await server.serve_forever()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = (await reader.readline()).decode("latin-1").split()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # headers: nothing in them changes the answer
+            method, target = (request[0], request[1]) if len(request) >= 2 else ("", "")
+            parts = urlsplit(target)
+            station = dict(parse_qsl(parts.query)).get("station")
+            if method != "GET" or parts.path != "/anchors":
+                status, body = "404 Not Found", json.dumps({"error": "GET /anchors[?station=ID]"})
+            else:
+                status, body = "200 OK", json.dumps(anchors_document(self.smi.anchors(station), self.bridge))
+            data = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        except (ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

@@ -52,6 +52,7 @@ from drivers.transport import BaudRateControl, Transport
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import HEADER_FIELDS, HEADER_LENGTH, UpgradeImage, parse_image
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 from simulators.fault import TRICKLE_WRITE_S, Faults
 
 __all__ = [
@@ -128,7 +129,9 @@ def load_identity(path: str | Path) -> HubIdentity:
 
 @dataclass(frozen=True)
 class HubOptions:
-    """How one simulated hub is built. `trusted_keys` maps a manufacturer code to the keys it accepts for it."""
+    """How one simulated hub is built. `trusted_keys` maps a manufacturer code to the keys it accepts for it;
+    `signature_scope` is which bytes its manufacturer's signatures cover. A real hub has no catalog: its firmware
+    checks signatures the way its manufacturer makes them, so the scope is part of the hub, set where it is built."""
 
     identity: HubIdentity
     state_dir: Path
@@ -140,6 +143,7 @@ class HubOptions:
     reboot_delay_s: float = 0.05
     flash_bytes_per_s: float | None = None
     capacity: int = 16 * 1024 * 1024
+    signature_scope: SignatureScope = DEFAULT_SCOPE
 
 
 class _PowerLost(Exception):
@@ -571,7 +575,8 @@ class SimulatedHub:
         }
 
     def _signature_ok(self, image: UpgradeImage) -> bool:
-        return any(image.verify(key) for key in self.options.trusted_keys.get(image.manufacturer, ()))
+        scope = self.options.signature_scope
+        return any(image.verify(key, scope) for key in self.options.trusted_keys.get(image.manufacturer, ()))
 
     def _activation_refusal(self, image: UpgradeImage) -> bool:
         ident = self.identity

@@ -23,6 +23,7 @@ from drivers.jig import MaintenancePortJig, OpenedLink
 from drivers.maintenance_port import SessionSettings
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.keys import load_public_key
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 from simulators.fault import Faults, parse_faults
 from simulators.hub import HubOptions, SimulatedHub, load_identity
 from simulators.link import Link, LinkSettings
@@ -35,7 +36,8 @@ class SimHubTable(BaseModel):
 
     The identity is a file (`identity`, the JSON of `reflash jig identify --json`) or the keys manufacturer, model,
     hardware, firmware, chf_id, gpf_id. `trusted_keys` maps a manufacturer code to public key files: what the hub's
-    own signature check accepts. Relative paths are taken from the configuration file's folder."""
+    own signature check accepts, and `signature_scope` which bytes those signatures cover (the hub follows its
+    manufacturer; docs/simulator.md). Relative paths are taken from the configuration file's folder."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,6 +51,8 @@ class SimHubTable(BaseModel):
     gpf_id: str | None = None
     # None: the first hub's (for `swap_to`), or none at all.
     trusted_keys: dict[str, list[ConfigPath]] | None = None
+    # None: the first hub's (for `swap_to`), or the default scope.
+    signature_scope: SignatureScope | None = None
     fault: str = ""
     # None: the first hub's (for `swap_to`), or 0.5 s.
     reboot_delay_s: float | None = Field(default=None, ge=0)
@@ -155,6 +159,10 @@ def _hub_options(table: SimHubTable, base: HubOptions | None) -> HubOptions:
         }
     else:
         trusted = base.trusted_keys
+    if table.signature_scope is not None:
+        scope = table.signature_scope
+    else:
+        scope = base.signature_scope if base is not None else DEFAULT_SCOPE
     if table.reboot_delay_s is not None:
         reboot_delay_s = table.reboot_delay_s
     else:
@@ -163,6 +171,7 @@ def _hub_options(table: SimHubTable, base: HubOptions | None) -> HubOptions:
         identity=identity,
         state_dir=table.state_dir,
         trusted_keys=trusted,
+        signature_scope=scope,
         faults=parse_faults(table.fault),
         reboot_delay_s=reboot_delay_s,
     )

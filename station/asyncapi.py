@@ -44,6 +44,7 @@ def _parameters(address: str) -> dict[str, Any]:
 
 
 _MQTT = "0.2.0"  # the AsyncAPI MQTT bindings version
+_ACKED = ("result", "checkpoint")  # what the bridge acknowledges, on the response topic with the correlation data
 SHARED_GROUP = "dsp-bridge"
 _SERVERS = {
     "site": {
@@ -94,7 +95,7 @@ def _message(channel: Channel) -> dict[str, Any]:
         "summary": (channel.model.__doc__ or "").strip().splitlines()[0],
         "payload": {"$ref": f"schemas/{channel.name}.schema.json"},
     }
-    if channel.name == "result":
+    if channel.name in _ACKED:
         bindings["responseTopic"] = f"{ROOT}/{{region}}/{{station}}/ack"
         bindings["correlationData"] = {"type": "string", "format": "uuid", "description": "the message_id"}
         message["correlationId"] = {"location": "$message.payload#/message_id",
@@ -130,23 +131,23 @@ def asyncapi_document() -> dict[str, Any]:
             + (", retained" if channel.retain else ""),
             "bindings": {"mqtt": {**binding, "bindingVersion": _MQTT}},
         }
-        if channel.name == "result":
+        if channel.name in _ACKED:
             operation["reply"] = {"channel": {"$ref": "#/channels/ack"}}
+            shared = f"{ROOT}/+/+/{channel.name}"
             operation["description"] = (
-                f"DSP bridges subscribe as `$share/{SHARED_GROUP}/{ROOT}/+/+/result` at QoS 1 with a persistent "
-                "session: each result goes to one bridge of the group (docs/mqtt-api.md, The bridge)."
+                f"DSP bridges subscribe as `$share/{SHARED_GROUP}/{shared}` at QoS 1 with a persistent "
+                "session: each message goes to one bridge of the group (docs/mqtt-api.md, The bridge)."
             )
-            operation["x-shared-subscription"] = {"group": SHARED_GROUP, "filter": f"{ROOT}/+/+/result", "qos": 1}
+            operation["x-shared-subscription"] = {"group": SHARED_GROUP, "filter": shared, "qos": 1}
         operations[f"{'publish' if station_sends else 'receive'}_{channel.name}"] = operation
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "Re-flash station to DSP update bridge",
             "version": CONTRACT_VERSION,
-            "description": "Hub results, station status, order summaries, DSP acknowledgements and bridge presence "
-            "over MQTT v5. Generated from station/messages.py; see docs/mqtt-api.md. Software version "
-            + version("reflash-station")
-            + ".",
+            "description": "Hub results, station status, order summaries, DSP acknowledgements, bridge presence, "
+            "audit checkpoints and station heartbeats over MQTT v5. Generated from station/messages.py; see "
+            "docs/mqtt-api.md. Software version " + version("reflash-station") + ".",
         },
         "defaultContentType": "application/json",
         "servers": _SERVERS,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CatalogConfig",
     "ConfigError",
+    "FleetConfig",
     "MetricsConfig",
     "MqttConfig",
     "SlotConfig",
@@ -95,6 +97,12 @@ if set(Tariff.model_fields) - {"currency"} != {outcome.value for outcome in Outc
     raise TypeError("Tariff must have exactly one charge per Outcome")
 
 
+def _mqtt_url(url: str) -> str:
+    if not url.startswith(("mqtt://", "mqtts://")):
+        raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
+    return url
+
+
 class MqttConfig(_Section):
     """The broker the reporter publishes to. Secrets never live here: the password comes from the environment
     variable `password_env` or from `password_file`."""
@@ -111,12 +119,7 @@ class MqttConfig(_Section):
     max_in_flight: int = Field(default=100, ge=1, le=10_000)
     session_expiry_s: int = Field(default=14 * 24 * 3600, ge=0)
 
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        if not url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
-        return url
+    _scheme = field_validator("url")(_mqtt_url)
 
 
 class MetricsConfig(_Section):
@@ -175,6 +178,19 @@ class WebConfig(_Section):
         return parse_listen(self.listen)[1]
 
 
+class FleetConfig(_Section):
+    """`[fleet]`: the broker the bench page's fleet view (/fleet) reads every station's retained status and heartbeat
+    from (docs/station.md, "The fleet view"). A station's own MQTT account may read only its own topics, so this is
+    an account that may read them all (the ACL's `dashboard`); its password comes from `password_env`."""
+
+    broker: NonBlank = Field(description="mqtt://host:port, or mqtts://host:port for TLS")
+    username: str | None = None
+    password_env: str = "REFLASH_FLEET_PASSWORD"  # noqa: S105 -- the name of a variable, not a password
+    ca: Path | None = None
+
+    _scheme = field_validator("broker")(_mqtt_url)
+
+
 class SlotConfig(_Section):
     name: Name
     driver: NonBlank
@@ -190,6 +206,7 @@ class StationConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     job: JobSettings = JobSettings()
     web: WebConfig = WebConfig()
+    fleet: FleetConfig | None = None
     slots: tuple[SlotConfig, ...] = ()
     source: Path = Path("station.toml")
 
@@ -209,16 +226,20 @@ class StationConfig(_Section):
         """The station's store as this configuration says: its file, its actor, its checkpoint key and interval.
         (Here, not in the store: the store knows nothing of configuration.)"""
         from firmware_catalog.keys import load_private_key
+        from station.messages import audit_checkpoint
         from station.store import Actor, Store
 
         section = self.station
         key = load_private_key(self.resolve(section.key)) if section.key is not None else None
-        return Store(
+        store = Store(
             self.resolve(section.store),
             Actor(section.id, section.operator, section.facility_approval),
             key=key,
             checkpoint_every=section.checkpoint_every,
         )
+        # Every checkpoint signed, by the daemon or a one-shot command, is queued for the DSP as an anchor.
+        store.anchor_checkpoints(partial(audit_checkpoint, region=section.region))
+        return store
 
 
 def load_config(path: str | Path) -> StationConfig:

@@ -41,7 +41,7 @@ from station.listen_address import is_loopback, parse_listen
 from station.metrics import MetricsServer, bind_listener, station_registry
 from station.reporter import Reporter
 from station.service_notify import ServiceNotifier, status_text
-from station.slot import SlotSnapshot
+from station.slot import SlotSnapshot, SlotState
 from station.status_view import StatusFile, StatusTable, daemon_running, render_status, status_path, summary_line
 from station.store import Store, StoreError
 
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("reflash")
+# Slots working on a hub, as the heartbeat counts them: not empty, not looking, not finished or waiting.
+_BUSY = (SlotState.DECIDING, SlotState.TRANSFERRING, SlotState.VERIFYING, SlotState.ACTIVATING)
 
 
 # `run --once` when every slot finished but results are still unconfirmed because the broker could not be reached
@@ -198,6 +200,7 @@ class Station:
         )
         if reporter is not None:
             reporter.telemetry = self.bench.live
+            reporter.heartbeat = self._heartbeat
         self.status_file = StatusFile(status_path(config), self.bench.settings.status_interval_s)
         self.exit_code = 0
         self._interrupted_jobs: list[int] = []
@@ -325,7 +328,8 @@ class Station:
             from station.web.server import WebServer
 
             wake = self.reporter.wake.set if self.reporter is not None else None
-            web = WebServer(self.config, self.bench.live, store, self.emit, wake, metrics=self.metrics)
+            web = WebServer(self.config, self.bench.live, store, self.emit, wake, metrics=self.metrics,
+                            offer_catalog=self.offer_catalog, catalog_serial=self._catalog_serial)  # fmt: skip
             self._start("web", web.serve)
         if self.reporter is not None:
             self._tasks["reporter"] = self._group.create_task(_supervise_reporter(self.reporter), name="reporter")
@@ -351,20 +355,13 @@ class Station:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        # The reporter stops last: the stop is recorded and the tail signed while it still runs, so that it
+        # publishes that checkpoint (the anchor of the whole session) and the last heartbeat before `offline`. The
+        # other tasks (the bench page among them) end first, so that nothing is recorded after the stop.
         reporter_task = self._tasks.pop("reporter", None)
-        if self.reporter is not None and reporter_task is not None:
-            self.reporter.stop()
-            # Stopped by a signal, the station answers within two seconds even when the broker does not.
-            with contextlib.suppress(Exception):  # a reporter that failed has said so (_supervise_reporter)
-                await asyncio.wait_for(asyncio.shield(reporter_task), 1.0 if bench.stopping else 15)
-            reporter_task.cancel()
         for task in self._tasks.values():
             task.cancel()
-        assert self._group is not None
-        try:
-            await self._group.__aexit__(None, None, None)
-        except BaseExceptionGroup as group:  # the supervised tasks log their own faults; none may stop the stop
-            log.error("stopping the station's tasks: %s", group.exceptions)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         if self._metrics_server is not None:
             self._metrics_server.close()
         slots = {snapshot.name: _slot_state(snapshot) for snapshot in bench.snapshot().slots}
@@ -373,6 +370,17 @@ class Station:
             store.checkpoint()
         except store.write_errors:
             log.error("the station's stop could not be recorded in the store (station_stopped, signed tail)")
+        if self.reporter is not None and reporter_task is not None:
+            self.reporter.stop()
+            # Stopped by a signal, the station answers within two seconds even when the broker does not.
+            with contextlib.suppress(Exception):  # a reporter that failed has said so (_supervise_reporter)
+                await asyncio.wait_for(asyncio.shield(reporter_task), 1.0 if bench.stopping else 15)
+            reporter_task.cancel()
+        assert self._group is not None
+        try:
+            await self._group.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:  # the supervised tasks log their own faults; none may stop the stop
+            log.error("stopping the station's tasks: %s", group.exceptions)
         bench.finished = True
         last = bench.snapshot()
         self.status_file.write(last)
@@ -429,14 +437,40 @@ class Station:
         self.emit(Event.CATALOG, accepted=offer.accepted, code=offer.code.value, serial=offer.serial,
                   message=offer.message)  # fmt: skip
 
+    def offer_catalog(self) -> Offer:
+        """Offer the catalog folder again and record the offer (SIGHUP, or a supervisor at the bench page); a refused
+        catalog leaves the one in force. Raises the store's write errors when the offer cannot be recorded."""
+        offer = self.holder.offer(self._folder, datetime.now(UTC))
+        self._record_offer(offer)
+        return offer
+
+    def _catalog_serial(self) -> int | None:
+        return self.holder.current.serial if self.holder.current is not None else None
+
     def _reload_catalog(self) -> None:
         """SIGHUP: offer the catalog folder again; a refused catalog leaves the one in force."""
         try:
-            self._record_offer(self.holder.offer(self._folder, datetime.now(UTC)))
+            self.offer_catalog()
         except self.store.write_errors:
             # The store has said it cannot write. The catalog is in force (or refused) all the same; its audit
             # entry and the raised rollback pin wait until it is offered again (SIGHUP once the disk has space).
             log.error("SIGHUP: the catalog offer could not be recorded in the store; send SIGHUP again later")
+
+    def _heartbeat(self) -> dict[str, Any]:
+        """The station's figures for its heartbeat (docs/mqtt-api.md, StationHeartbeat): read when it is sent."""
+        snapshot = self.bench.snapshot()
+        today = datetime.now(UTC).date()
+        counts = self.store.outbox_counts()
+        current = self.holder.current
+        return {
+            "slots": len(snapshot.slots),
+            "slots_busy": sum(1 for slot in snapshot.slots if slot.state in _BUSY),
+            "day": today,
+            "hubs_today": self.store.outcomes_on(today),
+            "outbox_backlog": counts["pending"] + counts["at_broker"],
+            "anchors_waiting": self.store.outbox.anchors_waiting(),
+            "catalog_serial": current.serial if current is not None else None,
+        }
 
     def _reporting(self) -> dict[str, Any]:
         """The broker link, the bridges and the outbox, for `reflash status` (docs/station.md)."""

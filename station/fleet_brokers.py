@@ -30,7 +30,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config"
 FLEET = CONFIG / "fleet"
 DSP_USER = "dsp-bridge"
 _STATION_CHANNELS = (("write", "status"), ("write", "result"), ("write", "order/+"), ("write", "slot/+"),
-                     ("read", "ack"), ("read", "resend"))  # fmt: skip
+                     ("write", "checkpoint"), ("write", "heartbeat"), ("read", "ack"), ("read", "resend"))  # fmt: skip
 
 
 def _substitute(text: str, source: Path, replacements: list[tuple[str, str]]) -> str:

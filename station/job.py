@@ -125,14 +125,12 @@ async def run_job(driver: JigDriver, identity: HubIdentity, slot: SlotView, ctx:
         raise NotScannedIn(chf_id, order_ref)
     slot.hub(chf_id, gpf_id, order_ref, identity.firmware_version)
     # An interrupted job of this hub in this order is resumed, not begun again: the logs say which, as the audit does.
-    resumes = any(
-        job.order_ref == order_ref and job.state in ("interrupted", "running") for job in store.jobs(chf_id=chf_id)
-    )
-    job_id = store.start_job(
+    started = store.start_job(
         chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot.name, identity=identity.model_dump()
     )
-    ctx.emit(Event.JOB_RESUMED if resumes else Event.JOB_STARTED, slot=slot.name, chf_id=chf_id, order_ref=order_ref,
-             job_id=job_id)  # fmt: skip
+    job_id = started.id
+    ctx.emit(Event.JOB_RESUMED if started.resumed else Event.JOB_STARTED, slot=slot.name, chf_id=chf_id,
+             order_ref=order_ref, job_id=job_id)  # fmt: skip
     driver.expect(identity)
     try:
         try:

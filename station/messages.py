@@ -12,12 +12,15 @@ Topic tree, under a versioned root (`reflash/v1`), then the CSP region, then the
     reflash/v1/{region}/{station}/order/{order_ref}   OrderSummary    QoS 1, retained  (on order close)
     reflash/v1/{region}/{station}/slot/{slot}         SlotProgress    QoS 0            (telemetry, optional)
     reflash/v1/{region}/{station}/ack                 DspAck          QoS 1            (published by the bridge)
+    reflash/v1/{region}/{station}/checkpoint          AuditCheckpoint QoS 1            (1.2: each signed checkpoint)
+    reflash/v1/{region}/{station}/heartbeat           StationHeartbeat QoS 1, retained (1.2: the station's figures)
     reflash/v1/STATE/{bridge}                         BridgeStatus    QoS 1, retained  (bridge birth and will)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
@@ -27,6 +30,7 @@ from station.identifier import topic_level
 from station.outcome import Outcome
 
 if TYPE_CHECKING:
+    from station.audit import Checkpoint
     from station.store import JobRecord
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "CONTRACT_VERSION",
     "RESEND_MAX",
     "ROOT",
+    "AuditCheckpoint",
     "BridgeStatus",
     "Channel",
     "DspAck",
@@ -42,15 +47,19 @@ __all__ = [
     "OrderTotals",
     "ResendRequest",
     "SlotProgress",
+    "StationHeartbeat",
     "StationStatus",
+    "audit_checkpoint",
     "hub_result",
     "order_summary",
     "topic",
 ]
 
 ROOT = "reflash/v1"
-# The contract's version: the topic root carries the major version, each payload's `schema` field major.minor.
-CONTRACT_VERSION = "1.1"
+# The contract's version: the topic root carries the major version, each payload's `schema` field major.minor. A
+# message type keeps the version in which its schema last changed (1.2 only added types), so that a consumer of an
+# older minor still reads every message it already knew (docs/mqtt-api.md, "Versions").
+CONTRACT_VERSION = "1.2"
 
 Region = Literal["North", "Central", "South"]
 Hex4 = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{4}$")]
@@ -60,6 +69,14 @@ DeviceId = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{2}(-[0-9A-F]{2})
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^/#+\s]+$")]
 # A UUID as RFC 9562 writes it: lower-case hex with hyphens (what the JSON Schema `uuid` format accepts too).
 MessageId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+# A time as the station's store writes and signs it (UTC, `Z`), kept as text: a signature covers these very characters,
+# which a date-time parsed and written again need not reproduce.
+SignedTime = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+Signature = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 
 
 class _Message(BaseModel):
@@ -205,6 +222,40 @@ class BridgeStatus(_Message):
     at: AwareDatetime | None = Field(description="When the bridge published it; null in the will")
 
 
+class AuditCheckpoint(_Message):
+    """A signed checkpoint of the station's audit chain, held by the DSP as an anchor the station cannot reach."""
+
+    schema_: Literal["reflash.audit-checkpoint/1.2"] = Field("reflash.audit-checkpoint/1.2", alias="schema")
+    message_id: UUID = Field(description="Idempotency key: the bridge stores and acks each message_id once")
+    station: Name
+    region: Region
+    seq: int = Field(ge=1, description="The sequence number of the audit entry the checkpoint closes")
+    hash: Sha256 = Field(description="That entry's hash: the head of the station's hash chain at `seq`")
+    at: SignedTime = Field(description="When the station signed it, exactly as signed (UTC, `Z`)")
+    key_fingerprint: Sha256 = Field(description="SHA-256 of the signing key's DER SubjectPublicKeyInfo")
+    signature: Signature = Field(
+        description="ECDSA P-256 over SHA-256, raw r||s in hex, of the canonical JSON of {at, hash, kind: "
+        "audit-checkpoint, seq, station} (keys sorted, no spaces, UTF-8; docs/station.md, The audit trail)"
+    )
+
+
+class StationHeartbeat(_Message):
+    """A station's working figures, retained: slots busy, hubs done today by outcome, outbox backlog, catalog."""
+
+    schema_: Literal["reflash.station-heartbeat/1.2"] = Field("reflash.station-heartbeat/1.2", alias="schema")
+    station: Name
+    region: Region
+    session: int = Field(ge=0, description="The session of the birth (StationStatus) this heartbeat follows")
+    at: AwareDatetime = Field(description="When the station published it: the fleet's `last seen`")
+    slots: int = Field(ge=0)
+    slots_busy: int = Field(ge=0, description="Slots working on a hub: deciding, transferring, verifying, activating")
+    day: date = Field(description="The UTC day `hubs_today` counts")
+    hubs_today: dict[Outcome, int] = Field(description="Hubs finished on `day` (UTC), by outcome")
+    outbox_backlog: int = Field(ge=0, description="Results and order summaries not yet confirmed")
+    anchors_waiting: int = Field(ge=0, description="Signed audit checkpoints the DSP has not acknowledged yet")
+    catalog_serial: int | None = Field(description="The serial of the catalog in force (after any reload)")
+
+
 @dataclass(frozen=True)
 class Channel:
     name: str
@@ -233,6 +284,10 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("bridge_status", "STATE/{bridge}", BridgeStatus, 1, True, "dsp-bridge",
             "Bridge presence: online on connect, offline as its will and on stop. Stations hold republishing "
             "while no bridge is online."),
+    Channel("checkpoint", "{region}/{station}/checkpoint", AuditCheckpoint, 1, False, "station",
+            "Each signed audit checkpoint, from the outbox; republished until the bridge acks it (1.2)."),
+    Channel("heartbeat", "{region}/{station}/heartbeat", StationHeartbeat, 1, True, "station",
+            "The station's figures, on connect, every 30 s and at stop; retained for the fleet view (1.2)."),
 )  # fmt: skip
 
 
@@ -297,6 +352,25 @@ def order_summary(
             "totals": {k: totals[k] for k in ("named", "processed", "outcomes", "charge", "currency")},
             "never_received": report["never_received"],
             "unasked": [hub["chf_id"] for hub in report["unasked"]],
+        }
+    )
+    payload: dict[str, Any] = message.model_dump(mode="json", by_alias=True)
+    return payload
+
+
+def audit_checkpoint(checkpoint: Checkpoint, message_id: str, *, region: str) -> dict[str, Any]:
+    """The AuditCheckpoint payload for a signed checkpoint, checked against the model before it enters the outbox."""
+    message = AuditCheckpoint.model_validate(
+        {
+            "schema": "reflash.audit-checkpoint/1.2",
+            "message_id": message_id,
+            "station": checkpoint.station,
+            "region": region,
+            "seq": checkpoint.seq,
+            "hash": checkpoint.hash,
+            "at": checkpoint.at,
+            "key_fingerprint": checkpoint.key_fingerprint,
+            "signature": checkpoint.signature.hex(),
         }
     )
     payload: dict[str, Any] = message.model_dump(mode="json", by_alias=True)

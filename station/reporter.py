@@ -13,6 +13,12 @@
 - Birth and death: `online` (retained) on every connect, `offline` as the will, and published explicitly before a
   clean shutdown because a normal DISCONNECT suppresses the will; a reporter that fails disconnects with reason
   0x04 so that the broker publishes the will.
+- Signed audit checkpoints (contract 1.2) go the way results go: queued in the outbox in the transaction that signs
+  them, published at QoS 1, republished until the bridge acks them, because an anchor that can be dropped is no
+  anchor. At a clean stop the checkpoint the stop signed is published before `offline`.
+- A heartbeat (contract 1.2, retained): the station's figures on connect, every `heartbeat_interval_s` and at stop,
+  for the fleet view. Not the birth: a status that changed with every hub would blur presence (birth, will) with
+  figures, and the will, written at connect, could only carry stale ones.
 - Only the daemon speaks for the station: a one-shot command (`speaks_for_station=False`) uses a client id of its
   own, a clean session, no will, no birth and no subscription.
 """
@@ -37,18 +43,36 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from station.broker_client import BrokerClient, BrokerRefused, publish_properties, raise_for_suback
+from station.broker_client import (
+    BrokerClient,
+    BrokerRefused,
+    Outgoing,
+    publish_properties,
+    raise_for_suback,
+    with_correlation,
+)
 from station.config import MqttConfig, StationConfig
 from station.live_state import LiveState
-from station.messages import CHANNELS, ROOT, BridgeStatus, ResendRequest, SlotProgress, StationStatus, topic
+from station.messages import (
+    CHANNELS,
+    ROOT,
+    BridgeStatus,
+    ResendRequest,
+    SlotProgress,
+    StationHeartbeat,
+    StationStatus,
+    topic,
+)
 from station.schema_check import PayloadChecker
-from station.store import OutboxRow, Store
+from station.store import AUDIT_CHECKPOINT, OutboxRow, Store
 
 __all__ = ["Reporter", "client_settings", "publish_outbox", "retry_delay"]
 
 log = logging.getLogger(__name__)
 HUB_RESULT = "hub_result"
 ORDER_SUMMARY = "order_summary"
+# Kinds the DSP bridge acknowledges (DspAck on the response topic): a row of these settles only on that ack.
+_ACKED = {HUB_RESULT, AUDIT_CHECKPOINT}
 _RETAIN = {channel.name: channel.retain for channel in CHANNELS}
 _EXPIRY = {channel.name: channel.expiry_s for channel in CHANNELS}
 BRIDGES = f"{ROOT}/STATE/+"
@@ -146,6 +170,12 @@ class Reporter:
         self._unrecorded: dict[str, tuple[bool, str]] = {}
         self._store_backoff_s = _STORE_RETRY_FIRST_S
         self._acks = PayloadChecker("ack")
+        # Every result goes to one topic with the same response topic: made once, not per message.
+        self._result_topic = topic("result", region=region, station=station)
+        self._checkpoint_topic = topic("checkpoint", region=region, station=station)
+        self._ack_topic = topic("ack", region=region, station=station)
+        self._result_properties = publish_properties(response_topic=self._ack_topic)
+        self._plain_properties = publish_properties()  # shared: paho never changes a message's properties
         # What `reflash status` shows (the daemon writes it into its status file) and what is logged once.
         self.link: dict[str, Any] = {"connected": False, "since": None, "last_error": None, "client_id": self.client_id}
         self.bridges: dict[str, tuple[int, str]] = {}  # bridge -> (session, state)
@@ -157,6 +187,10 @@ class Reporter:
         self._bad_ack_said = False
         self._telemetry_sent: dict[str, dict[str, Any]] = {}
         self.only_kind: str | None = None
+        # The station's figures for its heartbeat (the daemon sets it; without it no heartbeat is sent).
+        self.heartbeat: Callable[[], dict[str, Any]] | None = None
+        self.heartbeat_interval_s = 30.0
+        self._heartbeat_fault_said = False
 
     # -- what the station knows of the link -------------------------------------------------------------------------
 
@@ -207,16 +241,15 @@ class Reporter:
             order_ref = json.loads(row.payload)["order_ref"]
             channel = "order"
             return topic(channel, region=self.region, station=self.station, order_ref=order_ref), _RETAIN[channel]
-        return topic("result", region=self.region, station=self.station), _RETAIN["result"]
+        if row.kind == AUDIT_CHECKPOINT:
+            return self._checkpoint_topic, _RETAIN["checkpoint"]
+        return self._result_topic, _RETAIN["result"]
 
     def _properties(self, row: OutboxRow) -> Properties:
-        if row.kind == HUB_RESULT:
+        if row.kind in _ACKED:
             # MQTT v5 request/response: the DSP acks on the response topic, with the message_id as correlation data.
-            return publish_properties(
-                response_topic=topic("ack", region=self.region, station=self.station),
-                correlation=row.message_id.encode(),
-            )
-        return publish_properties()
+            return with_correlation(self._result_properties, row.message_id.encode())
+        return self._plain_properties
 
     # -- life cycle -------------------------------------------------------------------------------------------------
 
@@ -301,7 +334,7 @@ class Reporter:
             asyncio.create_task(self._stopping.wait(), name="reporter-stop"),
         ]
         if self.speaks_for_station:
-            ack_topic = topic("ack", region=self.region, station=self.station)
+            ack_topic = self._ack_topic
             resend_topic = topic("resend", region=self.region, station=self.station)
             for where in (ack_topic, resend_topic, BRIDGES):
                 try:
@@ -312,6 +345,8 @@ class Reporter:
             tasks.append(asyncio.create_task(self._messages(client), name="reporter-acks"))
             if self.telemetry is not None:
                 tasks.append(asyncio.create_task(self._telemetry(client), name="reporter-telemetry"))
+            if self.heartbeat is not None:
+                tasks.append(asyncio.create_task(self._heartbeats(client, session), name="reporter-heartbeat"))
         self.connected.set()
         self._link(True)
         try:
@@ -324,7 +359,51 @@ class Reporter:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         if self._stopping.is_set() and self.speaks_for_station:
+            await self._farewell(client, session)
             await self._publish_status(client, "offline", session, wait_s=5)
+
+    async def _farewell(self, client: BrokerClient, session: int, within_s: float = 0.5) -> None:
+        """At a clean stop, before `offline`: the checkpoint that the stop signed (the station signs its tail as it
+        stops, and that anchor is worth most at the DSP now, not at the next start) and the last heartbeat. Bounded:
+        what does not go now waits in the outbox, or is replaced by the next heartbeat."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                try:
+                    rows = self.store.outbox_due(self.batch, _iso(datetime.now(UTC)), kind=AUDIT_CHECKPOINT)
+                except self.store.write_errors:
+                    rows = []
+                if rows:
+                    await self._publish(client, rows)
+                if self.heartbeat is not None:
+                    await self._publish_heartbeat(client, session)
+
+    async def _heartbeats(self, client: BrokerClient, session: int) -> None:
+        while True:
+            await self._publish_heartbeat(client, session)
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _publish_heartbeat(self, client: BrokerClient, session: int) -> None:
+        assert self.heartbeat is not None
+        try:
+            figures = self.heartbeat()
+        except self.store.write_errors:
+            return  # the store cannot be read now: the retained heartbeat stays as it was, its `at` ageing
+        try:
+            heartbeat = StationHeartbeat.model_validate(
+                {"schema": "reflash.station-heartbeat/1.2", "station": self.station, "region": self.region,
+                 "session": session, "at": datetime.now(UTC), **figures}
+            )  # fmt: skip
+        except ValueError as exc:  # a fault in the figures: never a reason to stop reporting results
+            if not self._heartbeat_fault_said:
+                log.error("heartbeat not sent: its figures break the contract: %s", str(exc).splitlines()[0])
+                self._heartbeat_fault_said = True
+            return
+        where = topic("heartbeat", region=self.region, station=self.station)
+        try:
+            await client.publish_checked(where, heartbeat.model_dump_json(by_alias=True).encode(), qos=1,
+                                         retain=_RETAIN["heartbeat"], properties=publish_properties())  # fmt: skip
+        except BrokerRefused as exc:
+            self._refused("heartbeat", str(exc))
 
     # -- refusals ---------------------------------------------------------------------------------------------------
 
@@ -482,23 +561,18 @@ class Reporter:
         delay = retry_delay(tries, self.config.republish_after_s, self.config.republish_max_s)
         return _iso(datetime.now(UTC) + timedelta(seconds=delay))
 
+    def _outgoing(self, row: OutboxRow) -> Outgoing:
+        where, retain = self._topic_for(row)
+        return Outgoing(where, row.payload.encode(), retain, self._properties(row))
+
     async def _publish(self, client: BrokerClient, rows: list[OutboxRow]) -> None:
-        limit = asyncio.Semaphore(self.config.max_in_flight)
-
-        async def one(row: OutboxRow) -> OutboxRow:
-            async with limit:
-                where, retain = self._topic_for(row)
-                await client.publish_checked(
-                    where, row.payload.encode(), qos=1, retain=retain, properties=self._properties(row)
-                )
-                return row
-
-        results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
-        done = [r for r in results if isinstance(r, OutboxRow)]
-        refused = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, BrokerRefused)]
+        outcomes = await client.publish_window([self._outgoing(row) for row in rows], self.config.max_in_flight)
+        results = list(zip(rows, outcomes, strict=True))
+        done = [row for row, outcome in results if outcome is None]
+        refused = [(row, outcome) for row, outcome in results if isinstance(outcome, BrokerRefused)]
         # Record what the broker took even when the connection broke part way through; what the store cannot
         # record now is held and recorded first when it can (`_record_published`).
-        self._unrecorded.update({r.message_id: (r.kind == HUB_RESULT, self._retry_at(r.publishes + 1)) for r in done})
+        self._unrecorded.update({r.message_id: (r.kind in _ACKED, self._retry_at(r.publishes + 1)) for r in done})
         with contextlib.suppress(*self.store.write_errors):
             self._record_published()
         for kind in {row.kind for row in done}:
@@ -512,12 +586,12 @@ class Reporter:
                     [(row.message_id, str(exc), self._retry_at(row.refusals + 1)) for row, exc in refused]
                 )
                 self.outbox_changed.set()
-        failure = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, BrokerRefused)), None)
+        failure = next((o for _, o in results if o is not None and not isinstance(o, BrokerRefused)), None)
         if failure is not None:
             raise failure
 
 
-_RETRIED = {HUB_RESULT, ORDER_SUMMARY}
+_RETRIED = {HUB_RESULT, ORDER_SUMMARY, AUDIT_CHECKPOINT}
 
 
 async def publish_outbox(store: Store, config: StationConfig, within_s: float) -> str:

@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "demo",
         "Keys, images, a signed catalog, a private Mosquitto, a simulated bench, the...",
     ),
+    "fleet": (
+        "station.cli.fleet",
+        "fleet",
+        "Every station a broker knows: presence, slots, hubs today, backlog, catalog.",
+    ),
     "jig": ("station.cli.jig", "jig", "Talk to one jig: identify the hub on it, or flash it."),
     "operators": (
         "station.cli.operators",

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from firmware_catalog.hexcode import format_hex, parse_hex
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 from station.cli.output import EXIT_INPUT, EXIT_REFUSED, console, fail, input_errors, print_json
 from station.cli.station_options import state_dir_option
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["catalog"]
 
 AUTHORITY_ENV = "REFLASH_CATALOG_AUTHORITY"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class HexCode(click.ParamType[int]):
@@ -44,6 +48,17 @@ class HexCode(click.ParamType[int]):
             return parse_hex(str(value), self.digits, param.name if param and param.name else "value")
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def scope_option(help_text: str) -> Callable[[F], F]:
+    """`--scope`: a signature scope by name (firmware_catalog/signature_scope.py, a module without imports)."""
+    return click.option(
+        "--scope",
+        type=click.Choice([scope.value for scope in SignatureScope]),
+        default=DEFAULT_SCOPE.value,
+        show_default=True,
+        help=help_text,
+    )
 
 
 @click.group()
@@ -88,6 +103,7 @@ def keygen(prefix: str, as_json: bool) -> None:
 @click.option("--max-hw", required=True, type=HexCode(4), help="Maximum hardware version, 4 hex digits")
 @click.option("--header-string", default="", help="OTA header string, at most 32 ASCII characters")
 @click.option("--control", default=0, type=click.IntRange(0, 255), help="Control byte (CH force-replace flag)")
+@scope_option("Which bytes the signature covers: the scope the catalog states for this key")
 @click.argument("manufacturer_image", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (never done without it)")
@@ -102,6 +118,7 @@ def sign_image(
     max_hw: int,
     header_string: str,
     control: int,
+    scope: str,
     manufacturer_image: str,
     out: str,
     force: bool,
@@ -127,6 +144,7 @@ def sign_image(
                 manufacturer_image=Path(manufacturer_image).read_bytes(),
                 header_string=header_string,
                 control=control,
+                scope=SignatureScope(scope),
             )
         except (ValueError, UnicodeEncodeError) as exc:
             raise click.UsageError(str(exc)) from exc
@@ -174,6 +192,7 @@ def inspect(image_path: str, as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="A public key (SPKI PEM); repeat to try several",
 )
+@scope_option("With --key: which bytes the signature covers (with --catalog, each key's scope is the catalog's)")
 @click.option("--catalog", "catalog_dir", type=click.Path(file_okay=False), help="Use this catalog's trusted keys")
 @click.option("--authority", envvar=AUTHORITY_ENV, type=click.Path(dir_okay=False), help="Catalog authority key")
 @state_dir_option
@@ -181,6 +200,7 @@ def inspect(image_path: str, as_json: bool) -> None:
 def verify(
     image_path: str,
     key_paths: tuple[str, ...],
+    scope: str,
     catalog_dir: str | None,
     authority: str | None,
     state_dir: str | None,
@@ -214,11 +234,15 @@ def verify(
             result.update(trusted)
             _finish_verify(result, as_json)
             return
-    signer = next((key for key in keys if image.verify(key)), None)
+    stated = SignatureScope(scope)
+    signer = next((key for key in keys if image.verify(key, stated)), None)
     if signer is None:
+        keys_given = "any of the keys" if len(keys) > 1 else "the key"
+        other = next((found[0] for key in keys if (found := image.scopes_signed_by(key))), None)
+        hint = f" (it verifies over scope {other.value}: give --scope {other.value})" if other is not None else ""
         result.update(
             reason=ReasonCode.SIGNATURE_INVALID.value,
-            message=f"the signature does not verify under {'any of the keys' if len(keys) > 1 else 'the key'} given",
+            message=f"the signature does not verify under {keys_given} given over scope {stated.value}{hint}",
         )
     else:
         result.update(valid=True, reason=ReasonCode.OK.value, message="signature valid", key=fingerprint(signer))
@@ -241,17 +265,22 @@ def _verify_with_catalog(
     except CatalogRefused as exc:
         return {"reason": exc.code.value, "message": str(exc)}
     manufacturer = format_hex(image.manufacturer, 4)
-    for fp, key in loaded.public_keys.items():
-        if image.verify(key):
+    for fp in loaded.public_keys:
+        if loaded.signed_by(image, fp):
             standing, why = loaded.key_standing(fp, manufacturer)
             if standing is KeyStanding.TRUSTED:
                 return {"valid": True, "reason": ReasonCode.OK.value, "message": f"signed by {why}", "key": fp}
             code = ReasonCode.KEY_REVOKED if standing is KeyStanding.REVOKED else ReasonCode.UNTRUSTED_KEY
             return {"reason": code.value, "message": why, "key": fp}
-    return {
-        "reason": ReasonCode.UNTRUSTED_KEY.value,
-        "message": f"no key that catalog serial {loaded.serial} trusts for manufacturer {manufacturer} signs it",
-    }
+    message = f"no key that catalog serial {loaded.serial} trusts for manufacturer {manufacturer} signs it"
+    for fp, key in loaded.public_keys.items():
+        found = image.scopes_signed_by(key)
+        if found:
+            # The key is listed, but the catalog states another scope for it: say so, the fix is the catalog's.
+            stated = loaded.key_scopes[fp].value
+            message += f" (key {fp[:16]} signs it over scope {found[0].value}; the catalog states {stated})"
+            break
+    return {"reason": ReasonCode.UNTRUSTED_KEY.value, "message": message}
 
 
 def _finish_verify(result: dict[str, Any], as_json: bool) -> None:

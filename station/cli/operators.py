@@ -28,6 +28,13 @@ def _read_pin() -> str:
     return pin
 
 
+def _read_badge() -> str:
+    """The badge's code as its scanner types it: at a prompt without echo, or the next line on stdin."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Scan the badge", hide_input=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 @click.group()
 def operators() -> None:
     """Operators who sign in at the bench page, with their role and PIN."""
@@ -36,20 +43,42 @@ def operators() -> None:
 @operators.command("add")
 @click.argument("operator_id", metavar="ID")
 @click.option("--role", type=ROLES, required=True, help="operator: scan, dispatch; supervisor: also close, release")
+@click.option("--badge", is_flag=True, help="also read a badge's code (scanned after the PIN), to sign in with it")
 @config_option
-def add_operator(operator_id: str, role: str, config_path: str) -> None:
-    """Add an operator; the PIN (4 to 12 digits) is read twice from the terminal or stdin."""
+def add_operator(operator_id: str, role: str, badge: bool, config_path: str) -> None:
+    """Add an operator; the PIN (4 to 12 digits) is read twice from the terminal or stdin, then, with --badge, the
+    badge's code (only its hash is kept)."""
     from station.store import Role, StoreError
 
     _, store = open_store(config_path, create=True)
     pin = _read_pin()
+    code = _read_badge() if badge else None
     try:
-        store.roster.add_operator(operator_id, Role(role), pin)
+        store.roster.add_operator(operator_id, Role(role), pin, badge=code)
     except ValueError as exc:
         fail(str(exc), EXIT_INPUT)
     except StoreError as exc:
         fail(str(exc), EXIT_REFUSED)
     click.echo(f"operator {operator_id} added ({role})")
+
+
+@operators.command("badge")
+@click.argument("operator_id", metavar="ID")
+@click.option("--remove", is_flag=True, help="take the operator's badge away (lost or returned)")
+@config_option
+def set_badge(operator_id: str, remove: bool, config_path: str) -> None:
+    """Give an operator a badge, replacing any other (the code is read as a scanner types it), or --remove it."""
+    from station.store import StoreError
+
+    _, store = open_store(config_path)
+    code = None if remove else _read_badge()
+    try:
+        store.roster.set_badge(operator_id, code)
+    except ValueError as exc:
+        fail(str(exc), EXIT_INPUT)
+    except StoreError as exc:
+        fail(str(exc), EXIT_REFUSED)
+    click.echo(f"operator {operator_id}: badge {'removed' if remove else 'set'}")
 
 
 @operators.command("remove")
@@ -74,13 +103,14 @@ def list_operators(as_json: bool, config_path: str) -> None:
     """List operators, their role, and whether they are locked out."""
     _, store = open_store(config_path)
     items = [{"id": o.id, "role": o.role.value, "added_at": o.added_at, "failures": o.failures,
-              "locked_until": o.locked_until} for o in store.roster.operators()]  # fmt: skip
+              "locked_until": o.locked_until, "badge": o.has_badge} for o in store.roster.operators()]  # fmt: skip
     if as_json:
         print_json({"operators": items})
         return
     for item in items:
         locked = f", locked until {item['locked_until']}" if item["locked_until"] else ""
-        click.echo(f"{item['id']}\t{item['role']}\tadded {item['added_at']}{locked}")
+        badge = ", badge" if item["badge"] else ""
+        click.echo(f"{item['id']}\t{item['role']}\tadded {item['added_at']}{badge}{locked}")
 
 
 @click.group()

@@ -139,6 +139,8 @@ def _reporting_lines(reporting: dict[str, Any] | None) -> list[str]:
         f"{outbox['confirmed']} confirmed, {outbox['rejected']} rejected; oldest unconfirmed: "
         + (f"{age:.0f} s" if age is not None else "-"),
     ]
+    if outbox.get("anchors_waiting"):
+        lines.append(f"audit checkpoints not yet acked by the DSP: {outbox['anchors_waiting']}")
     if outbox["refused"]:
         lines.append(f"REFUSED by the broker: {outbox['refused']} messages; last: {outbox['last_refusal']}")
     if reporting.get("refused_acks"):

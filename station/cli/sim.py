@@ -42,19 +42,54 @@ def sim() -> None:
 @click.option("--key", type=click.Path(exists=True, dir_okay=False), help="mqtts://: its private key (PEM)")
 @click.option("--show", is_flag=True, help="Print the SMI view and exit")
 @click.option("--json", "as_json", is_flag=True, help="With --show: JSON")
+@click.option(
+    "--anchors-out",
+    type=click.Path(dir_okay=False),
+    help="Write the audit anchors held (every station's, or --station's) to this JSON file and exit",
+)
+@click.option("--station", help="With --anchors-out: only this station's anchors")
+@click.option("--anchors-listen", help="While running, serve GET /anchors[?station=ID] over HTTP on HOST:PORT")
 def dsp_bridge(
-    broker: str | None, db: str, name: str, group: str, ca: str | None, cert: str | None, key: str | None, show: bool,
+    broker: str | None,
+    db: str,
+    name: str,
+    group: str,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+    show: bool,
     as_json: bool,
-) -> None:  # fmt: skip
+    anchors_out: str | None,
+    station: str | None,
+    anchors_listen: str | None,
+) -> None:
     """Apply hub results to an SMI table exactly once per message_id, and ack each one."""
     from rich.table import Table
 
-    from simulators.dsp_bridge import DspBridge, SmiStore, SmiStoreError
+    from simulators.dsp_bridge import AnchorServer, DspBridge, SmiStore, SmiStoreError, anchors_document
 
-    if show:
-        if not Path(db).is_file():  # showing reads a bridge's database; it never makes an empty one
-            click.echo(f"error: {db}: no SMI database there", err=True)
+    if anchors_out and (Path(anchors_out).is_dir() or not Path(anchors_out).parent.is_dir()):
+        why = "is a folder" if Path(anchors_out).is_dir() else "its folder does not exist"
+        click.echo(f"error: --anchors-out {anchors_out}: {why}", err=True)
+        sys.exit(EXIT_INPUT)
+    if (show or anchors_out) and not Path(db).is_file():  # reading a bridge's database never makes an empty one
+        click.echo(f"error: {db}: no SMI database there", err=True)
+        sys.exit(EXIT_INPUT)
+    if anchors_out:
+        from station.atomic_file import write_atomically
+
+        try:
+            smi = SmiStore(Path(db))
+        except SmiStoreError as exc:
+            click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_INPUT)
+        anchors = smi.anchors(station)
+        smi.close()
+        write_atomically(Path(anchors_out), json.dumps(anchors_document(anchors, name), indent=1) + "\n")
+        click.echo(f"{len(anchors)} anchor(s) written to {anchors_out}", err=True)
+        return
+    listen = _host_port(anchors_listen, "--anchors-listen") if anchors_listen else None
+    if show:
         try:
             smi = SmiStore(Path(db))
         except SmiStoreError as exc:
@@ -108,7 +143,21 @@ def dsp_bridge(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, bridge.stop)
         click.echo(f"dsp-bridge {name}: serving {broker}, SMI in {db}", err=True)
-        await bridge.run()
+        if listen is None:
+            await bridge.run()
+            return
+        ready: asyncio.Future[int] = loop.create_future()
+        http = asyncio.create_task(AnchorServer(bridge.smi, name).serve(*listen, ready))
+        first: set[asyncio.Future[Any]] = {ready, http}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if http.done():
+            http.result()  # the address could not be bound: an OSError naming why
+        click.echo(f"anchors: http://{listen[0]}:{ready.result()}/anchors", err=True)
+        try:
+            await bridge.run()
+        finally:
+            http.cancel()
+            await asyncio.gather(http, return_exceptions=True)
 
     asyncio.run(serve())
 
@@ -129,11 +178,11 @@ def _trusted(specs: tuple[str, ...]) -> dict[int, list[ec.EllipticCurvePublicKey
     return trusted
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def _host_port(text: str, option: str = "--tcp") -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise click.BadParameter(
-            f"{text!r}: expected HOST:PORT with a port 0..65535 (0: any free one)", param_hint="--tcp"
+            f"{text!r}: expected HOST:PORT with a port 0..65535 (0: any free one)", param_hint=option
         )
     return host or "127.0.0.1", int(port_text)
 
@@ -161,7 +210,10 @@ def _serve_until_signalled(start: Callable[[], Awaitable[Any]]) -> None:
     asyncio.run(main())
 
 
-def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fault: str) -> HubOptions:
+def _hub_options(
+    state: Path, identity: HubIdentity, trust: tuple[str, ...], signature_scope: str, fault: str
+) -> HubOptions:
+    from firmware_catalog.signature_scope import SignatureScope
     from simulators.fault import FaultSpecError, parse_faults
     from simulators.hub import HubOptions
 
@@ -169,7 +221,13 @@ def _hub_options(state: Path, identity: HubIdentity, trust: tuple[str, ...], fau
         faults = parse_faults(fault)
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from exc
-    return HubOptions(identity=identity, state_dir=state, trusted_keys=_trusted(trust), faults=faults)
+    return HubOptions(
+        identity=identity,
+        state_dir=state,
+        trusted_keys=_trusted(trust),
+        signature_scope=SignatureScope(signature_scope),
+        faults=faults,
+    )
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,6 +247,19 @@ def _hub_type_options(func: F) -> F:
     return func
 
 
+def _signature_scope_option(func: F) -> F:
+    """Which bytes the hub's manufacturer signs: a hub follows its manufacturer, whatever a catalog says."""
+    from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
+
+    return click.option(
+        "--signature-scope",
+        type=click.Choice([scope.value for scope in SignatureScope]),
+        default=DEFAULT_SCOPE.value,
+        show_default=True,
+        help="Which bytes the hub's manufacturer's signatures cover (docs/firmware-images.md)",
+    )(func)
+
+
 def _link_options(func: F) -> F:
     """The emulated UART between the jig and the hub."""
     func = click.option("--latency-ms", default=1.0, show_default=True, type=click.FloatRange(0, 1000))(func)
@@ -203,13 +274,14 @@ def _link_options(func: F) -> F:
 @click.option("--chf-id", default="00-DB-12-34-56-78-90-A0", show_default=True)
 @click.option("--gpf-id", default="00-DB-12-34-56-78-90-A1", show_default=True)
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hub's own signature check accepts")
+@_signature_scope_option
 @_link_options
 @click.option("--fault", default="", help="Fault spec, e.g. power-loss@65536,corrupt-every=7 (docs/simulator.md)")
 @click.option("--state", "state", default="work/sim-hub", show_default=True, type=click.Path(file_okay=False))
 def hub(
     tcp: str | None, pty: bool, identity_file: str | None, manufacturer: str, model: str, hardware: str,
-    firmware: str, chf_id: str, gpf_id: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
-    state: str,
+    firmware: str, chf_id: str, gpf_id: str, trust: tuple[str, ...], signature_scope: str, baud: int,
+    latency_ms: float, fault: str, state: str,
 ) -> None:  # fmt: skip
     """Serve one simulated hub until stopped, on a pty (`--pty` prints the path to open) or a TCP port."""
     from firmware_catalog.hub import HubIdentity
@@ -237,7 +309,7 @@ def hub(
         )
     except (IdentityFileError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    server = HubServer(_hub_options(Path(state), identity, trust, fault), _link(baud, latency_ms))
+    server = HubServer(_hub_options(Path(state), identity, trust, signature_scope, fault), _link(baud, latency_ms))
 
     async def start() -> Any:
         if pty:
@@ -306,6 +378,7 @@ def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
 )
 @_hub_type_options
 @click.option("--trust", multiple=True, metavar="MFR=KEY.pub", help="A key the hubs' signature check accepts")
+@_signature_scope_option
 @_link_options
 @click.option("--fault", default="", help="Fault spec for every hub")
 @click.option("--state", "state", default="work/sim-bench", show_default=True, type=click.Path(file_okay=False))
@@ -319,9 +392,9 @@ def bench_device_ids(bench: int, slot: int) -> tuple[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the bench (slots, URLs, device IDs) as one JSON line")
 def bench(
     slots: int, config_path: str, force: bool, bench_number: int | None, port_base: int, manufacturer: str,
-    model: str, hardware: str, firmware: str, trust: tuple[str, ...], baud: int, latency_ms: float, fault: str,
-    state: str, catalog_dir: str, authority: str, station_id: str, operator: str, facility: str,
-    station_key: str | None, broker: str | None, as_json: bool,
+    model: str, hardware: str, firmware: str, trust: tuple[str, ...], signature_scope: str, baud: int,
+    latency_ms: float, fault: str, state: str, catalog_dir: str, authority: str, station_id: str, operator: str,
+    facility: str, station_key: str | None, broker: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Serve N simulated hubs on TCP ports and write a station config whose slots reach them.
 
@@ -351,7 +424,10 @@ def bench(
             chf_id=chf, gpf_id=gpf, han_variant="Single Band", chts_version="V1.3", serial=f"SIM-{number:04X}-{n:05d}",
         )  # fmt: skip
         servers.append(
-            HubServer(_hub_options(Path(state) / f"hub-{n:03d}", identity, trust, fault), _link(baud, latency_ms))
+            HubServer(
+                _hub_options(Path(state) / f"hub-{n:03d}", identity, trust, signature_scope, fault),
+                _link(baud, latency_ms),
+            )
         )
 
     async def start() -> Any:

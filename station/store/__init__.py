@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +55,17 @@ from station.outcome import Outcome
 from station.store.audit_log import AuditLog
 from station.store.catalog_pin import PinnedCatalog
 from station.store.custody import Custody, CustodyEvent, CustodyRecord
-from station.store.database import Database
-from station.store.jobs import Attempt, Charge, FlashStep, JobLedger, JobRecord, JobState
-from station.store.operators import ApiToken, Operator, Role, Roster, SignInRefused
+from station.store.database import Database, Session
+from station.store.jobs import Attempt, Charge, FlashStep, JobLedger, JobRecord, JobStart, JobState
+from station.store.operators import ApiToken, Operator, Role, Roster, SignInAttempt, SignInRefused
 from station.store.orders import NewOrder, OrderBook, OrderConflict, OrderKind, OrderProgress, OrderRecord, OrderState
-from station.store.outbox import Outbox, OutboxRow, OutboxState
+from station.store.outbox import AUDIT_CHECKPOINT, Outbox, OutboxRow, OutboxState
 from station.store.schema import MIGRATIONS
 from station.store.sqlite import SqliteDatabase
 from station.store.unit_of_work import Actor, StoreError, UnitOfWork, utc_now
 
 __all__ = [
+    "AUDIT_CHECKPOINT",
     "MIGRATIONS",
     "Actor",
     "ApiToken",
@@ -74,6 +75,7 @@ __all__ = [
     "CustodyRecord",
     "FlashStep",
     "JobRecord",
+    "JobStart",
     "JobState",
     "Operator",
     "OrderConflict",
@@ -84,6 +86,7 @@ __all__ = [
     "OutboxRow",
     "OutboxState",
     "Role",
+    "SignInAttempt",
     "SignInRefused",
     "Store",
     "StoreError",
@@ -185,6 +188,18 @@ class Store:
     def audit_entries(self, since: str | None = None) -> Iterator[AuditEntry]:
         return self.audit_log.entries(since)
 
+    def anchor_checkpoints(self, message: Callable[[Checkpoint, str], dict[str, Any]]) -> None:
+        """From now on, queue every checkpoint signed for the DSP (kind `audit_checkpoint`), in the transaction that
+        signs it; `message(checkpoint, message_id)` makes its payload (the store does not know the contract)."""
+        outbox = self.outbox
+
+        def queue(session: Session, checkpoint: Checkpoint) -> None:
+            message_id = outbox.new_message_id()
+            outbox.enqueue(session, AUDIT_CHECKPOINT, message(checkpoint, message_id), message_id=message_id,
+                           job_id=None, created_at=checkpoint.at)  # fmt: skip
+
+        self.audit_log.on_checkpoint = queue
+
     def audit_checkpoints(self) -> list[Checkpoint]:
         return self.audit_log.checkpoints()
 
@@ -238,8 +253,8 @@ class Store:
         return self.job_ledger.interrupt_running()
 
     def start_job(self, *, chf_id: str, gpf_id: str | None, order_ref: str | None, slot: str,
-                  identity: dict[str, Any]) -> int:  # fmt: skip
-        """A hub identified on a slot. Resumes the hub's interrupted job in this order if there is one."""
+                  identity: dict[str, Any]) -> JobStart:  # fmt: skip
+        """A hub identified on a slot. Resumes the hub's interrupted job in this order if there is one (`resumed`)."""
         return self.job_ledger.start(chf_id=chf_id, gpf_id=gpf_id, order_ref=order_ref, slot=slot, identity=identity)
 
     def suspend_job(self, job_id: int, cause: str, **data: Any) -> None:
@@ -326,6 +341,10 @@ class Store:
     def outbox_backlog(self) -> dict[str, Any]:
         """What `reflash status` shows of the outbox."""
         return self.outbox.backlog()
+
+    def outcomes_on(self, day: date) -> dict[str, int]:
+        """Hubs finished on a UTC day, by outcome."""
+        return self.job_ledger.outcomes_on(day)
 
     def outbox_counts(self) -> dict[str, int]:
         return self.outbox.counts()

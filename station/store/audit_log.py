@@ -3,14 +3,16 @@ checkpoints that pin its head.
 
 Every part that changes what happened to a hub appends its entry here in the same transaction (`append` takes the
 part's `Session`), so the record and the trail can never disagree. The chain's rules (what is hashed, what is signed)
-are `station.audit`'s; this part only stores entries in order and signs every `checkpoint_every`-th one.
+are `station.audit`'s; this part only stores entries in order and signs every `checkpoint_every`-th one. Each
+checkpoint is handed to `on_checkpoint` inside the transaction that signs it, so that its anchor at the DSP is queued
+exactly when the checkpoint exists (the store sets it: `Store.anchor_checkpoints`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,6 +36,7 @@ class AuditLog:
         self._work = work
         self._key = key
         self._checkpoint_every = checkpoint_every
+        self.on_checkpoint: Callable[[Session, Checkpoint], None] | None = None
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey | None:
@@ -71,12 +74,15 @@ class AuditLog:
         at = self._work.now()
         station = self._work.actor.station
         signature = sign_checkpoint(self._key, station, seq, hash_hex, at)
+        checkpoint = Checkpoint(seq, hash_hex, at, station, fingerprint(self._key.public_key()), signature)
         session.execute(
             "INSERT INTO audit_checkpoints (seq, hash, at, station, key_fingerprint, signature) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, at = excluded.at, station = excluded.station, "
             "key_fingerprint = excluded.key_fingerprint, signature = excluded.signature",
-            (seq, hash_hex, at, station, fingerprint(self._key.public_key()), signature),
+            (seq, hash_hex, at, station, checkpoint.key_fingerprint, signature),
         )
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(session, checkpoint)
 
     def record(self, kind: str, data: dict[str, Any]) -> AuditEntry:
         """An event that changes no other state, in a transaction of its own."""

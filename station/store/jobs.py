@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +27,21 @@ if TYPE_CHECKING:
     from station.store.outbox import Outbox
     from station.store.unit_of_work import UnitOfWork
 
-__all__ = ["Attempt", "Charge", "FlashStep", "JobLedger", "JobRecord", "JobState"]
+__all__ = ["Attempt", "Charge", "FlashStep", "JobLedger", "JobRecord", "JobStart", "JobState"]
 
 
 class JobState(StrEnum):
     RUNNING = "running"
     INTERRUPTED = "interrupted"  # stopped without an outcome; resumed when its hub is seen again
     FINAL = "final"  # has its outcome
+
+
+@dataclass(frozen=True)
+class JobStart:
+    """A job begun for a hub on a slot, or an interrupted one of the same hub and order taken up again."""
+
+    id: int
+    resumed: bool
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ class JobLedger:
             return ids
 
     def start(self, *, chf_id: str, gpf_id: str | None, order_ref: str | None, slot: str,
-              identity: dict[str, Any]) -> int:  # fmt: skip
+              identity: dict[str, Any]) -> JobStart:  # fmt: skip
         """A hub identified on a slot. Resumes the hub's interrupted job in this order if there is one."""
         in_order, order_params = ("order_ref IS NULL", ()) if order_ref is None else ("order_ref = ?", (order_ref,))
         with self._work.transaction() as session:
@@ -188,7 +197,7 @@ class JobLedger:
                 "job_resumed" if resumed else "job_started",
                 {"job_id": job_id, "slot": slot, "order_ref": order_ref, "identity": identity},
             )
-            return job_id
+            return JobStart(job_id, resumed)
 
     def suspend(self, job_id: int, cause: str, **data: Any) -> None:
         """A job that stops without an outcome (the station is stopping, no catalog is in force, another hub is on
@@ -396,6 +405,15 @@ class JobLedger:
             .fetchone()
         )
         return int(row[0])
+
+    def outcomes_on(self, day: date) -> dict[str, int]:
+        """Hubs finished on a UTC day, by outcome (times are stored as UTC text, so text order is time order)."""
+        rows = self._work.reader().execute(
+            "SELECT outcome, COUNT(*) AS n FROM jobs WHERE state = 'final' AND finished_at >= ? AND finished_at < ? "
+            "GROUP BY outcome ORDER BY outcome",
+            (day.isoformat(), (day + timedelta(days=1)).isoformat()),
+        )
+        return {row["outcome"]: int(row["n"]) for row in rows}
 
     def attempts(self, job_id: int | None = None) -> list[Attempt]:
         """The job's attempts in order (every job's, by job, without `job_id`)."""

@@ -9,6 +9,7 @@ in a row lock the operator out for 15 minutes. A token is 32 random bytes, shown
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -22,6 +23,7 @@ from station.store.unit_of_work import StoreError
 
 if TYPE_CHECKING:
     from station.store.audit_log import AuditLog
+    from station.store.database import Session as DbSession
     from station.store.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -34,7 +36,9 @@ __all__ = [
     "Operator",
     "Role",
     "Roster",
+    "SignInAttempt",
     "SignInRefused",
+    "check_badge",
     "check_pin",
     "hash_pin",
     "pin_matches",
@@ -67,6 +71,21 @@ class Operator:
     added_at: str
     failures: int
     locked_until: str | None
+    has_badge: bool = False
+
+
+@dataclass(frozen=True)
+class SignInAttempt:
+    """What a PIN is to be checked against, read before the check: scrypt takes about 50 ms, which the bench page
+    spends on a worker thread, not on the event loop that serves the bench."""
+
+    operator_id: str | None  # None: no operator has this id or badge
+    pin_hash: str
+    via: str  # "id" or "badge": how the operator was named
+    said_as: str | None  # what the audit names: the operator's id (None when unknown)
+
+    def pin_matches(self, pin: str) -> bool:
+        return pin_matches(pin, self.pin_hash)
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,22 @@ def pin_matches(pin: str, stored: str) -> bool:
     return hmac.compare_digest(again.rsplit("$", 1)[1], key)
 
 
+def check_badge(badge: str) -> str:
+    """A badge's code as a scanner types it: 4 to 128 printable ASCII characters, no spaces at the ends."""
+    if not (badge.isascii() and badge.isprintable() and 4 <= len(badge) <= 128 and badge == badge.strip()):
+        raise ValueError("a badge code is 4 to 128 printable ASCII characters")
+    return badge
+
+
+def _badge_hash(badge: str) -> str:
+    return hashlib.sha256(b"reflash-badge:" + badge.encode()).hexdigest()
+
+
+@functools.cache
+def _unknown_pin_hash() -> str:
+    return hash_pin(secrets.token_hex(8))
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -111,17 +146,41 @@ class Roster:
 
     # -- operators ------------------------------------------------------------------------------------------------
 
-    def add_operator(self, operator_id: str, role: Role, pin: str) -> None:
+    def add_operator(self, operator_id: str, role: Role, pin: str, badge: str | None = None) -> None:
         check_label(operator_id)
         pin_hash = hash_pin(check_pin(pin))
+        badge_hash = None if badge is None else _badge_hash(check_badge(badge))
         with self._work.transaction() as session:
             if session.execute("SELECT 1 FROM operators WHERE id = ?", (operator_id,)).fetchone():
                 raise StoreError(f"operator {operator_id!r} exists already (remove it first to change it)")
+            self._refuse_known_badge(session, badge_hash)
             session.execute(
-                "INSERT INTO operators (id, role, pin_hash, added_at) VALUES (?,?,?,?)",
-                (operator_id, role.value, pin_hash, self._work.now()),
+                "INSERT INTO operators (id, role, pin_hash, added_at, badge_sha256) VALUES (?,?,?,?,?)",
+                (operator_id, role.value, pin_hash, self._work.now(), badge_hash),
             )
-            self._audit_log.append(session, "operator_added", {"operator_id": operator_id, "role": role.value})
+            self._audit_log.append(session, "operator_added", {"operator_id": operator_id, "role": role.value,
+                                                               "badge": badge is not None})  # fmt: skip
+
+    def set_badge(self, operator_id: str, badge: str | None) -> None:
+        """Give the operator a badge (a lost one is replaced), or take it away (None)."""
+        badge_hash = None if badge is None else _badge_hash(check_badge(badge))
+        with self._work.transaction() as session:
+            self._refuse_known_badge(session, badge_hash, operator_id)
+            changed = session.execute(
+                "UPDATE operators SET badge_sha256 = ? WHERE id = ?", (badge_hash, operator_id)
+            ).rowcount
+            if changed == 0:
+                raise StoreError(f"no operator {operator_id!r}")
+            self._audit_log.append(session, "operator_badge_set" if badge else "operator_badge_removed",
+                                   {"operator_id": operator_id})  # fmt: skip
+
+    @staticmethod
+    def _refuse_known_badge(session: DbSession, badge_hash: str | None, holder: str | None = None) -> None:
+        if badge_hash is None:
+            return
+        row = session.execute("SELECT id FROM operators WHERE badge_sha256 = ?", (badge_hash,)).fetchone()
+        if row is not None and row["id"] != holder:
+            raise StoreError(f"that badge is operator {row['id']}'s already")
 
     def remove_operator(self, operator_id: str) -> None:
         with self._work.transaction() as session:
@@ -131,7 +190,12 @@ class Roster:
 
     def operators(self) -> list[Operator]:
         rows = self._work.reader().execute("SELECT * FROM operators ORDER BY id")
-        return [Operator(r["id"], Role(r["role"]), r["added_at"], r["failures"], r["locked_until"]) for r in rows]
+        return [
+            Operator(
+                r["id"], Role(r["role"]), r["added_at"], r["failures"], r["locked_until"], r["badge_sha256"] is not None
+            )
+            for r in rows
+        ]
 
     def on_roster(self, operator_id: str) -> bool:
         """Whether the operator may still act (not removed since signing in)."""
@@ -139,41 +203,66 @@ class Roster:
             self._work.reader().execute("SELECT 1 FROM operators WHERE id = ?", (operator_id,)).fetchone() is not None
         )
 
-    def sign_in(self, operator_id: str, pin: str) -> Operator:
-        """The operator, if the PIN is theirs and they are not locked out; else `SignInRefused`. Each attempt is
-        one transaction: a failure counts (the fifth in a row locks out for `LOCKOUT`), a success resets the count."""
-        now_text = self._work.now()
-        now = datetime.fromisoformat(now_text)
+    def sign_in(self, identity: str, pin: str) -> Operator:
+        """The operator, if the PIN is theirs and they are not locked out; else `SignInRefused`. `identity` is an
+        operator id or a badge's code. The bench page runs the same two steps with the slow PIN check between them
+        off the event loop (`begin_sign_in`, `SignInAttempt.pin_matches`, `finish_sign_in`)."""
+        attempt = self.begin_sign_in(identity)
+        return self.finish_sign_in(attempt, attempt.pin_matches(pin))
+
+    def begin_sign_in(self, identity: str) -> SignInAttempt:
+        """Who `identity` names (an operator id, else a badge) and the PIN hash to check; nothing is written."""
+        reader = self._work.reader()
+        row = reader.execute("SELECT id, pin_hash FROM operators WHERE id = ?", (identity,)).fetchone()
+        via = "id"
+        if row is None and identity:
+            via = "badge"
+            row = reader.execute(
+                "SELECT id, pin_hash FROM operators WHERE badge_sha256 = ?", (_badge_hash(identity),)
+            ).fetchone()
+        if row is None:
+            # An unknown identity is checked against a hash all the same, so that it takes as long to refuse; what
+            # was typed is not audited (it may be a PIN in the wrong field, or a badge not yet on the roster).
+            return SignInAttempt(None, _unknown_pin_hash(), via, None)
+        return SignInAttempt(row["id"], row["pin_hash"], via, row["id"])
+
+    def finish_sign_in(self, attempt: SignInAttempt, matched: bool) -> Operator:
+        """Record the attempt in one transaction: a failure counts (the fifth in a row locks out for `LOCKOUT`), a
+        success resets the count. The lockout is read here, after the check, so that attempts made together cannot
+        pass it."""
+        now = datetime.fromisoformat(self._work.now())
+        said = {"operator_id": attempt.said_as, "via": attempt.via}  # never a badge's code: it signs in
         with self._work.transaction() as session:
-            row = session.execute("SELECT * FROM operators WHERE id = ?", (operator_id,)).fetchone()
+            row = None
+            if attempt.operator_id is not None:
+                row = session.execute("SELECT * FROM operators WHERE id = ?", (attempt.operator_id,)).fetchone()
             if row is None:
-                # Hash anyway, so that an unknown operator takes as long to refuse as a wrong PIN.
-                hash_pin(pin)
-                self._audit_log.append(session, "sign_in_refused", {"operator_id": operator_id, "why": "unknown"})
+                self._audit_log.append(session, "sign_in_refused", {**said, "why": "unknown"})
                 refused = "unknown operator or wrong PIN"
             elif row["locked_until"] is not None and datetime.fromisoformat(row["locked_until"]) > now:
-                self._audit_log.append(session, "sign_in_refused", {"operator_id": operator_id, "why": "locked"})
-                refused = f"operator {operator_id} is locked out until {row['locked_until']} (too many wrong PINs)"
-            elif not pin_matches(pin, row["pin_hash"]):
+                self._audit_log.append(session, "sign_in_refused", {**said, "why": "locked"})
+                refused = f"operator {row['id']} is locked out until {row['locked_until']} (too many wrong PINs)"
+            elif not matched:
                 failures = int(row["failures"]) + 1
                 locked = failures >= MAX_FAILURES
                 until = (now + LOCKOUT).isoformat(timespec="milliseconds").replace("+00:00", "Z") if locked else None
                 session.execute(
                     "UPDATE operators SET failures = ?, locked_until = ? WHERE id = ?",
-                    (0 if locked else failures, until, operator_id),
+                    (0 if locked else failures, until, row["id"]),
                 )
                 self._audit_log.append(session, "operator_locked_out" if locked else "sign_in_refused",
-                                       {"operator_id": operator_id, "why": "wrong_pin", "failures": failures,
+                                       {**said, "why": "wrong_pin", "failures": failures,
                                         "locked_until": until})  # fmt: skip
                 refused = (
-                    f"operator {operator_id} is locked out until {until} (too many wrong PINs)"
+                    f"operator {row['id']} is locked out until {until} (too many wrong PINs)"
                     if locked
                     else "unknown operator or wrong PIN"
                 )
             else:
-                session.execute("UPDATE operators SET failures = 0, locked_until = NULL WHERE id = ?", (operator_id,))
-                self._audit_log.append(session, "operator_signed_in", {"operator": operator_id, "via": "bench_page"})
-                return Operator(row["id"], Role(row["role"]), row["added_at"], 0, None)
+                session.execute("UPDATE operators SET failures = 0, locked_until = NULL WHERE id = ?", (row["id"],))
+                self._audit_log.append(session, "operator_signed_in", {"operator": row["id"], "via": "bench_page",
+                                                                       "with": attempt.via})  # fmt: skip
+                return Operator(row["id"], Role(row["role"]), row["added_at"], 0, None, row["badge_sha256"] is not None)
         raise SignInRefused(refused)
 
     # -- API tokens -----------------------------------------------------------------------------------------------

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from station.store.database import Row, Session
     from station.store.unit_of_work import UnitOfWork
 
-__all__ = ["Outbox", "OutboxRow", "OutboxState"]
+__all__ = ["AUDIT_CHECKPOINT", "Outbox", "OutboxRow", "OutboxState"]
+
+# A signed audit checkpoint on its way to the DSP (its anchor). Acked by the bridge like a result, but not a result:
+# the backlog counts (`counts`, `backlog`) are of results and order summaries, and anchors are counted apart.
+AUDIT_CHECKPOINT = "audit_checkpoint"
 
 
 class OutboxState(StrEnum):
@@ -179,7 +183,8 @@ class Outbox:
         reader = self._work.reader()
         row = reader.execute(
             "SELECT MIN(created_at) AS oldest, COUNT(last_error) AS refused FROM outbox "
-            "WHERE state IN ('pending', 'at_broker')"
+            "WHERE state IN ('pending', 'at_broker') AND kind != ?",
+            (AUDIT_CHECKPOINT,),
         ).fetchone()
         last_ack = reader.execute(
             "SELECT MAX(confirmed_at) FROM outbox WHERE ack IS NOT NULL AND state IN ('confirmed', 'rejected')"
@@ -194,11 +199,22 @@ class Outbox:
             "refused": int(row["refused"] or 0),
             "last_refusal": refusal[0] if refusal else None,
             "last_dsp_ack_at": last_ack,
+            "anchors_waiting": self.anchors_waiting(),
         }
+
+    def anchors_waiting(self) -> int:
+        """Signed checkpoints not yet acknowledged by the DSP: entries up to them could still be cut unseen."""
+        row = self._work.reader().execute(
+            "SELECT COUNT(*) FROM outbox WHERE kind = ? AND state IN ('pending', 'at_broker')", (AUDIT_CHECKPOINT,)
+        )
+        return int(row.fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in OutboxState}
-        for row in self._work.reader().execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
+        rows = self._work.reader().execute(
+            "SELECT state, COUNT(*) AS n FROM outbox WHERE kind != ? GROUP BY state", (AUDIT_CHECKPOINT,)
+        )
+        for row in rows:
             counts[row["state"]] = row["n"]
         return counts
 

@@ -178,6 +178,12 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at TEXT
     );
     """,
+    # Badge sign-in: an operator may also be found by the SHA-256 of their badge's code (the code itself is not kept:
+    # a copy of the database must not be enough to make a badge). The PIN is still asked for.
+    """
+    ALTER TABLE operators ADD COLUMN badge_sha256 TEXT;
+    CREATE UNIQUE INDEX operators_by_badge ON operators(badge_sha256) WHERE badge_sha256 IS NOT NULL;
+    """,
 )
 
 

@@ -14,11 +14,12 @@ nosniff and no-referrer.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,9 @@ from station.outcome import JOB_REASONS
 from station.slot import SlotSnapshot
 from station.store import SignInRefused, Store, StoreError
 from station.web.bench_actions import ActionResult, BenchActions, Principal
-from station.web.openapi import API_ROUTES, DispatchRequest, ScanInRequest
-from station.web.order_view import current_order, order_glance
+from station.web.fleet_page import FleetSource, fleet_endpoint
+from station.web.openapi import API_ROUTES, DispatchRequest, ReleaseRequest, ScanInRequest
+from station.web.order_view import current_order, open_orders, order_glance
 from station.web.sessions import SessionBook
 
 __all__ = ["REASON_WORDS", "BenchPage", "build_app"]
@@ -89,6 +91,11 @@ class BenchPage:
     order_version: int = 0  # bumped by every action, so that the order glance is read again
     # The station's Prometheus registry (station/metrics.py), served at /metrics to a bearer of an API token.
     metrics: CollectorRegistry | None = None
+    # The serial of the catalog in force (None when there is none), shown on the page.
+    catalog_serial: Callable[[], int | None] = lambda: None
+    pin_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Where /fleet reads every station's status (`[fleet]`); None: the page says none is configured.
+    fleet: FleetSource | None = None
 
     def close(self) -> None:
         """The station stops: every event stream ends at its next wake (woken now)."""
@@ -154,7 +161,9 @@ def build_app(page: BenchPage) -> Starlette:
 
     async def sign_in_form(request: Request) -> Response:
         token = secrets.token_urlsafe(32)
-        response = html("sign_in.html", csrf=token, error=None)
+        ended = request.query_params.get("ended") == "1"
+        response = html("sign_in.html", csrf=token, error=None,
+                        notice="Your session has ended: sign in again." if ended else None)  # fmt: skip
         _set_cookie(response, SIGN_IN_COOKIE, token, page.tls, max_age=600)
         return response
 
@@ -165,7 +174,12 @@ def build_app(page: BenchPage) -> Starlette:
         if not cookie or not hmac.compare_digest(cookie, sent):
             return html("sign_in.html", 403, csrf=cookie, error="the form expired: sign in again")
         try:
-            who = page.store.roster.sign_in(operator.strip(), pin)
+            attempt = page.store.roster.begin_sign_in(operator.strip())
+            # scrypt takes ~50 ms and 16 MiB: on a worker thread, two at a time, so that the bench page and the
+            # station's loop stay responsive however many sign-ins arrive together.
+            async with page.pin_checks:
+                matched = await asyncio.to_thread(attempt.pin_matches, pin)
+            who = page.store.roster.finish_sign_in(attempt, matched)
         except (SignInRefused, StoreError) as exc:
             return html("sign_in.html", 401, csrf=cookie, error=str(exc))
         session = page.sessions.open(who.id, who.role)
@@ -173,6 +187,15 @@ def build_app(page: BenchPage) -> Starlette:
         _set_cookie(response, SESSION_COOKIE, session.id, page.tls)
         response.delete_cookie(SIGN_IN_COOKIE)
         return response
+
+    async def whoami(request: Request) -> Response:
+        """Whether this browser is still signed in: the page asks when its event stream is refused, to tell a
+        station it has lost from a session that has ended (a restart, the idle limit, a removed operator)."""
+        session = session_of(request)
+        if session is None:
+            return JSONResponse({"ok": False, "message": "signed out"}, 401)
+        return JSONResponse({"ok": True, "operator": session.operator, "role": session.role.value},
+                            headers={"Cache-Control": "no-store"})  # fmt: skip
 
     async def sign_out(request: Request) -> Response:
         form = await request.form()
@@ -188,9 +211,10 @@ def build_app(page: BenchPage) -> Starlette:
         if session is None:
             return RedirectResponse("/sign-in", 303)
         snapshot = page.live.snapshot()
-        ref = current_order(page.store)
+        ref = current_order(page.store, request.query_params.get("order"))
         return html("bench.html", session=session, slots=[_slot_json(s) for s in snapshot.slots],
-                    snapshot=snapshot.model_dump(mode="json"), order=_order_or_none(page.store, ref))  # fmt: skip
+                    snapshot=snapshot.model_dump(mode="json"), order=_order_or_none(page.store, ref),
+                    open_orders=open_orders(page.store), catalog_serial=page.catalog_serial())  # fmt: skip
 
     def page_action(act: Callable[[Principal, dict[str, str]], ActionResult]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -244,18 +268,39 @@ def build_app(page: BenchPage) -> Starlette:
     def api_close(who: Principal, request: Request) -> Response:
         return _answer(page.actions.close_order(who, request.path_params["ref"]))
 
+    def api_release(who: Principal, body: ReleaseRequest) -> Response:
+        return _answer(page.actions.release(who, body.chf_id))
+
+    def api_reload_catalog(who: Principal, request: Request) -> Response:
+        return _answer(page.actions.reload_catalog(who))
+
     # -- the live stream, for both ----------------------------------------------------------------------------
 
     async def events(request: Request) -> Response:
-        if session_of(request) is None and token_principal(request) is None:
+        session, token = session_of(request), token_principal(request)
+        if session is None and token is None:
             return JSONResponse({"ok": False, "message": "sign in, or send an API token"}, 401)
-        return StreamingResponse(_event_stream(page), media_type="text/event-stream",
+        cookie = request.cookies.get(SESSION_COOKIE)
+        credential = request.headers.get("authorization", "").partition(" ")[2].strip()
+
+        def allowed() -> bool:
+            """Checked at every event: a session that expires or an operator removed, or a token revoked, ends the
+            stream (the page then finds itself signed out, rather than watching on)."""
+            if session is not None:
+                found = page.sessions.find(cookie, touch=False)
+                return found is not None and page.store.roster.on_roster(found.operator)
+            return page.store.roster.token(credential) is not None
+
+        wanted = request.query_params.get("order")
+        return StreamingResponse(_event_stream(page, wanted, allowed), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     endpoints: dict[str, Callable[[Request], Any]] = {
         "api_slots": api(None, api_slots),
         "api_order": api(None, api_order),
         "api_close": api(None, api_close),
+        "api_release": api(ReleaseRequest, api_release),
+        "api_reload_catalog": api(None, api_reload_catalog),
         "api_scan_in": api(ScanInRequest, api_scan_in),
         "api_dispatch": api(DispatchRequest, api_dispatch),
         "api_events": events,
@@ -266,7 +311,9 @@ def build_app(page: BenchPage) -> Starlette:
         Route("/sign-in", sign_in_form, methods=["GET"]),
         Route("/sign-in", sign_in, methods=["POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
+        Route("/session", whoami),
         Route("/events", events),
+        Route("/fleet", fleet_endpoint(lambda: page.fleet, html, session_of)),
         Route("/actions/scan-in", page_action(lambda who, f: page.actions.scan_in(who, f.get("chf_id", ""),
                                                                                     f.get("order_ref"))),
               methods=["POST"]),
@@ -276,6 +323,8 @@ def build_app(page: BenchPage) -> Starlette:
         Route("/actions/release", page_action(lambda who, f: page.actions.release(who, f.get("chf_id", ""))),
               methods=["POST"]),
         Route("/actions/close", page_action(lambda who, f: page.actions.close_order(who, f.get("order_ref", ""))),
+              methods=["POST"]),
+        Route("/actions/reload-catalog", page_action(lambda who, f: page.actions.reload_catalog(who)),
               methods=["POST"]),
         *(Route(route.path, endpoints[route.name], methods=[route.method], name=route.name) for route in API_ROUTES),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -295,16 +344,17 @@ def _set_cookie(response: Response, name: str, value: str, tls: bool, max_age: i
     response.set_cookie(name, value, max_age=max_age, path="/", secure=tls, httponly=True, samesite="strict")
 
 
-async def _event_stream(page: BenchPage) -> AsyncIterator[str]:
+async def _event_stream(page: BenchPage, wanted: str | None, allowed: Callable[[], bool]) -> AsyncIterator[str]:
     """Server-sent events: `snapshot` with every slot (at most four a second) and the DSP link; `order` when the
-    order's counts may have changed (a hub finished, an action was taken). Ends when the station stops."""
+    order's counts may have changed (a hub finished, an action was taken): the order `wanted` while it is open, else
+    the newest open one. Ends when the station stops."""
     yield "retry: 1000\n\n"
     seen: tuple[int, int, str | None] | None = None
     async for snapshot in page.live.subscribe(min_interval_s=0.25, heartbeat_s=10):
-        if page.closing:
+        if page.closing or not allowed():
             return
         yield _event("snapshot", _snapshot_json(snapshot))
-        ref = current_order(page.store)
+        ref = current_order(page.store, wanted)
         key = (sum(slot.hubs_done for slot in snapshot.slots), page.order_version, ref)
         if key != seen:
             seen = key

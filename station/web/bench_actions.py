@@ -1,7 +1,7 @@
 """What an operator does at the bench page or a line controller through the API: scan a hub in, dispatch a finished
-hub, release an UNEXPECTED hub, close an order. Each is one store transaction and one audit entry naming the
-operator who did it (`Store.acting_as`), and every input passes the identifier grammar and EUI-64 normalisation
-first. An action returns an `ActionResult` whose message is for the operator's eyes.
+hub, release an UNEXPECTED hub, close an order, reload the catalog. Each is one store transaction and one audit
+entry naming the operator who did it (`Store.acting_as`), and every input passes the identifier grammar and EUI-64
+normalisation first. An action returns an `ActionResult` whose message is for the operator's eyes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firmware_catalog.catalog import Offer
 from firmware_catalog.eui64 import normalise_eui64
 from station.config import StationConfig
 from station.identifier import check_order_ref
@@ -31,7 +32,9 @@ class Principal:
 @dataclass(frozen=True)
 class ActionResult:
     ok: bool
-    result: str  # received, received_unasked, dispatched, released, closed, misread, refused, forbidden
+    # received, received_unasked, dispatched, released, closed, catalog_accepted, catalog_refused, misread, refused,
+    # forbidden
+    result: str
     message: str
     chf_id: str | None = None
     order_ref: str | None = None
@@ -42,10 +45,17 @@ class ActionResult:
 
 
 class BenchActions:
-    def __init__(self, store: Store, config: StationConfig, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: StationConfig,
+        on_change: Callable[[], None],
+        offer_catalog: Callable[[], Offer] | None = None,
+    ) -> None:
         self._store = store
         self._config = config
         self._on_change = on_change  # the page's order view and the reporter (an order summary to publish)
+        self._offer_catalog = offer_catalog  # the station's: offer the catalog folder again and record it
 
     def _hub(self, scanned: str, order_ref: str | None) -> tuple[str, str]:
         """The normalised CHF ID, and its order: the open order that names it, else `order_ref`."""
@@ -113,3 +123,24 @@ class BenchActions:
             return ActionResult(True, "closed", f"order {ref} closed; report {json_path.name}", None, ref)
 
         return self._do(who, Role.SUPERVISOR, work)
+
+    def reload_catalog(self, who: Principal) -> ActionResult:
+        """Offer the catalog folder again, as SIGHUP does; the offer's audit entry names who asked."""
+        offer_catalog = self._offer_catalog
+        if offer_catalog is None:
+            return ActionResult(False, "refused", "this station cannot reload its catalog from here")
+
+        def work() -> ActionResult:
+            offer = offer_catalog()
+            if offer.accepted:
+                return ActionResult(
+                    True, "catalog_accepted", f"catalog serial {offer.serial} in force ({offer.message})"
+                )
+            return ActionResult(False, "catalog_refused", f"catalog refused ({offer.code.value}: {offer.message}); "
+                                "the one in force stays")  # fmt: skip
+
+        try:
+            return self._do(who, Role.SUPERVISOR, work)
+        except self._store.write_errors:
+            return ActionResult(False, "refused", "the catalog was offered, but the store could not record it: "
+                                "try again when the disk has space")  # fmt: skip

@@ -19,6 +19,7 @@ __all__ = [
     "ApiRoute",
     "DispatchRequest",
     "OrderGlance",
+    "ReleaseRequest",
     "ScanInRequest",
     "SlotView",
     "SlotsAnswer",
@@ -39,11 +40,21 @@ class DispatchRequest(ScanInRequest):
     """A finished hub scanned out of its order."""
 
 
+class ReleaseRequest(BaseModel):
+    """A hub held as UNEXPECTED, released to leave (a supervisor's decision)."""
+
+    model_config = ConfigDict(extra="forbid")
+    chf_id: str = Field(max_length=64, description="EUI-64, any spelling")
+
+
 class ActionAnswer(BaseModel):
     """What an action did, in words for the operator."""
 
     ok: bool
-    result: str = Field(description="received, received_unasked, dispatched, closed, misread, refused, forbidden")
+    result: str = Field(
+        description="received, received_unasked, dispatched, released, closed, catalog_accepted, catalog_refused, "
+        "misread, refused, forbidden"
+    )
     message: str
     chf_id: str | None
     order_ref: str | None
@@ -98,6 +109,10 @@ API_ROUTES: tuple[ApiRoute, ...] = (
              ActionAnswer),
     ApiRoute("api_close", "POST", "/api/v1/orders/{ref}/close", "Close an order (writes its report, queues its "
              "summary for the DSP)", Role.SUPERVISOR, answer=ActionAnswer),
+    ApiRoute("api_release", "POST", "/api/v1/release", "Release a hub held as UNEXPECTED (it may leave)",
+             Role.SUPERVISOR, ReleaseRequest, ActionAnswer),
+    ApiRoute("api_reload_catalog", "POST", "/api/v1/catalog/reload", "Offer the catalog folder again (as SIGHUP "
+             "does): a refused catalog leaves the one in force", Role.SUPERVISOR, answer=ActionAnswer),
     ApiRoute("api_events", "GET", "/api/v1/events", "The bench live, as server-sent events: `snapshot` (the "
              "station: status.json's form, slots as SlotView) and `order` (OrderGlance, or null)", Role.OPERATOR,
              stream=True),
@@ -131,6 +146,10 @@ def openapi_document() -> dict[str, Any]:
         if "{ref}" in route.path:
             operation["parameters"] = [{"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
                                         "description": "the DCC's order reference"}]  # fmt: skip
+        if route.stream:
+            operation["parameters"] = [{"name": "order", "in": "query", "required": False,
+                                        "schema": {"type": "string"}, "description": "the open order whose glance "
+                                        "`order` events carry (default: the newest open order)"}]  # fmt: skip
         if route.body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
                 "$ref": f"#/components/schemas/{route.body.__name__}"}}}}  # fmt: skip

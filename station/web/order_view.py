@@ -9,7 +9,7 @@ from station.reconciliation import order_report
 from station.store import OrderState, Store
 from station.web.openapi import OrderGlance
 
-__all__ = ["current_order", "order_glance"]
+__all__ = ["current_order", "open_orders", "order_glance"]
 
 
 def order_glance(store: Store, ref: str) -> dict[str, Any]:
@@ -30,7 +30,14 @@ def order_glance(store: Store, ref: str) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def current_order(store: Store) -> str | None:
-    """The order the bench works on: the newest open one."""
-    open_orders = [order for order in store.order_book.orders() if order.state == OrderState.OPEN]
-    return open_orders[-1].ref if open_orders else None
+def open_orders(store: Store) -> list[str]:
+    """The open orders, oldest first."""
+    return [order.ref for order in store.order_book.orders() if order.state == OrderState.OPEN]
+
+
+def current_order(store: Store, wanted: str | None = None) -> str | None:
+    """The order the bench page shows: `wanted` if it is open (the operator chose it), else the newest open one."""
+    refs = open_orders(store)
+    if wanted in refs:
+        return wanted
+    return refs[-1] if refs else None

@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from firmware_catalog.catalog import Offer
 from station.config import StationConfig, WebConfig
 from station.event_log import Emit, Event
 from station.listen_address import is_loopback
@@ -27,6 +28,7 @@ from station.live_state import LiveState
 from station.store import Store
 from station.web.application import BenchPage, build_app
 from station.web.bench_actions import BenchActions
+from station.web.fleet_page import FleetSource
 from station.web.sessions import SessionBook
 
 __all__ = ["WebServer", "WebSettingsRefused"]
@@ -51,6 +53,8 @@ class WebServer:
         emit: Emit,
         wake: Callable[[], None] | None,
         metrics: CollectorRegistry | None = None,
+        offer_catalog: Callable[[], Offer] | None = None,
+        catalog_serial: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.settings = config.web
         self._cert, self._key = self.check(config)
@@ -59,11 +63,13 @@ class WebServer:
         self.page = BenchPage(
             live=live,
             store=store,
-            actions=BenchActions(store, config, self._changed),
+            actions=BenchActions(store, config, self._changed, offer_catalog),
             station=config.station.id,
             tls=self._cert is not None,
             sessions=SessionBook(),
             metrics=metrics,
+            catalog_serial=catalog_serial,
+            fleet=FleetSource(config.fleet, config.resolve) if config.fleet is not None else None,
         )
         self.url: str | None = None
 

@@ -40,8 +40,9 @@ class SessionBook:
         self._sessions[session.id] = session
         return session
 
-    def find(self, session_id: str | None) -> Session | None:
-        """The live session with this id, touched; None when there is none or it has expired (then it is gone)."""
+    def find(self, session_id: str | None, *, touch: bool = True) -> Session | None:
+        """The live session with this id, touched (a request: the idle limit starts again; not an event pushed to
+        it); None when there is none or it has expired (then it is gone)."""
         if not session_id:
             return None
         session = self._sessions.get(session_id)
@@ -51,7 +52,8 @@ class SessionBook:
         if now - session.started > LIFETIME_S or now - session.seen > IDLE_S:
             del self._sessions[session_id]
             return None
-        session.seen = now
+        if touch:
+            session.seen = now
         return session
 
     def close(self, session_id: str) -> None:

@@ -17,6 +17,7 @@ from firmware_catalog.catalog_source import BuildReport, build_catalog
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import build_signed_image
 from firmware_catalog.keys import generate_key, write_keypair
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -52,16 +53,19 @@ class World:
             write_keypair(self.makers[name], self.root / "keys" / name)
         return self.makers[name]
 
-    def trust(self, name: str, *manufacturers: str) -> None:
+    def trust(self, name: str, *manufacturers: str, scope: str | None = None) -> None:
+        """List a trusted key; `scope` is written to the source only when given (None: the field left out)."""
         self.key(name)
         self.key_lines.append(
             f'[[keys]]\nid = "{name}"\npublic_key = "keys/{name}.pub"\nmanufacturers = {toml_value(manufacturers)}\n'
+            + (f"scope = {toml_value(scope)}\n" if scope is not None else "")
         )
 
-    def revoke(self, name: str) -> None:
+    def revoke(self, name: str, scope: str | None = None) -> None:
         self.key(name)
         self.key_lines.append(
             f'[[revoked_keys]]\nid = "{name}"\npublic_key = "keys/{name}.pub"\nreason = "compromised"\n'
+            + (f"scope = {toml_value(scope)}\n" if scope is not None else "")
         )
 
     def image(
@@ -74,6 +78,7 @@ class World:
         max_hw: str = "1211",
         signer: str = "maker",
         body: bytes | None = None,
+        scope: SignatureScope = DEFAULT_SCOPE,
         **entry: Any,
     ) -> dict[str, Any]:
         """Make and sign an image and add its catalog entry; `entry` overrides entry fields."""
@@ -86,6 +91,7 @@ class World:
             min_hardware_version=int(min_hw, 16),
             max_hardware_version=int(max_hw, 16),
             manufacturer_image=body,
+            scope=scope,
         )
         name = f"images/{manufacturer}-{model}-{version}.bin"
         (self.root / "images").mkdir(exist_ok=True)

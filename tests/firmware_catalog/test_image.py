@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,13 +13,14 @@ from hypothesis import strategies as st
 from firmware_catalog.errors import ImageFormatError
 from firmware_catalog.image import HEADER_FIELDS, HEADER_LENGTH, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
+from firmware_catalog.signature_scope import DEFAULT_SCOPE
 
 KEY = generate_key()
 BODY = bytes(range(256)) * 3
 
 
 def make(**overrides: int) -> bytes:
-    args = {
+    args: dict[str, Any] = {
         "manufacturer": 0x121D,
         "image_type": 0x0000,
         "file_version": 0xACDCACDC,
@@ -43,8 +45,8 @@ def test_round_trip_keeps_every_field_and_verifies() -> None:
     assert image.manufacturer_image == BODY
     assert image.header_string == "test image"
     assert image.total_size == len(data) == HEADER_LENGTH + len(BODY) + 66
-    assert image.verify(KEY.public_key())
-    assert not image.verify(generate_key().public_key())
+    assert image.verify(KEY.public_key(), DEFAULT_SCOPE)
+    assert not image.verify(generate_key().public_key(), DEFAULT_SCOPE)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,7 @@ def test_trailing_bytes_are_refused() -> None:
 def test_every_signed_byte_matters() -> None:
     data = make()
     image = parse_image(data)
-    signed = len(image.signed_bytes)
+    signed = len(image.signed_bytes(DEFAULT_SCOPE))
     for index in (0, 14, 30, HEADER_LENGTH, signed - 2, signed - 1):
         tampered = bytearray(data)
         tampered[index] ^= 0x01
@@ -112,13 +114,13 @@ def test_every_signed_byte_matters() -> None:
             changed = parse_image(bytes(tampered))
         except ImageFormatError:
             continue
-        assert not changed.verify(KEY.public_key()), f"flipping byte {index} kept the signature valid"
+        assert not changed.verify(KEY.public_key(), DEFAULT_SCOPE), f"flipping byte {index} kept the signature valid"
 
 
 def test_signature_bytes_matter() -> None:
     tampered = bytearray(make())
     tampered[-1] ^= 0x80
-    assert not parse_image(bytes(tampered)).verify(KEY.public_key())
+    assert not parse_image(bytes(tampered)).verify(KEY.public_key(), DEFAULT_SCOPE)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import HEADER_LENGTH, read_image
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import ReasonCode
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 from tests.firmware_catalog.conftest import NOW, World
 
 SAMPLE = Path(__file__).parent / "data" / "duis-sr11.1-upgrade-image.bin"
@@ -39,7 +40,8 @@ def test_sample_header_fields_byte_exact() -> None:
     assert raw[296] == 0x40
     assert image.signature == raw[297:]
     assert len(image.signature) == 64
-    assert image.signed_bytes == raw[:296]
+    assert image.signed_bytes(DEFAULT_SCOPE) == raw[:296]
+    assert image.signed_bytes(SignatureScope.MANUFACTURER_IMAGE) == raw[HEADER_LENGTH:295]
 
 
 def test_sample_is_refused_as_untrusted_by_the_policy(world: World) -> None:

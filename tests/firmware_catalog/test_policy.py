@@ -15,6 +15,7 @@ from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import build_signed_image, parse_image
 from firmware_catalog.policy import decide
 from firmware_catalog.reason import RULES, ReasonCode
+from firmware_catalog.signature_scope import DEFAULT_SCOPE
 from tests.firmware_catalog.conftest import NOW, World
 
 Hub = Callable[..., HubIdentity]
@@ -215,7 +216,7 @@ def test_image_file_mismatch_for_another_envelope_of_the_same_firmware(
     other = _envelope(world, **changes)
     image = parse_image(other)
     assert image.manufacturer_image_sha256 == parse_image(bytes(original)).manufacturer_image_sha256
-    assert image.verify(world.key("maker").public_key())
+    assert image.verify(world.key("maker").public_key(), DEFAULT_SCOPE)
     assert other != bytes(original)
     _replace(world, other)
     decision = decide(hub(), world.load(), NOW)

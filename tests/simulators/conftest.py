@@ -14,6 +14,7 @@ from drivers.maintenance_port import SessionSettings
 from firmware_catalog.hub import HubIdentity
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 from simulators.fault import parse_faults
 from simulators.hub import HubOptions
 from simulators.jig import SimJig
@@ -34,7 +35,12 @@ def key() -> ec.EllipticCurvePrivateKey:
     return generate_key()
 
 
-def make_image(key: ec.EllipticCurvePrivateKey, body: bytes, version: int = TARGET_VERSION) -> UpgradeImage:
+def make_image(
+    key: ec.EllipticCurvePrivateKey,
+    body: bytes,
+    version: int = TARGET_VERSION,
+    scope: SignatureScope = DEFAULT_SCOPE,
+) -> UpgradeImage:
     return parse_image(
         build_signed_image(
             key,
@@ -45,6 +51,7 @@ def make_image(key: ec.EllipticCurvePrivateKey, body: bytes, version: int = TARG
             max_hardware_version=0x0200,
             manufacturer_image=body,
             header_string="sim test image",
+            scope=scope,
         )
     )
 

@@ -13,6 +13,7 @@ from drivers.driver_registry import driver_class
 from drivers.errors import LinkError
 from drivers.frame import Compression, Frame, HubState, MessageType, NakReason, encode_message
 from firmware_catalog.image import UpgradeImage
+from firmware_catalog.signature_scope import DEFAULT_SCOPE, SignatureScope
 from simulators.hub import HubOptions, SimulatedHub
 from simulators.jig import SimJig
 from simulators.link import Link, LinkSettings
@@ -159,3 +160,22 @@ async def test_sim_driver_from_config(tmp_path: Any) -> None:
     finally:
         await jig.close()
     assert identity.firmware_version == "04000009"
+
+
+def test_sim_driver_signature_scope_from_config(tmp_path: Any) -> None:
+    """A `sim` slot states its hub's signature scope; a `swap_to` hub without one keeps the first hub's; an unknown
+    scope is refused naming the key."""
+    config = {
+        "state_dir": tmp_path / "a",
+        "signature_scope": "manufacturer-image",
+        "swap_to": {"state_dir": tmp_path / "b", "firmware": "04000008"},
+    }
+    jig = driver_class("sim").from_config(config)
+    assert isinstance(jig, SimJig)
+    assert jig.hub_options.signature_scope is SignatureScope.MANUFACTURER_IMAGE
+    assert jig.swap_to is not None
+    assert jig.swap_to.signature_scope is SignatureScope.MANUFACTURER_IMAGE
+    plain = SimJig.from_config({"state_dir": tmp_path / "c"})
+    assert plain.hub_options.signature_scope is DEFAULT_SCOPE
+    with pytest.raises(ValueError, match="signature_scope"):
+        driver_class("sim").from_config({"state_dir": tmp_path / "d", "signature_scope": "whole-file"})

@@ -17,6 +17,7 @@ from drivers.jig_driver import ImageEncoding
 from drivers.maintenance_port import MaintenancePort
 from firmware_catalog.image import UpgradeImage, build_signed_image, parse_image
 from firmware_catalog.keys import generate_key
+from firmware_catalog.signature_scope import SignatureScope
 from simulators.jig import SimJig
 from simulators.link import LinkSettings
 from station.outcome import JobReason, Outcome
@@ -170,3 +171,22 @@ async def test_a_hub_offering_a_uselessly_small_payload_is_refused(make_jig: Jig
     jig = make_jig(max_payload=20)
     with pytest.raises(ProtocolError, match="payload of 20 bytes"):
         await jig.identify()
+
+
+async def test_the_hub_checks_signatures_over_its_manufacturers_scope(
+    make_jig: Jigs, key: ec.EllipticCurvePrivateKey
+) -> None:
+    """A hub follows its manufacturer: one built for the Manufacturer Image scope accepts an image signed so, and a
+    hub of the default scope refuses the same image (signature_ok 0, activation refused)."""
+    image = make_image(key, os.urandom(3000), 0x05000000, SignatureScope.MANUFACTURER_IMAGE)
+    follows = make_jig(signature_scope=SignatureScope.MANUFACTURER_IMAGE)
+    await follows.transfer(image)
+    assert (await follows.verify()).signature_ok
+    activation = await follows.activate(image.manufacturer_image_sha256, image.upgrade_image_sha256)
+    assert activation.code == ActivationCode.SUCCESS
+    await follows.close()
+    default = make_jig()
+    await default.transfer(image)
+    assert (await default.verify()).signature_ok is False
+    activation = await default.activate(image.manufacturer_image_sha256, image.upgrade_image_sha256)
+    assert activation.code == ActivationCode.ACTIVATION_FAILURE

@@ -78,7 +78,7 @@ def run_job(store: Store) -> RunJob:
         slot: str = "A1",
     ) -> JobRecord:
         identity = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": before}
-        job_id = store.start_job(chf_id=chf_id, gpf_id=None, order_ref=order_ref, slot=slot, identity=identity)
+        job_id = store.start_job(chf_id=chf_id, gpf_id=None, order_ref=order_ref, slot=slot, identity=identity).id
         attempt = store.begin_attempt(job_id)
         store.end_attempt(job_id, attempt, "ok", "", 4096)
         return store.finish_job(

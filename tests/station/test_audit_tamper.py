@@ -41,7 +41,7 @@ authority_key = "authority.pub"
 
     store = load_config(path).open_store()
     for n in range(12):
-        job_id = store.start_job(chf_id=hub_id(n), gpf_id=None, order_ref=None, slot="A1", identity={})
+        job_id = store.start_job(chf_id=hub_id(n), gpf_id=None, order_ref=None, slot="A1", identity={}).id
         store.record_event(job_id, "decision", code="OK")
     store.checkpoint()
     store.close()

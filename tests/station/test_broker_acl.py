@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from station.broker_client import BrokerClient, BrokerRefused
+from station.broker_client import BrokerClient, BrokerRefused, Outgoing
 from station.config import MqttConfig
 from station.messages import topic
 from station.mosquitto import Mosquitto
@@ -141,3 +141,29 @@ async def test_refusals_are_failures_the_station_sees(
     backlog = store.outbox_backlog()
     assert backlog["refused"] == 4
     assert "0x87" in backlog["last_refusal"]
+
+
+async def test_a_window_of_publishes_says_what_came_of_each(acl_broker: Mosquitto) -> None:
+    """publish_window keeps the order, and a refusal is the refused message's alone: the ones around it are taken."""
+    own = topic("result", region="North", station="st-north-01")
+    other = topic("result", region="North", station="st-north-02")
+    station = BrokerClient(
+        "127.0.0.1", acl_broker.port, username="st-north-01", password=USERS["st-north-01"],
+        identifier=f"st-north-01-{uuid.uuid4()}", protocol=aiomqtt.ProtocolVersion.V5,
+    )  # fmt: skip
+    messages = [Outgoing(other if n == 37 else own, json.dumps({"n": n}).encode()) for n in range(120)]
+    async with client(acl_broker, "dsp-bridge") as bridge, station:
+        await bridge.subscribe(own, qos=1)
+        outcomes = await station.publish_window(messages, 7)
+        assert [n for n, outcome in enumerate(outcomes) if outcome is not None] == [37]
+        refusal = outcomes[37]
+        assert isinstance(refusal, BrokerRefused)
+        assert refusal.code == 0x87
+        assert not station._pending_publishes  # every wait settled and forgotten
+        received: list[int] = []
+        async with asyncio.timeout(10):
+            async for message in bridge.messages:
+                received.append(json.loads(message.payload)["n"])
+                if len(received) == 119:
+                    break
+    assert received == [n for n in range(120) if n != 37]

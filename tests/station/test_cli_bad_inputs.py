@@ -67,6 +67,7 @@ _BAD_FOR: dict[tuple[str, ...], list[str]] = {
     ("orders", "close", "out"): ["garbage"],
     ("catalog", "sign-image", "manufacturer_image"): ["nowhere", "folder"],  # any bytes are a Manufacturer Image
     ("sim", "dsp-bridge", "db"): ["folder", "garbage"],  # the bridge makes its SMI database where it is told
+    ("sim", "dsp-bridge", "anchors_out"): ["nowhere", "folder"],  # a file there is rewritten, as an export is
 }
 # Parameters that only go together: the one under test gets its partner's good value.
 _PARTNERS = {"authority": "catalog_dir", "catalog_dir": "authority"}
@@ -155,6 +156,8 @@ def valid_value(command_path: tuple[str, ...], param: click.Parameter, station: 
     }
     if command_path == ("sim", "bench") and param.name == "config_path":
         return str(fresh)  # `--write-config`: the config it writes
+    if command_path == ("fleet", "status"):
+        values["broker"] = "mqtt://127.0.0.1:9"  # nothing listens there: a refusal, after every input was checked
     if command_path in _SERVERS:
         values |= {"slots": "1", "tcp": "127.0.0.1:0", "db": str(fresh), "broker": "mqtt://127.0.0.1:9"}
     return values.get(param.name or "")

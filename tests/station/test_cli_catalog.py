@@ -134,16 +134,16 @@ def test_sign_image_refuses_bad_codes(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_build_and_check_through_the_cli(tmp_path: Path, signed: Path) -> None:
-    run("catalog", "keygen", "--out", tmp_path / "authority")
-    body = (tmp_path / "body.bin").read_bytes()
-    (tmp_path / "source.toml").write_text(
-        f"""serial = 7
+def catalog_source(body: bytes, *, serial: int, key_lines: str = "") -> str:
+    """A catalog source trusting maker.pub for 121D, with one entry for image.bin (whose Manufacturer Image is
+    `body`); `key_lines` adds fields to the key."""
+    return f"""serial = {serial}
 valid_days = 10
 [[keys]]
 id = "maker"
 public_key = "maker.pub"
 manufacturers = ["121D"]
+{key_lines}
 [[entries]]
 cpl_id = "CPL-1"
 manufacturer = "121D"
@@ -160,7 +160,12 @@ status = "active"
 certificate_expiry = 2030-01-01
 image = "image.bin"
 """
-    )
+
+
+def test_build_and_check_through_the_cli(tmp_path: Path, signed: Path) -> None:
+    run("catalog", "keygen", "--out", tmp_path / "authority")
+    body = (tmp_path / "body.bin").read_bytes()
+    (tmp_path / "source.toml").write_text(catalog_source(body, serial=7))
     built = run("catalog", "build", tmp_path / "source.toml", "--key", tmp_path / "authority.key",
                 "--out", tmp_path / "cat", "--json")  # fmt: skip
     assert built.exit_code == 0, built.output

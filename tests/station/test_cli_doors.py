@@ -112,22 +112,27 @@ def test_audit_export_since_an_offset_time_means_that_instant(config: Path) -> N
 
 def test_ctrl_c_while_scanning_exits_130(config: Path) -> None:
     with_order(config)
-    scanner = subprocess.Popen(
-        [sys.executable, "-c", "from station.cli import main; main()", "orders", "receive", "DCC-1",
-         "--config", str(config)],
+    # The child takes Ctrl-C as a terminal's foreground process does, whatever this test inherited: a shell without
+    # job control starts background commands with SIGINT ignored, which Python then keeps (and the test hung).
+    with subprocess.Popen(
+        [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "from station.cli import main; main()", "orders", "receive", "DCC-1", "--config", str(config)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert scanner.stdin is not None
-        assert scanner.stdout is not None
-        scanner.stdin.write(f"{hub_id(1)}\n")
-        scanner.stdin.flush()
-        # Each scan is answered as it comes, before the next one (and before stdin ends).
-        assert scanner.stdout.readline().strip() == f"{hub_id(1)}: received"
-        scanner.send_signal(signal.SIGINT)
-        _, err = scanner.communicate(timeout=20)
-    finally:
-        scanner.kill()
+    ) as scanner:  # fmt: skip
+        try:
+            assert scanner.stdin is not None
+            assert scanner.stdout is not None
+            assert scanner.stderr is not None
+            scanner.stdin.write(f"{hub_id(1)}\n")
+            scanner.stdin.flush()
+            # Each scan is answered as it comes, before the next one (and before stdin ends).
+            assert scanner.stdout.readline().strip() == f"{hub_id(1)}: received"
+            scanner.send_signal(signal.SIGINT)
+            # stdin stays open, as a terminal's does (an EOF read first would end the command normally, exit 0).
+            scanner.wait(timeout=20)
+            err = scanner.stderr.read()
+        finally:
+            scanner.kill()
     assert scanner.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted" in err

@@ -35,7 +35,7 @@ def finish_jobs(store: Store, first: int, count: int) -> None:
         identity = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": "01000000"}
         job_id = store.start_job(
             chf_id=hub_id(n), gpf_id=hub_id(n + 50_000), order_ref=None, slot="A1", identity=identity
-        )
+        ).id
         store.finish_job(
             job_id, outcome=Outcome.REFLASHED, reason="OK", firmware_after="01020000", target_version="01020000",
             image_sha256="ab" * 32, hub_sha256="ab" * 32, charge_pence=0, currency="GBP", report=builder,

@@ -78,10 +78,34 @@ function linkState(ok, words) {
   document.body.classList.toggle("lost", !ok);
 }
 
+// After the stream is refused (not merely cut), the browser gives it up: ask whether this page is still signed in.
+// A station that restarted has forgotten its sessions, and an idle or removed operator is signed out: then the page
+// goes to the sign-in form instead of saying "reconnecting" for ever. Otherwise the stream is opened again.
+async function recheck() {
+  try {
+    const answer = await fetch("/session", { cache: "no-store" });
+    if (answer.status === 401) {
+      window.location.assign("/sign-in?ended=1");
+      return;
+    }
+  } catch (error) {
+    // the station is still gone: listen again, which fails and comes back here
+  }
+  listen();
+}
+
 function listen() {
-  const source = new EventSource("/events");
+  // The order the operator chose (?order=REF), else the station's newest open one.
+  const chosen = document.getElementById("order").dataset.order;
+  const source = new EventSource("/events" + (chosen ? "?order=" + encodeURIComponent(chosen) : ""));
   source.onopen = () => linkState(true, "live");
-  source.onerror = () => linkState(false, "LOST THE STATION: reconnecting…");
+  source.onerror = () => {
+    linkState(false, "LOST THE STATION: reconnecting…");
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      window.setTimeout(recheck, 1000);
+    }
+  };
   source.addEventListener("snapshot", (event) => {
     const snapshot = JSON.parse(event.data);
     linkState(true, "live");
@@ -105,6 +129,7 @@ async function act(path, fields) {
   }
   feedback.className = "feedback " + (answer.ok ? "good" : "bad");
   text(feedback, (answer.ok ? "✔ " : "✖ ") + answer.message);
+  return answer;
 }
 
 document.getElementById("scan").addEventListener("submit", (event) => {
@@ -126,5 +151,17 @@ if (closeButton) {
     }
   });
 }
+
+const reloadButton = document.getElementById("reload-catalog");
+if (reloadButton) {
+  reloadButton.addEventListener("click", async () => {
+    const answer = await act("/actions/reload-catalog", {});
+    const serial = /serial (\d+) in force/.exec(answer.message || "");
+    if (serial) text(document.getElementById("catalog-serial"), serial[1]);
+  });
+}
+
+const choice = document.getElementById("order-choice");
+if (choice) choice.addEventListener("change", () => document.getElementById("choose-order").submit());
 
 listen();

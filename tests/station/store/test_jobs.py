@@ -26,7 +26,7 @@ def test_finish_job_writes_state_audit_outbox_and_charge_together(store: Store, 
 
 
 def test_a_failing_report_builder_writes_nothing(store: Store) -> None:
-    job_id = store.start_job(chf_id=hub_id(2), gpf_id=None, order_ref=None, slot="A1", identity={})
+    job_id = store.start_job(chf_id=hub_id(2), gpf_id=None, order_ref=None, slot="A1", identity={}).id
     audit_before = len(list(store.audit_entries()))
 
     def broken(*_: object) -> dict[str, object]:
@@ -67,13 +67,14 @@ def test_no_hub_gets_two_final_outcomes_in_one_order(store: Store, run_job: RunJ
 
 
 def test_interrupted_job_is_resumed_not_duplicated(store: Store) -> None:
-    job_id = store.start_job(chf_id=hub_id(3), gpf_id=None, order_ref=None, slot="A1", identity={})
+    job_id = store.start_job(chf_id=hub_id(3), gpf_id=None, order_ref=None, slot="A1", identity={}).id
     store.begin_attempt(job_id)
     assert store.interrupt_running_jobs() == [job_id]
     assert store.job(job_id).state == "interrupted"
     (attempt,) = store.job_ledger.attempts(job_id)
     assert attempt.result == "interrupted"
     again = store.start_job(chf_id=hub_id(3), gpf_id=None, order_ref=None, slot="B2", identity={})
-    assert again == job_id
+    assert again.id == job_id
+    assert again.resumed
     assert store.job(job_id).slot == "B2"
     assert [e.kind for e in store.audit_entries()][-1] == "job_resumed"

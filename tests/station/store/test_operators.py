@@ -10,7 +10,7 @@ import pytest
 
 from station.outcome import Outcome
 from station.store import Role, SignInRefused, Store, StoreError
-from station.store.operators import SCRYPT_N, hash_pin, pin_matches
+from station.store.operators import MAX_FAILURES, SCRYPT_N, hash_pin, pin_matches
 from tests.station.conftest import ACTOR, RunJob
 
 
@@ -49,6 +49,45 @@ def test_five_wrong_pins_lock_out_for_fifteen_minutes(tmp_path: Path) -> None:
     kinds = [entry.kind for entry in store.audit_entries()]
     assert kinds.count("operator_locked_out") == 1
     assert kinds.count("operator_signed_in") == 2
+    store.close()
+
+
+def test_a_badge_names_its_operator_and_is_kept_only_as_a_hash(store: Store) -> None:
+    store.roster.add_operator("olive", Role.OPERATOR, "2468", badge="BADGE-000417")
+    assert store.roster.sign_in("BADGE-000417", "2468").id == "olive"
+    with pytest.raises(SignInRefused, match="unknown operator or wrong PIN"):
+        store.roster.sign_in("BADGE-000417", "1111")  # the PIN is still asked for
+    with pytest.raises(SignInRefused, match="unknown operator or wrong PIN"):
+        store.roster.sign_in("BADGE-999999", "2468")
+    raw = store.database.reader().execute("SELECT * FROM operators").fetchall()
+    assert "BADGE-000417" not in str([tuple(row) for row in raw])
+    with pytest.raises(StoreError, match="olive's already"):
+        store.roster.add_operator("sam", Role.SUPERVISOR, "135790", badge="BADGE-000417")
+    store.roster.add_operator("sam", Role.SUPERVISOR, "135790")
+    store.roster.set_badge("sam", "BADGE-000418")
+    assert store.roster.sign_in("BADGE-000418", "135790").id == "sam"
+    store.roster.set_badge("sam", None)
+    with pytest.raises(SignInRefused):
+        store.roster.sign_in("BADGE-000418", "135790")
+    with pytest.raises(ValueError, match="badge code"):
+        store.roster.set_badge("sam", " x")
+    entries = [(e.kind, e.data) for e in store.audit_entries()]
+    assert ("operator_signed_in", {"operator": "olive", "via": "bench_page", "with": "badge"}) in entries
+    # Neither the badge's code nor anything typed for an unknown identity is audited.
+    assert "BADGE-" not in str(entries)
+
+
+def test_attempts_checked_together_cannot_pass_the_lockout(tmp_path: Path) -> None:
+    """The page checks PINs off the event loop, so attempts overlap: the count is kept when each is recorded."""
+    store = Store(tmp_path / "s.db", ACTOR)
+    store.roster.add_operator("olive", Role.OPERATOR, "2468")
+    attempts = [store.roster.begin_sign_in("olive") for _ in range(MAX_FAILURES + 1)]
+    for attempt in attempts[:MAX_FAILURES]:
+        with pytest.raises(SignInRefused):
+            store.roster.finish_sign_in(attempt, attempt.pin_matches("0000"))
+    # The sixth was read before the lockout was written, and its PIN is right: it is refused all the same.
+    with pytest.raises(SignInRefused, match="locked out"):
+        store.roster.finish_sign_in(attempts[-1], attempts[-1].pin_matches("2468"))
     store.close()
 
 

@@ -145,7 +145,7 @@ class CountingDatabase:
 def test_the_parts_run_over_any_database_behind_the_seam(tmp_path: Path) -> None:
     database = CountingDatabase(SqliteDatabase(tmp_path / "station.db"))
     store = Store.over(database, ACTOR)
-    job_id = store.start_job(chf_id=hub_id(1), gpf_id=None, order_ref=None, slot="A1", identity={})
+    job_id = store.start_job(chf_id=hub_id(1), gpf_id=None, order_ref=None, slot="A1", identity={}).id
     record = store.finish_job(
         job_id, outcome=Outcome.REFLASHED, reason="REFLASHED", firmware_after="01020000", target_version="01020000",
         image_sha256="ab" * 32, hub_sha256="ab" * 32, charge_pence=0, currency="GBP", report=simple_report,

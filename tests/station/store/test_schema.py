@@ -17,14 +17,14 @@ from tests.station.store.conftest import beside
 def test_wal_mode_and_schema_version(store: Store) -> None:
     assert isinstance(store.database, SqliteDatabase)
     assert store.database.journal_mode == "wal"
-    assert store.schema_version == 4
+    assert store.schema_version == 5
 
 
 def test_reopening_keeps_everything_and_does_not_migrate_twice(tmp_path: Path, run_job: RunJob, store: Store) -> None:
     run_job(hub_id(1), None)
     store.close()
     again = Store(store.path, ACTOR)
-    assert again.schema_version == 4
+    assert again.schema_version == 5
     assert len(again.jobs()) == 1
     again.close()
 
@@ -42,7 +42,7 @@ def test_a_version_1_database_gains_the_flash_step_and_keeps_its_jobs(tmp_path: 
     )
     db.close()
     store = Store(path, ACTOR)
-    assert store.schema_version == 4
+    assert store.schema_version == 5
     (job,) = store.jobs()
     assert (job.chf_id, job.state, job.step_target) == (hub_id(1), "interrupted", None)
     assert store.flash_step(job.id) is None

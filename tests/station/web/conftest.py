@@ -44,12 +44,14 @@ class PageStation:
         self.process.wait(10)
 
 
-def start_station(bench: Bench, *, baud: str = SLOW, refused_hub: bool = True, web: str = "") -> PageStation:
+def start_station(
+    bench: Bench, *, baud: str = SLOW, refused_hub: bool = True, web: str = "", listen: str = "127.0.0.1:0"
+) -> PageStation:
     bench.hub("H", 1, {**HONEST, "baud": baud})
     if refused_hub:
         bench.hub("R", 2, UNKNOWN)
     config = bench.config()
-    config.write_text(config.read_text() + f'\n[web]\nlisten = "127.0.0.1:0"\n{web}')
+    config.write_text(config.read_text() + f'\n[web]\nlisten = "{listen}"\n{web}')
     store = load_config(config).open_store()
     hubs = [(device_id(1, 1), 2), (device_id(2, 1), 3), (device_id(3, 1), 4)]
     store.import_order(OrderRequest(ORDER, "dcc", "SUPPLIER-A", "North", hubs, "page.csv", "0" * 64))

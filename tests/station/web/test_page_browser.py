@@ -4,6 +4,7 @@ refused hub's reason in words and code, and lose the station."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -12,9 +13,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from station.demo import device_id
-from tests.station.test_slot_faults import Bench
+from tests.station.test_slot_faults import Bench, Events
 from tests.station.web.browser import chromium
-from tests.station.web.conftest import PINS, start_station
+from tests.station.web.conftest import PINS, PageStation, reflash, start_station
 
 
 def until(condition: Callable[[], object], within: float, what: str) -> None:
@@ -78,3 +79,27 @@ def test_the_page_shows_the_bench_live_takes_a_scan_and_says_when_the_station_is
         station.kill()
         until(lambda: "LOST THE STATION" in text(driver, "#link-text"), 3, "lost-station banner")
         assert "lost" in str(driver.find_element(By.TAG_NAME, "body").get_attribute("class"))
+
+
+def test_a_page_whose_session_ended_goes_to_sign_in_instead_of_reconnecting_for_ever(bench: Bench) -> None:
+    """A station that restarts forgets its sessions; an operator removed is signed out. The page's stream is then
+    refused (401), which a browser's EventSource never retries: the page must notice and ask for a sign-in."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    station = start_station(bench, refused_hub=False, listen=f"127.0.0.1:{port}")
+    with chromium() as driver:
+        sign_in(driver, station.url, "olive", PINS["olive"])
+        station.kill()
+        until(lambda: "LOST THE STATION" in text(driver, "#link-text"), 3, "lost-station banner")
+        again = PageStation(station.bench, station.config, station.bench.station(station.config), station.events,
+                            station.url)  # fmt: skip
+        Events(again.process).wait_for("web_listening", within=30)
+        until(lambda: "/sign-in" in driver.current_url, 15, "the sign-in form")
+        assert "session has ended" in text(driver, "#sign-in-notice")
+        sign_in(driver, station.url, "olive", PINS["olive"])
+
+        # Removed from the roster while watching: the stream ends and the page asks for a sign-in.
+        assert reflash(station.config, "operators", "remove", "olive").returncode == 0
+        until(lambda: "/sign-in" in driver.current_url, 15, "the sign-in form after removal")
+        again.kill()
