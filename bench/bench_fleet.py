@@ -72,7 +72,7 @@ def finish(store: Store, station: str, region: str, first: int, count: int) -> N
     for n in range(first, first + count):
         chf = format_eui64(0x00DB120000000000 | number << 24 | n)
         gpf = format_eui64(0x00DB120000000000 | number << 24 | 1 << 23 | n)
-        job_id = store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity)
+        job_id = store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity).id
         store.finish_job(
             job_id, outcome=Outcome.REFLASHED, reason="REFLASHED", firmware_after="01020000",
             target_version="01020000", image_sha256="ab" * 32, hub_sha256="ab" * 32, charge_pence=0, currency="GBP",

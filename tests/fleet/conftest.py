@@ -49,7 +49,7 @@ class FleetStation:
         identity = {"manufacturer": "121D", "model": "0000", "hardware_version": "1200", "firmware_version": BEFORE}
         for n, outcome, after in hubs:
             chf, gpf = self.hub(n)
-            job_id = self.store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity)
+            job_id = self.store.start_job(chf_id=chf, gpf_id=gpf, order_ref=None, slot="A1", identity=identity).id
             reason = "REFLASHED" if outcome is Outcome.REFLASHED else "TRANSFER_DEADLINE_EXCEEDED"
             self.store.finish_job(
                 job_id, outcome=outcome, reason=reason, firmware_after=after, target_version="01020000",
