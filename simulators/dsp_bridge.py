@@ -31,6 +31,7 @@ import json
 import logging
 import random
 import sqlite3
+import ssl
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +97,10 @@ class SmiStore:
                 model TEXT,
                 firmware_version TEXT,
                 updated_at TEXT NOT NULL,
-                message_id TEXT NOT NULL
+                message_id TEXT NOT NULL,
+                station TEXT,
+                sequence INTEGER,
+                finished_at TEXT
             );
             CREATE TABLE IF NOT EXISTS applied (
                 message_id TEXT PRIMARY KEY,
@@ -133,6 +137,11 @@ class SmiStore:
             );
             """
         )
+        # An SMI made before the row knew which result set it: the columns that order results are added empty.
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(smi_devices)")}
+        for column, kind in (("station", "TEXT"), ("sequence", "INTEGER"), ("finished_at", "TEXT")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE smi_devices ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -159,13 +168,22 @@ class SmiStore:
                 if version is None:
                     continue
                 for device_id, device_type in ((result["chf_id"], "CHF"), (result["gpf_id"], "GPF")):
+                    # Results of one hub can arrive out of order (republished, or taken by different bridges of the
+                    # group): a row takes only a newer result than the one that set it. Newer is a higher sequence
+                    # from the same station, else a later finished_at.
                     self._db.execute(
                         "INSERT INTO smi_devices (device_id, device_type, chf_id, manufacturer, model, "
-                        "firmware_version, updated_at, message_id) VALUES (?,?,?,?,?,?,?,?) "
+                        "firmware_version, updated_at, message_id, station, sequence, finished_at) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                         "ON CONFLICT(device_id) DO UPDATE SET firmware_version = excluded.firmware_version, "
-                        "updated_at = excluded.updated_at, message_id = excluded.message_id",
+                        "updated_at = excluded.updated_at, message_id = excluded.message_id, "
+                        "station = excluded.station, sequence = excluded.sequence, finished_at = excluded.finished_at "
+                        "WHERE CASE WHEN excluded.station IS smi_devices.station AND excluded.sequence IS NOT NULL "
+                        "AND smi_devices.sequence IS NOT NULL THEN excluded.sequence > smi_devices.sequence "
+                        "ELSE excluded.finished_at > coalesce(smi_devices.finished_at, '') END",
                         (device_id, device_type, result["chf_id"], result["manufacturer"], result["model"], version,
-                         now, result["message_id"]),
+                         now, result["message_id"], result["station"], result.get("sequence"),
+                         result["finished_at"]),
                     )  # fmt: skip
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -211,7 +229,10 @@ class SmiStore:
         )
 
     def devices(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._db.execute("SELECT * FROM smi_devices ORDER BY chf_id, device_type")]
+        return [dict(row) for row in self._db.execute(
+            "SELECT device_id, device_type, chf_id, manufacturer, model, firmware_version, updated_at, message_id "
+            "FROM smi_devices ORDER BY chf_id, device_type"
+        )]  # fmt: skip
 
     def forget(self, message_ids: list[str]) -> None:
         """Lose what was applied for these messages, as a DSP restored from an old backup would (for tests of the
@@ -228,13 +249,19 @@ class SmiStore:
 class DspBridge:
     """Runs until `stop()`; reconnects with jittered backoff; acks every message it takes."""
 
-    def __init__(self, broker: str, db: Path, *, name: str = "dsp-bridge-1", group: str = "dsp-bridge") -> None:
+    def __init__(
+        self, broker: str, db: Path, *, name: str = "dsp-bridge-1", group: str = "dsp-bridge",
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:  # fmt: skip
+        """`tls_context` for an mqtts:// broker that wants a client certificate (a central broker: config/fleet/);
+        without it, mqtts:// uses the system's CAs and no certificate."""
         parts = urlsplit(broker)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"--broker must be mqtt://host:port or mqtts://host:port, got {broker!r}")
         self.hostname = parts.hostname
         self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self.tls = parts.scheme == "mqtts"
+        self.tls_context = tls_context
         self.name = name
         self.group = group
         self.smi = SmiStore(db)
@@ -317,7 +344,8 @@ class DspBridge:
                 properties=properties,
                 will=aiomqtt.Will(state_topic, self._status("offline", session, will=True), qos=1, retain=True,
                                   properties=publish_properties()),
-                tls_params=aiomqtt.TLSParameters() if self.tls else None,
+                tls_context=self.tls_context if self.tls else None,
+                tls_params=aiomqtt.TLSParameters() if self.tls and self.tls_context is None else None,
                 timeout=10,
             )  # fmt: skip
             client.will_on_error = True

@@ -37,6 +37,9 @@ def sim() -> None:
 @click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="The bridge's SMI database")
 @click.option("--name", default="dsp-bridge-1", show_default=True, help="This bridge's name (client id, acks)")
 @click.option("--group", default="dsp-bridge", show_default=True, help="Shared-subscription group")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False), help="mqtts://: the broker's CA (PEM)")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="mqtts://: this bridge's certificate")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="mqtts://: its private key (PEM)")
 @click.option("--show", is_flag=True, help="Print the SMI view and exit")
 @click.option("--json", "as_json", is_flag=True, help="With --show: JSON")
 @click.option(
@@ -51,6 +54,9 @@ def dsp_bridge(
     db: str,
     name: str,
     group: str,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
     show: bool,
     as_json: bool,
     anchors_out: str | None,
@@ -108,8 +114,24 @@ def dsp_bridge(
         return
     if not broker:
         raise click.UsageError("--broker is required unless --show")
+    tls_context = None
+    if key and not cert:
+        raise click.UsageError("--key needs --cert (the certificate it belongs to)")
+    if ca or cert:
+        # A central broker (config/fleet/) knows a DSP bridge by its client certificate's common name.
+        import ssl
+
+        try:
+            tls_context = ssl.create_default_context(cafile=ca)
+        except OSError as exc:  # ssl.SSLError is one: "[X509] PEM lib" names no file
+            raise click.UsageError(f"--ca {ca}: {exc}") from exc
+        if cert:
+            try:
+                tls_context.load_cert_chain(cert, key)
+            except OSError as exc:
+                raise click.UsageError(f"--cert {cert}{f' (--key {key})' if key else ''}: {exc}") from exc
     try:
-        bridge = DspBridge(broker, Path(db), name=name, group=group)
+        bridge = DspBridge(broker, Path(db), name=name, group=group, tls_context=tls_context)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     except SmiStoreError as exc:
