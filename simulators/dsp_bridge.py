@@ -66,6 +66,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _instant(at: str) -> str:
+    """A date-time as text that sorts as time does: UTC, microseconds always written. The contract allows any offset
+    and any precision (`10:00:01.5+01:00`, `09:00:01Z`), whose texts do not compare as their instants do."""
+    return datetime.fromisoformat(at).astimezone(UTC).isoformat(timespec="microseconds")
+
+
 class SmiStoreError(Exception):
     """The SMI database cannot be used (not SQLite, or not a bridge's); the message names the file."""
 
@@ -183,7 +189,7 @@ class SmiStore:
                         "ELSE excluded.finished_at > coalesce(smi_devices.finished_at, '') END",
                         (device_id, device_type, result["chf_id"], result["manufacturer"], result["model"], version,
                          now, result["message_id"], result["station"], result.get("sequence"),
-                         result["finished_at"]),
+                         _instant(result["finished_at"])),
                     )  # fmt: skip
         except BaseException:
             self._db.execute("ROLLBACK")

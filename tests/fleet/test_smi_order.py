@@ -57,3 +57,16 @@ def test_an_smi_from_before_takes_the_next_result(tmp_path: Path) -> None:
     smi = SmiStore(tmp_path / "smi.db")
     smi.apply([result("st-a", 1, "2026-12-06T10:00:00.000Z", "01020000")])
     assert versions(smi) == {CHF: "01020000", GPF: "01020000"}
+
+
+def test_finish_times_compare_as_instants_not_as_text(tmp_path: Path) -> None:
+    """The contract allows any offset and precision: as text, `10:00:01Z` sorts after `10:00:01.500Z` and
+    `10:30:00+01:00` after `10:00:00Z`; as instants, neither is later."""
+    smi = SmiStore(tmp_path / "smi.db")
+    smi.apply([result("st-a", 1, "2026-12-06T10:00:01.500Z", "01030000")])
+    smi.apply([result("st-b", 1, "2026-12-06T10:00:01Z", "01020000")])  # half a second earlier
+    assert versions(smi)[CHF] == "01030000"
+    smi.apply([result("st-c", 1, "2026-12-06T10:30:00+01:00", "01010000")])  # 09:30 UTC
+    assert versions(smi)[CHF] == "01030000"
+    smi.apply([result("st-c", 2, "2026-12-06T11:30:00+01:00", "01040000")])  # 10:30 UTC
+    assert versions(smi)[CHF] == "01040000"
