@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 
+from bench.process_cpu import cpu_seconds
 from firmware_catalog.hub import format_eui64
 from station.audit import AuditEntry
 from station.fleet_brokers import Fleet
@@ -52,14 +53,7 @@ from station.messages import hub_result
 from station.outcome import Outcome
 from station.store import Actor, JobRecord, Store
 
-TICKS = os.sysconf("SC_CLK_TCK")
 REGIONS = ("North", "Central", "South")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a running process (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def finish(store: Store, station: str, region: str, first: int, count: int) -> None:

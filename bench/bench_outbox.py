@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 
+from bench.process_cpu import cpu_seconds
 from firmware_catalog.hub import format_eui64
 from simulators.dsp_bridge import SmiStore
 from station.config import MqttConfig
@@ -65,13 +66,6 @@ def fill(store: Store, count: int) -> None:
                 job, entry.hash, mid, station=ACTOR.station, region="North", requesting_party=None
             ),
         )
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a running process has used so far, from /proc (Linux): the bridge's CPU while
-    the results flow, without its start-up."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bridge_ready(broker: Mosquitto) -> None:
@@ -119,14 +113,14 @@ async def run_case(results: int, in_flight: int, workdir: Path) -> dict[str, Any
                 watching += time.process_time() - t0
                 return int(count)
 
-            bridge_cpu0 = process_cpu(bridge.pid)
+            bridge_cpu0 = cpu_seconds(bridge.pid)
             cpu0, start = time.process_time(), time.perf_counter()
             reporter_task = asyncio.create_task(reporter.run())
             while still_open():  # noqa: ASYNC110 -- polling the store is the measurement
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - start
             cpu = time.process_time() - cpu0 - watching
-            bridge_cpu = process_cpu(bridge.pid) - bridge_cpu0
+            bridge_cpu = cpu_seconds(bridge.pid) - bridge_cpu0
             watch.close()
             reporter.stop()
             await reporter_task

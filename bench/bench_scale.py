@@ -38,6 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.process_cpu import tree_cpu_seconds
 from firmware_catalog.catalog_source import build_catalog
 from firmware_catalog.hub import format_eui64
 from firmware_catalog.image import build_signed_image
@@ -108,27 +109,6 @@ def _watch(url: str, token: str, stop: threading.Event, seen: list[int]) -> None
             time.sleep(0.05)  # not listening yet, or gone
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and every descendant alive now, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    ticks, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], browser: dict[str, float]) -> None:
     """The bench page in Debian's headless Chromium (as tests/station/web drive it), signed in, until the station
     ends; counts the page's visible changes (the slots' progress and states, sampled every 0.2 s), its long tasks
@@ -171,7 +151,7 @@ def _browse(url: str, pin: str, stop: threading.Event, seen: list[int], browser:
             time.sleep(0.2)
         service = driver.service.process
         if service is not None:
-            browser["cpu_s"] = _tree_cpu_s(service.pid)
+            browser["cpu_s"] = tree_cpu_seconds(service.pid)
 
 
 def run_case(slots: int, baud: int, image_size: int, window: int, page: str = "idle") -> dict[str, Any]:
