@@ -278,11 +278,10 @@ def build_app(page: BenchPage) -> Starlette:
     # -- the live stream, for both ----------------------------------------------------------------------------
 
     async def events(request: Request) -> Response:
-        session, token = session_of(request), token_principal(request)
-        if session is None and token is None:
+        session = session_of(request)
+        if session is None and token_principal(request) is None:
             return JSONResponse({"ok": False, "message": "sign in, or send an API token"}, 401)
         cookie = request.cookies.get(SESSION_COOKIE)
-        credential = request.headers.get("authorization", "").partition(" ")[2].strip()
 
         def allowed() -> bool:
             """Checked at every event: a session that expires or an operator removed, or a token revoked, ends the
@@ -290,7 +289,7 @@ def build_app(page: BenchPage) -> Starlette:
             if session is not None:
                 found = page.sessions.find(cookie, touch=False)
                 return found is not None and page.store.roster.on_roster(found.operator)
-            return page.store.roster.token(credential) is not None
+            return token_principal(request) is not None
 
         wanted = request.query_params.get("order")
         return StreamingResponse(_event_stream(page, wanted, allowed), media_type="text/event-stream",
