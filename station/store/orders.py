@@ -166,6 +166,13 @@ class OrderBook:
         """Every order, oldest import first."""
         return [_order(row) for row in self._work.reader().execute("SELECT * FROM orders ORDER BY imported_at")]
 
+    def open_refs(self) -> list[str]:
+        """The open orders' references, oldest import first (the bench page asks on every event it sends)."""
+        rows = self._work.reader().execute(
+            "SELECT ref FROM orders WHERE state = ? ORDER BY imported_at", (OrderState.OPEN.value,)
+        )
+        return [str(row["ref"]) for row in rows]
+
     def progress(self) -> list[OrderProgress]:
         """Every order with its count of hubs named and processed, oldest import first."""
         reader = self._work.reader()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from station.reconciliation import order_report
-from station.store import OrderState, Store
+from station.store import Store
 from station.web.openapi import OrderGlance
 
 __all__ = ["current_order", "open_orders", "order_glance"]
@@ -32,7 +32,7 @@ def order_glance(store: Store, ref: str) -> dict[str, Any]:
 
 def open_orders(store: Store) -> list[str]:
     """The open orders, oldest first."""
-    return [order.ref for order in store.order_book.orders() if order.state == OrderState.OPEN]
+    return store.order_book.open_refs()
 
 
 def current_order(store: Store, wanted: str | None = None) -> str | None:

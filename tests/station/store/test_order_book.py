@@ -50,7 +50,9 @@ def test_an_order_from_import_to_close_as_records(store: Store, run_job: RunJob)
     assert store.custody.scanned_in(hub_id(1), "DCC-7")
     assert not store.custody.scanned_in(hub_id(9), "DCC-7")
 
+    assert store.order_book.open_refs() == ["DCC-7"]
     store.close_order("DCC-7", {"named": 2}, lambda message_id, closed_at: {"order_ref": "DCC-7"})
+    assert store.order_book.open_refs() == []
     closed = store.order_book.order("DCC-7")
     assert closed.state is OrderState.CLOSED
     assert closed.closed_at is not None
